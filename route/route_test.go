@@ -1,0 +1,228 @@
+package route
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	usEast     = Point{33.84, -81.16}
+	usWest     = Point{45.59, -121.18}
+	europeWest = Point{50.45, 3.82}
+
+	london  = Point{51.5142, -0.0931}
+	seattle = Point{47.6062, -122.3321}
+	newYork = Point{40.7128, -74.0060}
+	tokyo   = Point{35.6895, 139.6917}
+)
+
+// topology returns the three-region layout of the example config; down lists
+// regions whose backends are all unhealthy.
+func topology(down ...string) *Snapshot {
+	specs := []RegionSpec{
+		{Name: "us-east", Location: usEast, Backends: []*Backend{{ID: "e1", Region: "us-east", Weight: 1}}},
+		{Name: "us-west", Location: usWest, Backends: []*Backend{{ID: "w1", Region: "us-west", Weight: 1}}},
+		{Name: "europe-west", Location: europeWest, Backends: []*Backend{
+			{ID: "eu1", Region: "europe-west", Weight: 2},
+			{ID: "eu2", Region: "europe-west", Weight: 1},
+		}},
+	}
+	isDown := map[string]bool{}
+	for _, d := range down {
+		isDown[d] = true
+	}
+	return NewSnapshot(specs, func(b *Backend) bool { return !isDown[b.Region] }, 1)
+}
+
+func names(p Plan) []string {
+	var out []string
+	for _, c := range p.Candidates {
+		out = append(out, c.Region.Name)
+	}
+	return out
+}
+
+func TestPlan(t *testing.T) {
+	defaultLocation := Point{40.71, -74.01} // the example config's default_location
+	cases := []struct {
+		name       string
+		client     Point
+		down       []string
+		order      []string
+		serving    string // "" = none
+		reasons    []Reason
+		servingWhy string
+	}{
+		{
+			name: "London goes to europe-west", client: london,
+			order: []string{"europe-west", "us-east", "us-west"}, serving: "europe-west",
+			reasons:    []Reason{ReasonNearest, ReasonFallback, ReasonFallback},
+			servingWhy: "nearest",
+		},
+		{
+			name: "Seattle goes to us-west", client: seattle,
+			order: []string{"us-west", "us-east", "europe-west"}, serving: "us-west",
+			reasons:    []Reason{ReasonNearest, ReasonFallback, ReasonFallback},
+			servingWhy: "nearest",
+		},
+		{
+			name: "New York goes to us-east", client: newYork,
+			order: []string{"us-east", "us-west", "europe-west"}, serving: "us-east",
+			reasons:    []Reason{ReasonNearest, ReasonFallback, ReasonFallback},
+			servingWhy: "nearest",
+		},
+		{
+			name: "Tokyo goes to us-west", client: tokyo,
+			order: []string{"us-west", "europe-west", "us-east"}, serving: "us-west",
+			reasons:    []Reason{ReasonNearest, ReasonFallback, ReasonFallback},
+			servingWhy: "nearest",
+		},
+		{
+			name: "nearest down fails over to next-nearest", client: london, down: []string{"europe-west"},
+			order: []string{"europe-west", "us-east", "us-west"}, serving: "us-east",
+			reasons:    []Reason{ReasonUnhealthy, ReasonFailover, ReasonFallback},
+			servingWhy: "failover: europe-west unhealthy",
+		},
+		{
+			name: "two nearest down", client: seattle, down: []string{"us-west", "us-east"},
+			order: []string{"us-west", "us-east", "europe-west"}, serving: "europe-west",
+			reasons:    []Reason{ReasonUnhealthy, ReasonUnhealthy, ReasonFailover},
+			servingWhy: "failover: us-west, us-east are unhealthy",
+		},
+		{
+			name: "all down serves nobody", client: newYork, down: []string{"us-west", "us-east", "europe-west"},
+			order:   []string{"us-east", "us-west", "europe-west"},
+			reasons: []Reason{ReasonUnhealthy, ReasonUnhealthy, ReasonUnhealthy},
+		},
+		{
+			name: "unknown address uses the default location", client: defaultLocation,
+			order: []string{"us-east", "us-west", "europe-west"}, serving: "us-east",
+			reasons:    []Reason{ReasonNearest, ReasonFallback, ReasonFallback},
+			servingWhy: "nearest",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := topology(c.down...)
+			p := s.Plan(c.client, nil)
+			assert.Equal(t, c.order, names(p))
+			require.Equal(t, c.order[0], p.Nearest.Name)
+			var reasons []Reason
+			for _, cand := range p.Candidates {
+				reasons = append(reasons, cand.Reason)
+			}
+			assert.Equal(t, c.reasons, reasons)
+			if c.serving == "" {
+				assert.Equal(t, -1, p.Serving)
+				assert.Nil(t, p.ServingRegion())
+				return
+			}
+			require.NotNil(t, p.ServingRegion())
+			assert.Equal(t, c.serving, p.ServingRegion().Name)
+			assert.Equal(t, c.servingWhy, p.Explain(p.Serving))
+		})
+	}
+}
+
+func TestPlanEmptySnapshot(t *testing.T) {
+	p := NewSnapshot(nil, func(*Backend) bool { return true }, 1).Plan(london, nil)
+	assert.Nil(t, p.Nearest)
+	assert.Equal(t, -1, p.Serving)
+}
+
+func TestPlanTiesKeepConfigOrder(t *testing.T) {
+	here := Point{10, 10}
+	s := NewSnapshot([]RegionSpec{
+		{Name: "b", Location: here, Backends: []*Backend{{ID: "1"}}},
+		{Name: "a", Location: here, Backends: []*Backend{{ID: "2"}}},
+	}, func(*Backend) bool { return true }, 1)
+	assert.Equal(t, []string{"b", "a"}, names(s.Plan(here, nil)))
+}
+
+func TestDistance(t *testing.T) {
+	// London to New York is about 5570 km; the antipodes about 20015 km.
+	assert.InDelta(t, 5570, Distance(london, newYork), 15)
+	assert.InDelta(t, 20015, Distance(Point{0, 0}, Point{0, 180}), 1)
+	assert.InDelta(t, 0, Distance(tokyo, tokyo), 1e-6)
+	// Across the antimeridian: Fiji to Samoa is about 1150 km, not 38000.
+	assert.InDelta(t, 1150, Distance(Point{-17.7, 178.0}, Point{-13.8, -172.1}), 60)
+}
+
+func TestPlanDoesNotAllocate(t *testing.T) {
+	s := topology("europe-west")
+	buf := make([]Candidate, 0, 8)
+	allocs := testing.AllocsPerRun(200, func() {
+		p := s.Plan(london, buf)
+		_ = p.ServingRegion().Pick(rand.Uint64, nil)
+	})
+	assert.Zero(t, allocs)
+}
+
+func TestPickFollowsWeightsWhenIdle(t *testing.T) {
+	s := topology()
+	eu := s.Region("europe-west")
+	rng := rand.New(rand.NewPCG(1, 2))
+	counts := map[string]int{}
+	const n = 30000
+	for range n {
+		counts[eu.Pick(rng.Uint64, nil).ID]++
+	}
+	// Weights 2:1.
+	assert.InDelta(t, 2.0/3, float64(counts["eu1"])/n, 0.02)
+	assert.InDelta(t, 1.0/3, float64(counts["eu2"])/n, 0.02)
+}
+
+func TestPickAvoidsTheBusierBackend(t *testing.T) {
+	s := NewSnapshot([]RegionSpec{{Name: "r", Backends: []*Backend{
+		{ID: "slow", Weight: 1}, {ID: "fast", Weight: 1}, {ID: "other", Weight: 1},
+	}}}, func(*Backend) bool { return true }, 1)
+	r := s.Region("r")
+	slow := r.Backends[0]
+	for range 10 {
+		slow.Acquire()
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 1000 {
+		assert.NotEqual(t, "slow", r.Pick(rng.Uint64, nil).ID)
+	}
+}
+
+func TestPickSkipsTried(t *testing.T) {
+	s := topology()
+	eu := s.Region("europe-west")
+	first := eu.Healthy[0]
+	got := eu.Pick(rand.Uint64, []*Backend{first})
+	require.NotNil(t, got)
+	assert.NotEqual(t, first, got)
+	assert.Nil(t, eu.Pick(rand.Uint64, eu.Healthy))
+	assert.Nil(t, topology("europe-west").Region("europe-west").Pick(rand.Uint64, nil))
+}
+
+func TestSnapshotKeepsOnlyHealthy(t *testing.T) {
+	b1 := &Backend{ID: "1", Weight: 1}
+	b2 := &Backend{ID: "2", Weight: 3}
+	s := NewSnapshot([]RegionSpec{{Name: "r", Backends: []*Backend{b1, b2}}},
+		func(b *Backend) bool { return b == b2 }, 7)
+	r := s.Region("r")
+	assert.Equal(t, []*Backend{b1, b2}, r.Backends)
+	assert.Equal(t, []*Backend{b2}, r.Healthy)
+	assert.Same(t, b2, r.Pick(rand.Uint64, nil))
+	assert.Nil(t, s.Region("missing"))
+	assert.Equal(t, uint64(7), s.Version)
+}
+
+func BenchmarkPlanAndPick(b *testing.B) {
+	s := topology()
+	buf := make([]Candidate, 0, 8)
+	points := []Point{london, seattle, newYork, tokyo}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		p := s.Plan(points[i%len(points)], buf)
+		p.ServingRegion().Pick(rand.Uint64, nil)
+		i++
+	}
+}
