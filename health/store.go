@@ -1,0 +1,289 @@
+// Package health probes backends and keeps their health in a go-memdb store.
+//
+// One goroutine per backend sends an HTTP probe at once, then every interval
+// (with jitter); a backend changes state only after a run of consecutive
+// results (the thresholds), except its first result, which settles the
+// initial unknown state. Every change is written to the Store in one
+// transaction, logged once and reported to an Observer; readers watch the
+// Store's memdb watch channels to learn about changes. The package knows
+// nothing of the proxy.
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Status is a backend's health.
+type Status uint8
+
+// Health states.
+const (
+	// Unknown: not probed yet. Unknown backends get no traffic.
+	Unknown Status = iota
+	// Healthy: passing its probes.
+	Healthy
+	// Unhealthy: failing its probes.
+	Unhealthy
+)
+
+// String returns "unknown", "healthy" or "unhealthy".
+func (s Status) String() string {
+	switch s {
+	case Healthy:
+		return "healthy"
+	case Unhealthy:
+		return "unhealthy"
+	}
+	return "unknown"
+}
+
+// Region is a row of the regions table.
+type Region struct {
+	Name     string
+	Lat, Lon float64
+}
+
+// Backend is a row of the backends table: one backend and its health.
+// Rows are immutable once stored; a change stores a new row.
+type Backend struct {
+	// ID identifies the backend (its URL).
+	ID string
+	// Region is the name of the backend's region.
+	Region string
+	// Status is the backend's current health.
+	Status Status
+	// Since is when Status last changed (or the backend was added).
+	Since time.Time
+	// Reason is the last probe error that counted toward Status, or "".
+	Reason string
+}
+
+const (
+	tableRegions  = "regions"
+	tableBackends = "backends"
+)
+
+func regionsTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableRegions,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
+		},
+	}
+}
+
+func backendsTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableBackends,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id":     {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			"region": {Name: "region", Indexer: &memdb.StringFieldIndex{Field: "Region"}},
+			"status": {Name: "status", Indexer: &memdb.UintFieldIndex{Field: "Status"}},
+		},
+	}
+}
+
+// Schema returns the store's memdb schema.
+func Schema() *memdb.DBSchema {
+	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		tableRegions:  regionsTableSchema(),
+		tableBackends: backendsTableSchema(),
+	}}
+}
+
+// Store holds regions and backends with their health. It is safe for
+// concurrent use: writes are serialised transactions, reads are lock-free
+// snapshots.
+type Store struct {
+	db  *memdb.MemDB
+	now func() time.Time
+}
+
+// NewStore returns an empty Store.
+func NewStore() (*Store, error) {
+	db, err := memdb.NewMemDB(Schema())
+	if err != nil {
+		return nil, fmt.Errorf("health: create store: %w", err)
+	}
+	return &Store{db: db, now: time.Now}, nil
+}
+
+// BackendSpec declares a backend for Sync.
+type BackendSpec struct {
+	ID     string
+	Region string
+}
+
+// Sync makes the store hold exactly the given regions and backends, in one
+// transaction. Backends already present in the same region keep their
+// health; new ones start Unknown; missing ones are removed.
+func (s *Store) Sync(regions []Region, backends []BackendSpec) error {
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	if _, err := txn.DeleteAll(tableRegions, "id"); err != nil {
+		return fmt.Errorf("health: sync regions: %w", err)
+	}
+	for i := range regions {
+		r := regions[i]
+		if err := txn.Insert(tableRegions, &r); err != nil {
+			return fmt.Errorf("health: sync region %s: %w", r.Name, err)
+		}
+	}
+	keep := make(map[string]bool, len(backends))
+	now := s.now()
+	for _, spec := range backends {
+		keep[spec.ID] = true
+		raw, err := txn.First(tableBackends, "id", spec.ID)
+		if err != nil {
+			return fmt.Errorf("health: sync backend %s: %w", spec.ID, err)
+		}
+		if old, ok := raw.(*Backend); ok && old.Region == spec.Region {
+			continue
+		}
+		b := &Backend{ID: spec.ID, Region: spec.Region, Status: Unknown, Since: now}
+		if err := txn.Insert(tableBackends, b); err != nil {
+			return fmt.Errorf("health: sync backend %s: %w", spec.ID, err)
+		}
+	}
+	it, err := txn.Get(tableBackends, "id")
+	if err != nil {
+		return fmt.Errorf("health: sync: %w", err)
+	}
+	var stale []*Backend
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if b := raw.(*Backend); !keep[b.ID] {
+			stale = append(stale, b)
+		}
+	}
+	for _, b := range stale {
+		if err := txn.Delete(tableBackends, b); err != nil {
+			return fmt.Errorf("health: remove backend %s: %w", b.ID, err)
+		}
+	}
+	txn.Commit()
+	return nil
+}
+
+// ErrNoBackend is returned for a backend the store does not hold.
+var ErrNoBackend = errors.New("no such backend")
+
+// SetStatus records a backend's new health. It returns the previous status
+// and whether anything changed; the reason alone changing is not a change.
+func (s *Store) SetStatus(id string, st Status, reason string) (Status, bool, error) {
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	raw, err := txn.First(tableBackends, "id", id)
+	if err != nil {
+		return Unknown, false, fmt.Errorf("health: set status of %s: %w", id, err)
+	}
+	old, ok := raw.(*Backend)
+	if !ok {
+		return Unknown, false, fmt.Errorf("health: set status of %s: %w", id, ErrNoBackend)
+	}
+	if old.Status == st {
+		return old.Status, false, nil
+	}
+	b := *old
+	b.Status, b.Reason, b.Since = st, reason, s.now()
+	if err := txn.Insert(tableBackends, &b); err != nil {
+		return old.Status, false, fmt.Errorf("health: set status of %s: %w", id, err)
+	}
+	txn.Commit()
+	return old.Status, true, nil
+}
+
+// Backends returns every backend ordered by ID. When ws is not nil, it gets
+// a channel that closes when any backend changes.
+func (s *Store) Backends(ws memdb.WatchSet) ([]*Backend, error) {
+	txn := s.db.Txn(false)
+	it, err := txn.Get(tableBackends, "id")
+	if err != nil {
+		return nil, fmt.Errorf("health: list backends: %w", err)
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	var out []*Backend
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Backend))
+	}
+	return out, nil
+}
+
+// Backend returns one backend, or ErrNoBackend.
+func (s *Store) Backend(id string) (*Backend, error) {
+	raw, err := s.db.Txn(false).First(tableBackends, "id", id)
+	if err != nil {
+		return nil, fmt.Errorf("health: get backend %s: %w", id, err)
+	}
+	b, ok := raw.(*Backend)
+	if !ok {
+		return nil, fmt.Errorf("health: get backend %s: %w", id, ErrNoBackend)
+	}
+	return b, nil
+}
+
+// InRegion returns the backends of one region, ordered by ID.
+func (s *Store) InRegion(region string) ([]*Backend, error) {
+	return s.list("region", region)
+}
+
+// WithStatus returns the backends in one state, ordered by ID.
+func (s *Store) WithStatus(st Status) ([]*Backend, error) {
+	return s.list("status", st)
+}
+
+func (s *Store) list(index string, arg any) ([]*Backend, error) {
+	it, err := s.db.Txn(false).Get(tableBackends, index, arg)
+	if err != nil {
+		return nil, fmt.Errorf("health: list backends by %s: %w", index, err)
+	}
+	var out []*Backend
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Backend))
+	}
+	return out, nil
+}
+
+// Regions returns every region ordered by name.
+func (s *Store) Regions() ([]*Region, error) {
+	it, err := s.db.Txn(false).Get(tableRegions, "id")
+	if err != nil {
+		return nil, fmt.Errorf("health: list regions: %w", err)
+	}
+	var out []*Region
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Region))
+	}
+	return out, nil
+}
+
+// WaitSettled blocks until no backend is Unknown (every backend has had its
+// first probe), or ctx ends.
+func (s *Store) WaitSettled(ctx context.Context) error {
+	for {
+		ws := memdb.NewWatchSet()
+		bs, err := s.Backends(ws)
+		if err != nil {
+			return err
+		}
+		settled := true
+		for _, b := range bs {
+			if b.Status == Unknown {
+				settled = false
+				break
+			}
+		}
+		if settled {
+			return nil
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			return fmt.Errorf("health: wait for first probes: %w", err)
+		}
+	}
+}
