@@ -1,0 +1,236 @@
+package balancer
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/geoproxy/geoproxy/clientip"
+	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// inlineRegions is how many regions a Decision plans without allocating.
+const inlineRegions = 16
+
+// Balancer locates clients and plans where their requests go.
+type Balancer struct {
+	locator  *geo.Locator
+	resolver *clientip.Resolver
+	router   *Router
+	rnd      func() uint64
+	log      *zap.Logger
+	access   bool
+	m        *metrics.Metrics
+
+	geoCounters [geo.ResultError + 1]prometheus.Counter
+	regions     []regionMetrics // by route.Region.Index
+	none        regionMetrics
+}
+
+type regionMetrics struct {
+	requests [6]prometheus.Counter // 1xx..5xx, other
+	duration prometheus.Observer
+	failover []prometheus.Counter // by serving region index
+	retries  prometheus.Counter
+}
+
+// Options configure a Balancer.
+type Options struct {
+	Locator  *geo.Locator
+	Resolver *clientip.Resolver
+	Router   *Router
+	Metrics  *metrics.Metrics
+	Log      *zap.Logger
+	// AccessLog writes one info line per request.
+	AccessLog bool
+	// Rand supplies random numbers for backend picks; nil means
+	// math/rand/v2's Uint64.
+	Rand func() uint64
+}
+
+// New returns a Balancer for the regions the router serves.
+func New(o Options) *Balancer {
+	b := &Balancer{
+		locator: o.Locator, resolver: o.Resolver, router: o.Router, rnd: o.Rand,
+		log: o.Log.Named("access"), access: o.AccessLog, m: o.Metrics,
+	}
+	if b.rnd == nil {
+		b.rnd = rand.Uint64
+	}
+	for r := geo.ResultFound; r <= geo.ResultError; r++ {
+		b.geoCounters[r] = o.Metrics.GeoLookups.WithLabelValues(r.String())
+	}
+	specs := o.Router.specs
+	b.regions = make([]regionMetrics, len(specs))
+	for i, from := range specs {
+		b.regions[i] = newRegionMetrics(o.Metrics, from.Name)
+		b.regions[i].failover = make([]prometheus.Counter, len(specs))
+		for j, to := range specs {
+			if i != j {
+				b.regions[i].failover[j] = o.Metrics.Failover.WithLabelValues(from.Name, to.Name)
+			}
+		}
+	}
+	b.none = newRegionMetrics(o.Metrics, metrics.NoRegion)
+	return b
+}
+
+func newRegionMetrics(m *metrics.Metrics, region string) regionMetrics {
+	rm := regionMetrics{duration: m.Duration.WithLabelValues(region)}
+	for i, class := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
+		rm.requests[i] = m.Requests.WithLabelValues(region, class)
+	}
+	if region != metrics.NoRegion {
+		rm.retries = m.Retries.WithLabelValues(region)
+	}
+	return rm
+}
+
+// Router returns the router whose snapshots the balancer plans with.
+func (b *Balancer) Router() *Router { return b.router }
+
+// Resolver returns the balancer's client address resolver.
+func (b *Balancer) Resolver() *clientip.Resolver { return b.resolver }
+
+// Locator returns the balancer's locator.
+func (b *Balancer) Locator() *geo.Locator { return b.locator }
+
+// Decision is everything decided for one request. Reuse Decisions (a
+// sync.Pool) to keep the request path free of allocations.
+type Decision struct {
+	// Client is the client address (see clientip).
+	Client netip.Addr
+	// Location is where the client is.
+	Location geo.Location
+	// GeoResult says how Location was found.
+	GeoResult geo.Result
+	// Plan ranks the regions for the client.
+	Plan route.Plan
+	// Snapshot is the routing state the plan was made with.
+	Snapshot *route.Snapshot
+	// Attempts made so far (Next calls that returned a backend).
+	Attempts int
+
+	next  int // index in Plan.Candidates of the region being tried
+	tried []*route.Backend
+	buf   [inlineRegions]route.Candidate
+	tbuf  [8]*route.Backend
+}
+
+// Decide locates the client of a request from peer carrying the given
+// Forwarded and X-Forwarded-For values, and plans its regions. d is reset.
+func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff []string) {
+	d.Client = b.resolver.Resolve(peer, forwarded, xff)
+	d.Location, d.GeoResult = b.locator.Locate(d.Client)
+	b.geoCounters[d.GeoResult].Inc()
+	d.Snapshot = b.router.Snapshot()
+	d.Plan = d.Snapshot.Plan(route.Point{Lat: d.Location.Lat, Lon: d.Location.Lon}, d.buf[:0])
+	d.Attempts = 0
+	d.next = max(d.Plan.Serving, 0)
+	d.tried = d.tbuf[:0]
+}
+
+// Next returns the backend for the next attempt: another backend of the
+// current region, else the next eligible region's; nil when none is left.
+// A retry in the same or another region is counted.
+func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
+	if d.Plan.Serving < 0 {
+		return nil, nil
+	}
+	for ; d.next < len(d.Plan.Candidates); d.next++ {
+		c := d.Plan.Candidates[d.next]
+		if c.Reason == route.ReasonUnhealthy {
+			continue
+		}
+		be := c.Region.Pick(b.rnd, d.tried)
+		if be == nil {
+			continue
+		}
+		d.tried = append(d.tried, be)
+		d.Attempts++
+		if d.Attempts > 1 {
+			b.regions[c.Region.Index].retries.Inc()
+		}
+		return c.Region, be
+	}
+	return nil, nil
+}
+
+// Outcome is how a request ended.
+type Outcome struct {
+	// Status is the HTTP status sent to the client (0 if none was sent).
+	Status int
+	// Region served the request; nil when none could.
+	Region *route.Region
+	// Backend served the request; nil when none could.
+	Backend *route.Backend
+	// Duration from request received to response finished.
+	Duration time.Duration
+	// Method, Host and Path describe the request for the access log.
+	Method, Host, Path string
+	// Err is the last upstream error, if any.
+	Err error
+}
+
+// UpstreamError counts one failed attempt to reach a backend.
+func (b *Balancer) UpstreamError(be *route.Backend) {
+	b.m.UpstreamErrors.WithLabelValues(be.Region, be.ID).Inc()
+}
+
+// Report records a finished request: metrics and the access log line.
+func (b *Balancer) Report(d *Decision, o Outcome) {
+	rm := &b.none
+	if o.Region != nil {
+		rm = &b.regions[o.Region.Index]
+		if n := d.Plan.Nearest; n != nil && n != o.Region {
+			b.regions[n.Index].failover[o.Region.Index].Inc()
+		}
+	}
+	class := o.Status/100 - 1
+	if class < 0 || class > 4 {
+		class = 5
+	}
+	rm.requests[class].Inc()
+	rm.duration.Observe(o.Duration.Seconds())
+
+	if !b.access {
+		return
+	}
+	if ce := b.log.Check(zapcore.InfoLevel, "request"); ce != nil {
+		served, backend, nearest := "", "", ""
+		if o.Region != nil {
+			served = o.Region.Name
+		}
+		if o.Backend != nil {
+			backend = o.Backend.ID
+		}
+		if d.Plan.Nearest != nil {
+			nearest = d.Plan.Nearest.Name
+		}
+		fields := []zap.Field{
+			zap.Stringer("client", d.Client),
+			zap.String("country", d.Location.Country),
+			zap.String("city", d.Location.City),
+			zap.String("geo", d.GeoResult.String()),
+			zap.String("nearest", nearest),
+			zap.String("region", served),
+			zap.String("backend", backend),
+			zap.String("method", o.Method),
+			zap.String("host", o.Host),
+			zap.String("path", o.Path),
+			zap.Int("status", o.Status),
+			zap.Duration("duration", o.Duration),
+			zap.Int("attempts", d.Attempts),
+		}
+		if o.Err != nil {
+			fields = append(fields, zap.NamedError("upstream_error", o.Err))
+		}
+		ce.Write(fields...)
+	}
+}

@@ -1,0 +1,264 @@
+// Command geoproxy is a geo-aware global load balancer and reverse proxy:
+// it sends each client to the nearest healthy region of a multi-region app.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/demo"
+	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/route"
+	"github.com/geoproxy/geoproxy/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `geoproxy sends each client to the nearest healthy region of a multi-region app.
+
+Usage:
+  geoproxy serve    -config FILE [-log-level LEVEL]   run the proxy
+  geoproxy validate -config FILE                      check a config file
+  geoproxy lookup   -config FILE IP...                where would these clients go
+  geoproxy demo     [flags]                           try it all on this machine
+  geoproxy version                                    print version and geo data
+
+Run 'geoproxy COMMAND -h' for a command's flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		_, _ = fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return cmdServe(rest, stdout, stderr)
+	case "validate":
+		return cmdValidate(rest, stdout, stderr)
+	case "lookup":
+		return cmdLookup(rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(rest, stdout, stderr)
+	case "version", "-version", "--version":
+		return cmdVersion(stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		_, _ = fmt.Fprint(stdout, usage)
+		return 0
+	}
+	_, _ = fmt.Fprintf(stderr, "geoproxy: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		_, _ = fmt.Fprintf(stderr, "Usage: geoproxy %s\n\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags; it returns an exit code and false when the command
+// must stop (help asked: 0, bad flags: 2).
+func parse(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", "serve -config FILE [-log-level LEVEL]\n\nRuns the proxy and its admin listener until SIGINT or SIGTERM,\nthen lets in-flight requests finish.", stderr)
+	path := fs.String("config", "geoproxy.yaml", "config file (YAML)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	grace := fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish at shutdown")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	log, err := newLogger(*level, stderr)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+	cfg, err := config.Load(*path)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+		return 1
+	}
+	srv, err := server.New(server.Options{Config: cfg, Log: log, Version: versionString()})
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Run(ctx, *grace); err != nil {
+		log.Error("stopped", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("validate", "validate -config FILE\n\nPrints every problem in the file and exits 1, or prints ok.", stderr)
+	path := fs.String("config", "geoproxy.yaml", "config file (YAML)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if _, err := config.Load(*path); err != nil {
+		_, _ = fmt.Fprintln(stderr, err)
+		return 1
+	}
+	_, _ = fmt.Fprintln(stdout, "ok")
+	return 0
+}
+
+func cmdLookup(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("lookup", "lookup -config FILE IP...\n\nPrints each address's location and the regions in the order they would\nbe tried (every backend assumed healthy; /admin/lookup shows live health).", stderr)
+	path := fs.String("config", "geoproxy.yaml", "config file (YAML)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		_, _ = fmt.Fprintln(stderr, "geoproxy lookup: give at least one IP address")
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		_, _ = fmt.Fprintln(stderr, err)
+		return 1
+	}
+	db, err := geo.Open(cfg.GeoIP.Database)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+		return 1
+	}
+	defer func() { _ = db.Close() }()
+	loc := server.NewLocator(cfg, db)
+	specs, _, _, _ := server.Topology(cfg)
+	snap := route.NewSnapshot(specs, func(*route.Backend) bool { return true }, 1)
+	code := 0
+	for _, raw := range fs.Args() {
+		addr, err := netip.ParseAddr(raw)
+		if err != nil {
+			_, _ = fmt.Fprintf(stderr, "geoproxy lookup: %q is not an IP address\n", raw)
+			code = 1
+			continue
+		}
+		e := balancer.Explain(loc, snap, addr.Unmap())
+		printExplanation(stdout, e)
+	}
+	return code
+}
+
+func printExplanation(w io.Writer, e balancer.Explanation) {
+	l := e.Location
+	place := strings.Trim(strings.Join([]string{l.City, l.Subdivision, l.Country, l.Continent}, ", "), ", ")
+	for strings.Contains(place, ", , ") {
+		place = strings.ReplaceAll(place, ", , ", ", ")
+	}
+	if place == "" {
+		place = "unknown place"
+	}
+	_, _ = fmt.Fprintf(w, "%s: %s (%.2f, %.2f) [%s]\n", e.IP, place, l.Lat, l.Lon, e.GeoResult)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, r := range e.Regions {
+		_, _ = fmt.Fprintf(tw, "  %d.\t%s\t%.0f km\t%s\n", i+1, r.Name, r.DistanceKm, r.Why)
+	}
+	_ = tw.Flush()
+}
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("demo", "demo [flags]\n\nStarts three demo regional apps (us-east, us-west, europe-west) on loopback\nand geoproxy in front of them, and prints commands to try.", stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "proxy address")
+	admin := fs.String("admin", "127.0.0.1:9090", "admin address (metrics, dashboard)")
+	appPort := fs.Int("app-port", 9101, "first demo app port (the others follow); 0 picks free ports")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	log, err := newLogger(*level, stderr)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = demo.Run(ctx, demo.Options{
+		Listen: *listen, Admin: *admin, AppHost: "127.0.0.1", AppPort: *appPort,
+		Log: log, Version: versionString(), Out: stdout,
+	})
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func cmdVersion(stdout, stderr io.Writer) int {
+	_, _ = fmt.Fprintf(stdout, "geoproxy %s (%s, %s/%s)\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	db, err := geo.Open("")
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+		return 1
+	}
+	defer func() { _ = db.Close() }()
+	info := db.Info()
+	_, _ = fmt.Fprintf(stdout, "embedded geo data: %s (%s), built %s\n", info.DatabaseType, info.Kind, info.BuildTime.Format("2006-01-02"))
+	if info.Attribution != "" {
+		_, _ = fmt.Fprintf(stdout, "  %s\n", info.Attribution)
+	}
+	return 0
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// newLogger returns a JSON logger on w.
+func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}

@@ -1,0 +1,189 @@
+// Package metrics defines geoproxy's Prometheus metrics. They are registered
+// on a Registerer passed in (never the global one), once per process, and
+// shared by every configuration the process runs.
+package metrics
+
+import (
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/geoproxy/geoproxy/health"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// NoRegion is the region label of requests no region served.
+const NoRegion = "none"
+
+// Metrics holds every metric the proxy exports.
+type Metrics struct {
+	// Requests counts requests by the region that served them ("none" when
+	// no region could) and status class ("2xx" ... "5xx").
+	Requests *prometheus.CounterVec
+	// Duration observes request durations by serving region.
+	Duration *prometheus.HistogramVec
+	// InFlight is the number of requests being served.
+	InFlight prometheus.Gauge
+	// Failover counts requests served by a region other than their nearest.
+	Failover *prometheus.CounterVec
+	// GeoLookups counts client location lookups by result.
+	GeoLookups *prometheus.CounterVec
+	// UpstreamErrors counts failed attempts to reach a backend.
+	UpstreamErrors *prometheus.CounterVec
+	// Retries counts attempts after the first.
+	Retries *prometheus.CounterVec
+	// HealthChecks counts probes by backend and result.
+	HealthChecks *prometheus.CounterVec
+	// HealthCheckDuration observes probe durations by region.
+	HealthCheckDuration *prometheus.HistogramVec
+	// HealthChanges counts backend state changes.
+	HealthChanges *prometheus.CounterVec
+}
+
+// New creates the metrics and registers them, with the build info, on reg.
+func New(reg prometheus.Registerer, version string) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_requests_total",
+			Help: "Requests served, by serving region (\"none\" when no region could serve) and status class.",
+		}, []string{"region", "code"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "geoproxy_request_duration_seconds",
+			Help:    "Time from request received to response finished, by serving region.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"region"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "geoproxy_requests_in_flight",
+			Help: "Requests being served now.",
+		}),
+		Failover: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_failover_requests_total",
+			Help: "Requests served by a region other than the client's nearest, by nearest region and serving region.",
+		}, []string{"from", "to"}),
+		GeoLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_geo_lookups_total",
+			Help: "Client location lookups, by result (found, override, private, not_found, invalid, error).",
+		}, []string{"result"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_upstream_errors_total",
+			Help: "Attempts to reach a backend that failed before a response, by region and backend.",
+		}, []string{"region", "backend"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_retries_total",
+			Help: "Attempts after the first one of a request, by the region retried in.",
+		}, []string{"region"}),
+		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_health_checks_total",
+			Help: "Active health probes, by region, backend and result (pass, fail).",
+		}, []string{"region", "backend", "result"}),
+		HealthCheckDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "geoproxy_health_check_duration_seconds",
+			Help:    "Duration of active health probes, by region.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"region"}),
+		HealthChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_backend_health_changes_total",
+			Help: "Backend health state changes, by region, backend and new state.",
+		}, []string{"region", "backend", "state"}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "geoproxy_build_info",
+		Help:        "Always 1; labels carry the version and Go version.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.Failover, m.GeoLookups, m.UpstreamErrors,
+		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, build)
+	return m
+}
+
+// Probed counts one health probe; it makes Metrics a health.Observer.
+func (m *Metrics) Probed(t health.Target, ok bool, took time.Duration) {
+	result := "fail"
+	if ok {
+		result = "pass"
+	}
+	m.HealthChecks.WithLabelValues(t.Region, t.ID, result).Inc()
+	m.HealthCheckDuration.WithLabelValues(t.Region).Observe(took.Seconds())
+}
+
+// Changed counts one backend state change.
+func (m *Metrics) Changed(t health.Target, _, to health.Status) {
+	m.HealthChanges.WithLabelValues(t.Region, t.ID, to.String()).Inc()
+}
+
+var _ health.Observer = (*Metrics)(nil)
+
+// CodeClass returns the status class label of an HTTP status code.
+func CodeClass(code int) string {
+	if code < 100 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code/100) + "xx"
+}
+
+// StateCollector exports the current routing state at scrape time: one
+// series per backend that exists now, so removed backends disappear.
+type StateCollector struct {
+	snapshot func() *route.Snapshot
+	up       *prometheus.Desc
+	healthy  *prometheus.Desc
+	backends *prometheus.Desc
+	eligible *prometheus.Desc
+}
+
+// NewStateCollector reads the current snapshot through snapshot (which may
+// return nil before the first one exists).
+func NewStateCollector(snapshot func() *route.Snapshot) *StateCollector {
+	return &StateCollector{
+		snapshot: snapshot,
+		up: prometheus.NewDesc("geoproxy_backend_up",
+			"1 when the backend is healthy and gets traffic, 0 when it is unhealthy or not probed yet.",
+			[]string{"region", "backend"}, nil),
+		healthy: prometheus.NewDesc("geoproxy_region_healthy_backends",
+			"Healthy backends in the region.", []string{"region"}, nil),
+		backends: prometheus.NewDesc("geoproxy_region_backends",
+			"Configured backends in the region.", []string{"region"}, nil),
+		eligible: prometheus.NewDesc("geoproxy_region_up",
+			"1 when the region has at least one healthy backend and can serve.", []string{"region"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.up
+	ch <- c.healthy
+	ch <- c.backends
+	ch <- c.eligible
+}
+
+// Collect implements prometheus.Collector.
+func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snapshot()
+	if s == nil {
+		return
+	}
+	for i := range s.Regions {
+		r := &s.Regions[i]
+		healthy := make(map[*route.Backend]bool, len(r.Healthy))
+		for _, b := range r.Healthy {
+			healthy[b] = true
+		}
+		for _, b := range r.Backends {
+			v := 0.0
+			if healthy[b] {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, v, r.Name, b.ID)
+		}
+		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, float64(len(r.Healthy)), r.Name)
+		ch <- prometheus.MustNewConstMetric(c.backends, prometheus.GaugeValue, float64(len(r.Backends)), r.Name)
+		up := 0.0
+		if r.Eligible() {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.eligible, prometheus.GaugeValue, up, r.Name)
+	}
+}

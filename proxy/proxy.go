@@ -1,0 +1,399 @@
+// Package proxy is geoproxy's net/http engine: an http.Handler that asks the
+// balancer where each request goes and forwards it with
+// httputil.ReverseProxy, retrying on another backend or region when a
+// backend fails before answering.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// Options configure a Handler.
+type Options struct {
+	Balancer *balancer.Balancer
+	// Proxy holds the forwarding settings of the configuration.
+	Proxy config.Proxy
+	// RetryAfter is advertised when no region can serve.
+	RetryAfter time.Duration
+	Metrics    *metrics.Metrics
+	Log        *zap.Logger
+}
+
+// Handler forwards requests to the nearest healthy region.
+type Handler struct {
+	b          *balancer.Balancer
+	opts       config.Proxy
+	retryAfter string
+	inFlight   interface{ Inc(); Dec() }
+	rp         *httputil.ReverseProxy
+	transport  *http.Transport
+	log        *zap.Logger
+	states     sync.Pool
+}
+
+type stateKey struct{}
+
+// state is one request's progress; pooled.
+type state struct {
+	d           balancer.Decision
+	region      *route.Region
+	backend     *route.Backend
+	peerTrusted bool
+	err         error // the current attempt's error, set by the ReverseProxy's ErrorHandler
+	gotResponse bool  // the current attempt got a response from the backend
+	body        *replayGuard
+	rw          *responseWriter
+}
+
+// New returns a Handler. Close it to release idle backend connections.
+func New(o Options) *Handler {
+	h := &Handler{
+		b:          o.Balancer,
+		opts:       o.Proxy,
+		retryAfter: strconv.Itoa(int(max(1, (o.RetryAfter+time.Second-1)/time.Second))),
+		inFlight:   o.Metrics.InFlight,
+		log:        o.Log.Named("proxy"),
+	}
+	h.states.New = func() any { return new(state) }
+	h.transport = &http.Transport{
+		Proxy: nil, // backends are reached directly, never through an environment proxy
+		DialContext: (&net.Dialer{
+			Timeout:   o.Proxy.DialTimeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: o.Proxy.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      h.transport,
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.errorHandler,
+		BufferPool:     newBufferPool(),
+		ErrorLog:       mustStdLogAt(h.log, zap.DebugLevel),
+	}
+	return h
+}
+
+// Close releases idle connections to backends.
+func (h *Handler) Close() { h.transport.CloseIdleConnections() }
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	h.inFlight.Inc()
+	defer h.inFlight.Dec()
+
+	st := h.states.Get().(*state)
+	*st = state{}
+	defer h.states.Put(st)
+
+	peer := peerAddr(r.RemoteAddr)
+	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"])
+	st.peerTrusted = h.trusted(peer)
+
+	rw := &responseWriter{ResponseWriter: w}
+	st.rw = rw
+	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body = &replayGuard{ReadCloser: r.Body}
+		out.Body = st.body
+	}
+
+	defer func() {
+		// Runs on a normal return and when ReverseProxy aborts a response
+		// whose body failed mid-copy (panic(http.ErrAbortHandler)).
+		status := rw.status
+		if status == 0 && r.Context().Err() != nil {
+			status = 499 // the client went away before an answer
+		}
+		o := balancer.Outcome{
+			Status: status, Duration: time.Since(start), Err: st.err,
+			Method: r.Method, Host: r.Host, Path: r.URL.Path,
+		}
+		if rw.status != 0 && st.backend != nil && st.gotResponse {
+			o.Region, o.Backend = st.region, st.backend
+		}
+		h.b.Report(&st.d, o)
+	}()
+
+	for st.d.Attempts < h.opts.MaxAttempts {
+		region, be := h.b.Next(&st.d)
+		if be == nil {
+			break
+		}
+		st.region, st.backend, st.err, st.gotResponse = region, be, nil, false
+		h.forward(rw, out, be)
+		if st.err == nil {
+			return
+		}
+		h.b.UpstreamError(be)
+		if !h.retryable(r, rw, st) {
+			break
+		}
+		h.log.Debug("retrying", zap.String("backend", be.ID), zap.Error(st.err))
+	}
+	if rw.status != 0 {
+		return
+	}
+	switch {
+	case r.Context().Err() != nil:
+		// The client is gone: nobody to answer.
+	case st.d.Plan.Serving < 0:
+		rw.Header().Set("Retry-After", h.retryAfter)
+		plain(rw, http.StatusServiceUnavailable, "geoproxy: no healthy region can serve this request")
+	case st.err != nil && isTimeout(st.err):
+		plain(rw, http.StatusGatewayTimeout, "geoproxy: the backend did not answer in time")
+	default:
+		plain(rw, http.StatusBadGateway, "geoproxy: no backend could be reached")
+	}
+}
+
+// forward makes one attempt on be.
+func (h *Handler) forward(rw *responseWriter, out *http.Request, be *route.Backend) {
+	be.Acquire()
+	defer be.Release()
+	h.rp.ServeHTTP(rw, out)
+}
+
+// retryable reports whether a failed attempt may be repeated elsewhere:
+// nothing was sent to the client, the backend never answered, the client is
+// still there, no request body was consumed, and either the request never
+// left (connection refused) or its method is idempotent.
+func (h *Handler) retryable(r *http.Request, rw *responseWriter, st *state) bool {
+	if rw.status != 0 || st.gotResponse || r.Context().Err() != nil {
+		return false
+	}
+	if st.body != nil && st.body.touched {
+		return false
+	}
+	return isDialError(st.err) || idempotent(r.Method)
+}
+
+func (h *Handler) trusted(peer netip.Addr) bool {
+	return peer.IsValid() && h.b.Resolver().Trusted(peer)
+}
+
+// rewrite builds the outbound request of one attempt.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(stateKey{}).(*state)
+	pr.SetURL(st.backend.URL)
+	if st.peerTrusted {
+		// Keep the chain a trusted proxy sent; SetXForwarded appends the peer.
+		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
+		}
+	}
+	pr.SetXForwarded()
+	if st.peerTrusted {
+		for _, k := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+			if v := pr.In.Header.Get(k); v != "" {
+				pr.Out.Header.Set(k, v)
+			}
+		}
+	}
+	for _, hd := range h.opts.RequestHeaders {
+		if v := render(hd.Template, st); v != "" {
+			pr.Out.Header.Set(hd.Name, v)
+		} else {
+			pr.Out.Header.Del(hd.Name)
+		}
+	}
+}
+
+func (h *Handler) modifyResponse(res *http.Response) error {
+	st := res.Request.Context().Value(stateKey{}).(*state)
+	st.gotResponse = true
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		st.rw.status = res.StatusCode // the connection is hijacked; WriteHeader is never called
+	}
+	if h.opts.RegionHeader != "" {
+		res.Header.Set(h.opts.RegionHeader, st.region.Name)
+	}
+	return nil
+}
+
+// errorHandler records the attempt's error; ServeHTTP decides between a
+// retry and an error response.
+func (h *Handler) errorHandler(_ http.ResponseWriter, r *http.Request, err error) {
+	st := r.Context().Value(stateKey{}).(*state)
+	st.err = err
+}
+
+// render expands a header template for the request.
+func render(t config.Template, st *state) string {
+	if len(t.Parts) == 1 && t.Parts[0].Var == config.VarNone {
+		return t.Parts[0].Literal
+	}
+	var sb strings.Builder
+	for _, p := range t.Parts {
+		if p.Var == config.VarNone {
+			sb.WriteString(p.Literal)
+			continue
+		}
+		sb.WriteString(variable(p.Var, st))
+	}
+	return sb.String()
+}
+
+func variable(v config.Var, st *state) string {
+	loc := &st.d.Location
+	switch v {
+	case config.VarCity:
+		return loc.City
+	case config.VarCountry:
+		return loc.Country
+	case config.VarContinent:
+		return loc.Continent
+	case config.VarSubdivision:
+		return loc.Subdivision
+	case config.VarLat:
+		return strconv.FormatFloat(loc.Lat, 'f', 4, 64)
+	case config.VarLon:
+		return strconv.FormatFloat(loc.Lon, 'f', 4, 64)
+	case config.VarClientIP:
+		if st.d.Client.IsValid() {
+			return st.d.Client.String()
+		}
+	case config.VarRegion:
+		if st.region != nil {
+			return st.region.Name
+		}
+	case config.VarNearestRegion:
+		if st.d.Plan.Nearest != nil {
+			return st.d.Plan.Nearest.Name
+		}
+	}
+	return ""
+}
+
+// peerAddr parses a net/http RemoteAddr; the zero Addr if it is not an IP.
+func peerAddr(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().Unmap()
+	}
+	if a, err := netip.ParseAddr(remote); err == nil {
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// isDialError reports whether err happened while connecting: the request
+// never reached the backend.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// plain writes a one-line text response.
+func plain(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+// replayGuard wraps a request body: it records whether any of it was read
+// (after which a retry is impossible) and ignores Close, which the
+// transport calls after a failed attempt; the server closes the real body.
+type replayGuard struct {
+	io.ReadCloser
+	touched bool
+}
+
+func (g *replayGuard) Read(p []byte) (int, error) {
+	n, err := g.ReadCloser.Read(p)
+	if n > 0 || (err != nil && err != io.EOF) {
+		g.touched = true
+	}
+	return n, err
+}
+
+func (g *replayGuard) Close() error { return nil }
+
+// responseWriter remembers the status sent. Unwrap gives ReverseProxy the
+// underlying writer for flushing and WebSocket hijacking.
+type responseWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush sends buffered data to the client.
+func (w *responseWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+
+// mustStdLogAt adapts a zap logger for ReverseProxy's standard logger.
+func mustStdLogAt(l *zap.Logger, level zapcore.Level) *log.Logger {
+	std, err := zap.NewStdLogAt(l, level)
+	if err != nil {
+		return zap.NewStdLog(l)
+	}
+	return std
+}

@@ -1,0 +1,144 @@
+package server
+
+import (
+	_ "embed"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+// Status is the JSON document of /admin/status.
+type Status struct {
+	Version       string         `json:"version"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	GeoIP         GeoIPStatus    `json:"geoip"`
+	Regions       []RegionStatus `json:"regions"`
+}
+
+// GeoIPStatus describes the geo database in use.
+type GeoIPStatus struct {
+	Name         string    `json:"name"`
+	Kind         string    `json:"kind"`
+	DatabaseType string    `json:"database_type"`
+	BuildTime    time.Time `json:"build_time"`
+	Attribution  string    `json:"attribution,omitempty"`
+}
+
+// RegionStatus is one region in /admin/status.
+type RegionStatus struct {
+	Name     string          `json:"name"`
+	Lat      float64         `json:"lat"`
+	Lon      float64         `json:"lon"`
+	Up       bool            `json:"up"`
+	Healthy  int             `json:"healthy"`
+	Backends []BackendStatus `json:"backends"`
+}
+
+// BackendStatus is one backend in /admin/status.
+type BackendStatus struct {
+	URL      string    `json:"url"`
+	Weight   int       `json:"weight"`
+	Status   string    `json:"status"`
+	Since    time.Time `json:"since"`
+	Reason   string    `json:"reason,omitempty"`
+	InFlight int64     `json:"in_flight"`
+}
+
+// Status reports the current regions, backends and their health.
+func (s *Server) Status() Status {
+	info := s.db.Info()
+	st := Status{
+		Version:       s.version,
+		UptimeSeconds: time.Since(s.started).Seconds(),
+		GeoIP: GeoIPStatus{Name: info.Name, Kind: info.Kind, DatabaseType: info.DatabaseType,
+			BuildTime: info.BuildTime, Attribution: info.Attribution},
+	}
+	snap := s.router.Snapshot()
+	for i := range snap.Regions {
+		r := &snap.Regions[i]
+		rs := RegionStatus{Name: r.Name, Lat: r.Location.Lat, Lon: r.Location.Lon, Up: r.Eligible(), Healthy: len(r.Healthy)}
+		for _, b := range r.Backends {
+			bs := BackendStatus{URL: b.ID, Weight: b.Weight, Status: "unknown", InFlight: b.InFlight()}
+			if row, err := s.store.Backend(b.ID); err == nil {
+				bs.Status, bs.Since, bs.Reason = row.Status.String(), row.Since, row.Reason
+			}
+			rs.Backends = append(rs.Backends, bs)
+		}
+		st.Regions = append(st.Regions, rs)
+	}
+	return st
+}
+
+// Ready reports whether the proxy is serving and some region can take
+// traffic, with a reason when not.
+func (s *Server) Ready() (bool, string) {
+	select {
+	case <-s.ready:
+	default:
+		return false, "starting"
+	}
+	snap := s.router.Snapshot()
+	for i := range snap.Regions {
+		if snap.Regions[i].Eligible() {
+			return true, "ok"
+		}
+	}
+	return false, "no healthy region"
+}
+
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
+		ErrorLog: zap.NewStdLog(s.log.Named("metrics")),
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		plainText(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ok, why := s.Ready()
+		code := http.StatusOK
+		if !ok {
+			code = http.StatusServiceUnavailable
+		}
+		plainText(w, code, why)
+	})
+	mux.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Status())
+	})
+	mux.HandleFunc("GET /admin/lookup", func(w http.ResponseWriter, r *http.Request) {
+		raw := r.URL.Query().Get("ip")
+		addr, err := netip.ParseAddr(raw)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "ip: not an IP address: " + raw})
+			return
+		}
+		writeJSON(w, http.StatusOK, s.Explain(addr.Unmap()))
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+		_, _ = w.Write(dashboardHTML)
+	})
+	return mux
+}
+
+func plainText(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,298 @@
+// Package server assembles a running geoproxy from a configuration: the geo
+// database, the health store and checkers, the router, the proxy handler and
+// the admin listener, and runs them until told to stop.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/clientip"
+	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/health"
+	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/proxy"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// Options configure a Server.
+type Options struct {
+	Config  *config.Config
+	Log     *zap.Logger
+	Version string
+	// Database, when set, is used instead of opening Config.GeoIP.Database.
+	Database *geo.Database
+	// Rand supplies random numbers for backend picks (tests); nil = default.
+	Rand func() uint64
+}
+
+// Server is one geoproxy process's serving state.
+type Server struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	version  string
+	registry *prometheus.Registry
+	metrics  *metrics.Metrics
+	db       *geo.Database
+	locator  *geo.Locator
+	store    *health.Store
+	checker  *health.Checker
+	targets  []health.Target
+	router   *balancer.Router
+	bal      *balancer.Balancer
+	handler  *proxy.Handler
+	started  time.Time
+
+	proxyLn, adminLn net.Listener
+	proxySrv, adminSrv *http.Server
+	cancel           context.CancelFunc
+	wg               sync.WaitGroup
+	ready            chan struct{}
+}
+
+// New builds a Server from a validated configuration. Nothing runs and no
+// port is bound until Start.
+func New(o Options) (*Server, error) {
+	cfg := o.Config
+	s := &Server{cfg: cfg, log: o.Log, version: o.Version, ready: make(chan struct{})}
+
+	s.db = o.Database
+	if s.db == nil {
+		db, err := geo.Open(cfg.GeoIP.Database)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.db = db
+	}
+	s.locator = NewLocator(cfg, s.db)
+
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = metrics.New(s.registry, o.Version)
+
+	store, err := health.NewStore()
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.store = store
+	specs, regions, backends, targets := Topology(cfg)
+	if err := store.Sync(regions, backends); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.targets = targets
+	s.checker = health.NewChecker(store, health.Settings{
+		Path:               cfg.HealthCheck.Path,
+		Interval:           cfg.HealthCheck.Interval,
+		Timeout:            cfg.HealthCheck.Timeout,
+		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
+		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
+	}, o.Log, s.metrics)
+
+	s.router, err = balancer.NewRouter(specs, store, o.Log)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.registry.MustRegister(metrics.NewStateCollector(s.router.Snapshot))
+	s.bal = balancer.New(balancer.Options{
+		Locator:   s.locator,
+		Resolver:  clientip.NewResolver(cfg.GeoIP.TrustedProxies),
+		Router:    s.router,
+		Metrics:   s.metrics,
+		Log:       o.Log,
+		AccessLog: cfg.AccessLog,
+		Rand:      o.Rand,
+	})
+	s.handler = proxy.New(proxy.Options{
+		Balancer:   s.bal,
+		Proxy:      cfg.Proxy,
+		RetryAfter: cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold),
+		Metrics:    s.metrics,
+		Log:        o.Log,
+	})
+	return s, nil
+}
+
+// NewLocator builds the configuration's locator over db.
+func NewLocator(cfg *config.Config, db *geo.Database) *geo.Locator {
+	var overrides []geo.Override
+	for _, o := range cfg.GeoIP.Overrides {
+		l := o.Location
+		overrides = append(overrides, geo.Override{Prefix: o.Prefix, Location: geo.Location{
+			Country: l.Country, Continent: l.Continent, Subdivision: l.Subdivision, City: l.City,
+			Lat: l.Lat, Lon: l.Lon,
+		}})
+	}
+	def := geo.Location{Lat: cfg.GeoIP.DefaultLocation.Lat, Lon: cfg.GeoIP.DefaultLocation.Lon}
+	return geo.NewLocator(db, def, overrides)
+}
+
+// Topology turns the configuration's regions into routing specs, health
+// store rows and probe targets.
+func Topology(cfg *config.Config) ([]route.RegionSpec, []health.Region, []health.BackendSpec, []health.Target) {
+	var (
+		specs    []route.RegionSpec
+		regions  []health.Region
+		backends []health.BackendSpec
+		targets  []health.Target
+	)
+	for _, r := range cfg.Regions {
+		spec := route.RegionSpec{Name: r.Name, Location: route.Point{Lat: r.Location.Lat, Lon: r.Location.Lon}}
+		for _, b := range r.Backends {
+			id := b.URL.String()
+			spec.Backends = append(spec.Backends, &route.Backend{ID: id, Region: r.Name, URL: b.URL, Weight: b.Weight})
+			backends = append(backends, health.BackendSpec{ID: id, Region: r.Name})
+			targets = append(targets, health.Target{ID: id, Region: r.Name, URL: b.URL})
+		}
+		specs = append(specs, spec)
+		regions = append(regions, health.Region{Name: r.Name, Lat: r.Location.Lat, Lon: r.Location.Lon})
+	}
+	return specs, regions, backends, targets
+}
+
+// Handler returns the proxy handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Registry returns the server's metrics registry.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Store returns the health store.
+func (s *Server) Store() *health.Store { return s.store }
+
+// Router returns the router.
+func (s *Server) Router() *balancer.Router { return s.router }
+
+// Start begins health checking, waits (at most one probe timeout plus a
+// second) for every backend's first probe so that the first requests see
+// real health, then binds the proxy and admin listeners and serves in the
+// background.
+func (s *Server) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	s.started = time.Now()
+
+	s.wg.Go(func() { s.checker.Run(ctx, s.targets) })
+	s.wg.Go(func() {
+		if err := s.router.Run(ctx); err != nil {
+			s.log.Error("router stopped", zap.Error(err))
+		}
+	})
+
+	wait, cancelWait := context.WithTimeout(ctx, s.cfg.HealthCheck.Timeout+time.Second)
+	err := s.store.WaitSettled(wait)
+	cancelWait()
+	if err != nil {
+		s.log.Warn("serving before every backend was probed", zap.Error(err))
+	}
+
+	if s.adminLn, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
+		s.stop()
+		return fmt.Errorf("server: admin listener: %w", err)
+	}
+	if s.proxyLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		_ = s.adminLn.Close()
+		s.stop()
+		return fmt.Errorf("server: proxy listener: %w", err)
+	}
+	errLog, _ := zap.NewStdLogAt(s.log.Named("http"), zap.DebugLevel)
+	s.proxySrv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          errLog,
+	}
+	s.adminSrv = &http.Server{
+		Handler:           s.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          errLog,
+	}
+	for _, p := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{s.proxySrv, s.proxyLn}, {s.adminSrv, s.adminLn}} {
+		s.wg.Go(func() {
+			if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("listener stopped", zap.Stringer("addr", p.ln.Addr()), zap.Error(err))
+			}
+		})
+	}
+	close(s.ready)
+	info := s.db.Info()
+	s.log.Info("geoproxy serving",
+		zap.String("version", s.version),
+		zap.Stringer("listen", s.proxyLn.Addr()),
+		zap.Stringer("admin", s.adminLn.Addr()),
+		zap.Int("regions", len(s.cfg.Regions)),
+		zap.Int("backends", len(s.targets)),
+		zap.String("geoip", info.Name),
+		zap.String("geoip_kind", info.Kind),
+		zap.Time("geoip_built", info.BuildTime),
+	)
+	return nil
+}
+
+// ProxyAddr is the proxy listener's address (after Start).
+func (s *Server) ProxyAddr() net.Addr { return s.proxyLn.Addr() }
+
+// AdminAddr is the admin listener's address (after Start).
+func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
+
+// Shutdown stops accepting connections, lets in-flight requests finish
+// until ctx ends, then stops health checks and waits for every goroutine.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, srv := range []*http.Server{s.proxySrv, s.adminSrv} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			_ = srv.Close()
+		}
+	}
+	s.stop()
+	s.handler.Close()
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("server: shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) stop() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+}
+
+// Run starts the server and serves until ctx ends, then shuts down
+// gracefully, giving in-flight requests up to grace to finish.
+func (s *Server) Run(ctx context.Context, grace time.Duration) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.log.Info("shutting down", zap.Duration("grace", grace))
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
+
+// Explain says where a direct client at addr would go now.
+func (s *Server) Explain(addr netip.Addr) balancer.Explanation {
+	return balancer.Explain(s.locator, s.router.Snapshot(), addr)
+}
