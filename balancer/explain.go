@@ -10,11 +10,11 @@ import (
 // Explanation says where a client would go and why; the admin API and the
 // lookup command print it.
 type Explanation struct {
-	IP        string           `json:"ip"`
-	Location  ExplainedPlace   `json:"location"`
-	GeoResult string           `json:"geo_result"`
-	Nearest   string           `json:"nearest"`
-	Serving   string           `json:"serving"` // "" when no region can serve
+	IP        string            `json:"ip"`
+	Location  ExplainedPlace    `json:"location"`
+	GeoResult string            `json:"geo_result"`
+	Nearest   string            `json:"nearest"`
+	Serving   string            `json:"serving"` // "" when no region can serve
 	Regions   []ExplainedRegion `json:"regions"`
 }
 
@@ -30,12 +30,12 @@ type ExplainedPlace struct {
 
 // ExplainedRegion is one region of a plan, in try order.
 type ExplainedRegion struct {
-	Name           string  `json:"name"`
-	DistanceKm     float64 `json:"distance_km"`
-	Reason         string  `json:"reason"`
-	Why            string  `json:"why"`
-	HealthyBackends int    `json:"healthy_backends"`
-	Backends       int     `json:"backends"`
+	Name            string  `json:"name"`
+	DistanceKm      float64 `json:"distance_km"`
+	Reason          string  `json:"reason"`
+	Why             string  `json:"why"`
+	HealthyBackends int     `json:"healthy_backends"`
+	Backends        int     `json:"backends"`
 }
 
 // Explain locates addr as a direct client (no forwarding headers) and plans

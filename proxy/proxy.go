@@ -43,11 +43,14 @@ type Handler struct {
 	b          *balancer.Balancer
 	opts       config.Proxy
 	retryAfter string
-	inFlight   interface{ Inc(); Dec() }
-	rp         *httputil.ReverseProxy
-	transport  *http.Transport
-	log        *zap.Logger
-	states     sync.Pool
+	inFlight   interface {
+		Inc()
+		Dec()
+	}
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+	log       *zap.Logger
+	states    sync.Pool
 }
 
 type stateKey struct{}

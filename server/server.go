@@ -55,11 +55,11 @@ type Server struct {
 	handler  *proxy.Handler
 	started  time.Time
 
-	proxyLn, adminLn net.Listener
+	proxyLn, adminLn   net.Listener
 	proxySrv, adminSrv *http.Server
-	cancel           context.CancelFunc
-	wg               sync.WaitGroup
-	ready            chan struct{}
+	cancel             context.CancelFunc
+	wg                 sync.WaitGroup
+	ready              chan struct{}
 }
 
 // New builds a Server from a validated configuration. Nothing runs and no
