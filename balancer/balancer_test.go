@@ -1,0 +1,154 @@
+package balancer
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/geoproxy/geoproxy/clientip"
+	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/health"
+	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// fixture builds a balancer over the three-region layout with db, every
+// backend healthy except those of the regions in down.
+func fixture(t testing.TB, db *geo.Database, down ...string) *Balancer {
+	t.Helper()
+	specs := []route.RegionSpec{
+		{Name: "us-east", Location: route.Point{Lat: 33.84, Lon: -81.16}, Backends: []*route.Backend{{ID: "http://e1", Region: "us-east", Weight: 1}}},
+		{Name: "us-west", Location: route.Point{Lat: 45.59, Lon: -121.18}, Backends: []*route.Backend{{ID: "http://w1", Region: "us-west", Weight: 1}}},
+		{Name: "europe-west", Location: route.Point{Lat: 50.45, Lon: 3.82}, Backends: []*route.Backend{
+			{ID: "http://eu1", Region: "europe-west", Weight: 2}, {ID: "http://eu2", Region: "europe-west", Weight: 1}}},
+	}
+	store, err := health.NewStore()
+	require.NoError(t, err)
+	var rows []health.BackendSpec
+	for _, s := range specs {
+		for _, b := range s.Backends {
+			rows = append(rows, health.BackendSpec{ID: b.ID, Region: s.Name})
+		}
+	}
+	require.NoError(t, store.Sync(nil, rows))
+	isDown := map[string]bool{}
+	for _, d := range down {
+		isDown[d] = true
+	}
+	for _, r := range rows {
+		st := health.Healthy
+		if isDown[r.Region] {
+			st = health.Unhealthy
+		}
+		_, _, err := store.SetStatus(r.ID, st, "")
+		require.NoError(t, err)
+	}
+	router, err := NewRouter(specs, store, zap.NewNop())
+	require.NoError(t, err)
+	return New(Options{
+		Locator:  geo.NewLocator(db, geo.Location{Lat: 40.71, Lon: -74.01}, nil),
+		Resolver: clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
+		Router:   router,
+		Metrics:  metrics.New(prometheus.NewRegistry(), "test"),
+		Log:      zap.NewNop(),
+	})
+}
+
+func openCity(t testing.TB) *geo.Database {
+	db, err := geo.Open("../testdata/geoip2-city.mmdb")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func TestDecideAndNext(t *testing.T) {
+	b := fixture(t, openCity(t), "europe-west")
+	loopback := netip.MustParseAddr("127.0.0.1")
+	var d Decision
+	b.Decide(&d, loopback, nil, []string{"203.0.113.10"}) // London
+	assert.Equal(t, "London", d.Location.City)
+	assert.Equal(t, geo.ResultFound, d.GeoResult)
+	assert.Equal(t, "europe-west", d.Plan.Nearest.Name)
+
+	region, be := b.Next(&d)
+	require.NotNil(t, be)
+	assert.Equal(t, "us-east", region.Name, "europe-west is down: failover to the next-nearest")
+	region, be = b.Next(&d)
+	require.NotNil(t, be, "a retry goes on to the next region")
+	assert.Equal(t, "us-west", region.Name)
+	_, be = b.Next(&d)
+	assert.Nil(t, be, "every healthy backend was tried")
+	assert.Equal(t, 2, d.Attempts)
+}
+
+func TestNextRetriesInsideTheRegionFirst(t *testing.T) {
+	b := fixture(t, openCity(t))
+	var d Decision
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil)
+	r1, b1 := b.Next(&d)
+	r2, b2 := b.Next(&d)
+	r3, _ := b.Next(&d)
+	assert.Equal(t, "europe-west", r1.Name)
+	assert.Equal(t, "europe-west", r2.Name)
+	assert.NotSame(t, b1, b2)
+	assert.Equal(t, "us-east", r3.Name)
+}
+
+func TestNoRegionNoBackend(t *testing.T) {
+	b := fixture(t, openCity(t), "us-east", "us-west", "europe-west")
+	var d Decision
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil)
+	assert.Equal(t, -1, d.Plan.Serving)
+	_, be := b.Next(&d)
+	assert.Nil(t, be)
+}
+
+func TestDecisionDoesNotAllocate(t *testing.T) {
+	db, err := geo.Open("")
+	require.NoError(t, err)
+	defer db.Close()
+	b := fixture(t, db)
+	peer := netip.MustParseAddr("127.0.0.1")
+	xff := []string{"81.2.69.142"}
+	var d Decision
+	b.Decide(&d, peer, nil, xff) // warm the geo cache
+	allocs := testing.AllocsPerRun(500, func() {
+		b.Decide(&d, peer, nil, xff)
+		b.Next(&d)
+	})
+	assert.Zero(t, allocs)
+}
+
+// BenchmarkDecision is the routing decision of one request: trusted
+// X-Forwarded-For to client address, embedded-database lookup, region plan
+// and backend pick.
+func BenchmarkDecision(b *testing.B) {
+	db, err := geo.Open("")
+	require.NoError(b, err)
+	defer db.Close()
+	bal := fixture(b, db)
+	peer := netip.MustParseAddr("127.0.0.1")
+	rng := rand.New(rand.NewPCG(1, 1))
+	xffs := make([][]string, 512)
+	for i := range xffs {
+		// Public unicast space, spread over many countries.
+		a := netip.AddrFrom4([4]byte{byte(1 + rng.IntN(222)), byte(rng.IntN(256)), byte(rng.IntN(256)), byte(1 + rng.IntN(254))})
+		xffs[i] = []string{a.String()}
+	}
+	var d Decision
+	for _, x := range xffs {
+		bal.Decide(&d, peer, nil, x)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		bal.Decide(&d, peer, nil, xffs[i%len(xffs)])
+		bal.Next(&d)
+		i++
+	}
+}
