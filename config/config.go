@@ -1,0 +1,251 @@
+// Package config reads the geoproxy YAML configuration file into an immutable
+// Config.
+//
+// Loading has three steps. Parse decodes the YAML strictly: an unknown key is
+// an error. Provision converts every value to its Go type, applies the
+// defaults and compiles what the hot path needs (CIDRs to netip.Prefix,
+// backend URLs, header templates). Validate checks ranges and the relations
+// between values (duplicates, timeout below interval, ...). Every problem
+// found is reported, each with the file, line, column and field path, as an
+// Errors value.
+//
+// A key given an empty value ("key:" or "key: null") is treated as if it were
+// absent, so it takes its default. testdata/full.yaml documents every key.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"time"
+)
+
+// Config is a loaded, validated configuration. It is shared by the whole
+// process and must not be modified once returned by Load or Parse.
+type Config struct {
+	// File is the path the configuration was read from.
+	File string
+
+	// Listen is the host:port of the proxy listener (key "listen").
+	// Default "127.0.0.1:8080". An empty host (":8080") listens on all
+	// interfaces; port 0 picks a free port.
+	Listen string
+
+	// Admin configures the admin listener (key "admin").
+	Admin Admin
+
+	// GeoIP configures how clients are located (key "geoip").
+	GeoIP GeoIP
+
+	// HealthCheck configures the active health probes sent to every backend
+	// (key "health_check").
+	HealthCheck HealthCheck
+
+	// Proxy configures request forwarding (key "proxy").
+	Proxy Proxy
+
+	// AccessLog turns the access log on: one line per request
+	// (key "access_log"). Default true.
+	AccessLog bool
+
+	// Regions lists the regions, in file order (key "regions"). At least one
+	// is required.
+	Regions []Region
+}
+
+// Admin configures the admin listener, which serves metrics, health, status
+// and lookup endpoints.
+type Admin struct {
+	// Listen is the host:port of the admin listener (key "admin.listen").
+	// Default "127.0.0.1:9090". It must differ from the proxy's listen
+	// address (unless both use port 0).
+	Listen string
+}
+
+// LatLon is a point on Earth in decimal degrees.
+type LatLon struct {
+	// Lat is the latitude in degrees, -90 to 90 (key "lat"). Required.
+	Lat float64
+	// Lon is the longitude in degrees, -180 to 180 (key "lon"). Required.
+	Lon float64
+}
+
+// GeoIP configures client location.
+type GeoIP struct {
+	// Database is the path of a MaxMind GeoIP2/GeoLite2 or DB-IP .mmdb file,
+	// City or Country edition (key "geoip.database"). Default "": use the
+	// database embedded in the binary. A relative path is relative to the
+	// working directory.
+	Database string
+
+	// TrustedProxies lists the networks whose Forwarded and X-Forwarded-For
+	// headers are believed when finding the client address
+	// (key "geoip.trusted_proxies"). Entries are CIDRs ("10.0.0.0/8") or bare
+	// addresses (taken as /32 or /128); they are stored masked. Default none:
+	// the TCP peer is always the client.
+	TrustedProxies []netip.Prefix
+
+	// DefaultLocation is where a client is assumed to be when it cannot be
+	// located (private address, not in the database)
+	// (key "geoip.default_location"). Default: the location of the first
+	// region.
+	DefaultLocation LatLon
+
+	// Overrides map client networks to fixed locations; they win over the
+	// database (key "geoip.overrides"). Default none. A network may appear
+	// only once; when networks nest, the longest prefix is meant to win.
+	Overrides []Override
+}
+
+// Override places every client address in Prefix at Location.
+type Override struct {
+	// Prefix is the client network, masked (key "cidr"). A bare address is
+	// taken as /32 or /128. Required.
+	Prefix netip.Prefix
+	// Location is where those clients are (key "location"). Required.
+	Location OverrideLocation
+}
+
+// OverrideLocation is the location given to the clients of an Override.
+type OverrideLocation struct {
+	// Lat is the latitude in degrees, -90 to 90 (key "lat"). Required.
+	Lat float64
+	// Lon is the longitude in degrees, -180 to 180 (key "lon"). Required.
+	Lon float64
+	// Country is the ISO 3166-1 alpha-2 country code, upper case
+	// (key "country"; written in any case). Optional.
+	Country string
+	// Subdivision is the state or province, free text such as "WA"
+	// (key "subdivision"). Optional.
+	Subdivision string
+	// City is the city name (key "city"). Optional.
+	City string
+	// Continent is the continent code, one of AF AN AS EU NA OC SA, upper
+	// case (key "continent"; written in any case). Optional.
+	Continent string
+}
+
+// HealthCheck configures the active probes: each backend gets a GET of Path
+// every Interval, and changes state after a run of consecutive results.
+type HealthCheck struct {
+	// Path is the URL path probed on each backend, joined to the backend's
+	// base path (key "health_check.path"). Default "/health". It must start
+	// with "/".
+	Path string
+	// Interval is the time between two probes of a backend
+	// (key "health_check.interval", a Go duration such as "2s"). Default 2s.
+	// Must be positive.
+	Interval time.Duration
+	// Timeout bounds one probe (key "health_check.timeout"). Default 1s. Must
+	// be positive and below Interval.
+	Timeout time.Duration
+	// HealthyThreshold is the number of consecutive successful probes that
+	// mark a backend healthy (key "health_check.healthy_threshold").
+	// Default 2. At least 1.
+	HealthyThreshold int
+	// UnhealthyThreshold is the number of consecutive failed probes that mark
+	// a backend unhealthy (key "health_check.unhealthy_threshold").
+	// Default 2. At least 1.
+	UnhealthyThreshold int
+}
+
+// Proxy configures how requests are forwarded.
+type Proxy struct {
+	// RequestHeaders are set on every proxied request, replacing any value
+	// the client sent, sorted by canonical name
+	// (key "proxy.request_headers", a mapping of header name to value
+	// template; see Template). When the key is absent the default is
+	//
+	//	X-City: "{city}"
+	//	X-Country: "{country}"
+	//	X-Geoproxy-Nearest-Region: "{nearest_region}"
+	//
+	// When it is present, even as {}, exactly the given headers are set.
+	// Hop-by-hop headers, Host and Content-Length cannot be set; two names
+	// that differ only in case are a duplicate.
+	RequestHeaders []Header
+
+	// RegionHeader is the name of the response header that tells the client
+	// which region served it, in canonical form (key "proxy.region_header").
+	// Default "X-Geoproxy-Region"; "" turns it off (write the quotes: an
+	// empty value means the default).
+	RegionHeader string
+
+	// MaxAttempts is the number of tries per request, across backends and
+	// regions (key "proxy.max_attempts"). Default 3; 1 means no retry;
+	// at most 10.
+	MaxAttempts int
+
+	// DialTimeout bounds connecting to a backend (key "proxy.dial_timeout",
+	// a Go duration). Default 2s. Must be positive.
+	DialTimeout time.Duration
+
+	// ResponseHeaderTimeout bounds the wait for a backend's response headers
+	// after the request is sent (key "proxy.response_header_timeout").
+	// Default 0: no limit.
+	ResponseHeaderTimeout time.Duration
+}
+
+// Header is one request header to set, with its compiled value template.
+type Header struct {
+	// Name is the header name in canonical form (textproto.CanonicalMIMEHeaderKey).
+	Name string
+	// Template is the compiled value.
+	Template Template
+}
+
+// Region is a group of backends at one place.
+type Region struct {
+	// Name identifies the region in headers, logs and metrics (key "name").
+	// Required: lower-case letters, digits, ".", "_" and "-", starting with a
+	// letter or digit; unique.
+	Name string
+	// Location is where the region's backends are; clients go to the nearest
+	// healthy region (key "location"). Required.
+	Location LatLon
+	// Backends are the region's servers, in file order (key "backends"). At
+	// least one is required.
+	Backends []Backend
+}
+
+// Backend is one server of a region.
+type Backend struct {
+	// URL is the backend's base URL (key "url"): absolute, http or https,
+	// with a host, without query, fragment or credentials. A path is the
+	// base path prefixed to every proxied request. It is stored normalised:
+	// lower-case scheme and host, default port and trailing "/" removed.
+	// Required; unique across all regions.
+	URL *url.URL
+	// Weight is the backend's share of its region's traffic relative to the
+	// other backends of the region (key "weight"). Default 1; 1 to 1000.
+	Weight int
+}
+
+// Load reads and validates the file at path. A read error is returned
+// wrapped, so errors.Is(err, fs.ErrNotExist) works; an invalid file gives
+// Errors, as from Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates data; name is used in error messages (the file path).
+// When the configuration is invalid the error is an Errors holding every
+// problem found, in file order.
+func Parse(name string, data []byte) (*Config, error) {
+	c := newChecker(name)
+	raw, ok := c.parse(data)
+	if !ok {
+		return nil, c.result()
+	}
+	cfg := c.provision(raw)
+	c.validate(cfg)
+	if err := c.result(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}

@@ -1,0 +1,472 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Addresses of testdata/geoip2-city.mmdb (see testdata/gen).
+const (
+	london  = "203.0.113.10"
+	seattle = "203.0.113.70"
+	newYork = "203.0.113.130"
+)
+
+// app is a regional app instance: a real HTTP server on loopback.
+type app struct {
+	region string
+	srv    *httptest.Server
+	// failing makes /health answer 503.
+	failing atomic.Bool
+	// probes counts /health requests.
+	probes atomic.Int32
+	mu     sync.Mutex
+	last   http.Header // headers of the last proxied request
+}
+
+func newApp(t *testing.T, region string) *app {
+	a := &app{region: region}
+	a.srv = httptest.NewServer(a)
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/health":
+		a.probes.Add(1)
+		if a.failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+		return
+	case "/stream":
+		flusher := w.(http.Flusher)
+		for i := range 3 {
+			_, _ = fmt.Fprintf(w, "chunk %d\n", i)
+			flusher.Flush()
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		return
+	case "/ws":
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Geoproxy-Region: spoofed\r\n\r\n")
+		_ = rw.Flush()
+		line, err := rw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		_, _ = rw.WriteString(a.region + ":" + line)
+		_ = rw.Flush()
+		return
+	}
+	a.mu.Lock()
+	a.last = r.Header.Clone()
+	a.mu.Unlock()
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("X-App-Region", a.region)
+	_, _ = fmt.Fprintf(w, "%s %s %s", a.region, r.Method, body)
+}
+
+func (a *app) lastHeaders() http.Header {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last
+}
+
+type env struct {
+	t      *testing.T
+	apps   map[string]*app
+	srv    *server.Server
+	base   string // proxy URL
+	admin  string // admin URL
+	client *http.Client
+}
+
+type envOpts struct {
+	trusted  string
+	interval string
+	extra    map[string][]*app // more backends per region
+}
+
+// start runs the real server in front of three regions with the GeoIP2 City
+// fixture.
+func start(t *testing.T, o envOpts) *env {
+	t.Helper()
+	if o.trusted == "" {
+		o.trusted = "[127.0.0.0/8]"
+	}
+	if o.interval == "" {
+		o.interval = "50ms"
+	}
+	e := &env{t: t, apps: map[string]*app{}}
+	regions := []struct {
+		name     string
+		lat, lon float64
+	}{{"us-east", 33.84, -81.16}, {"us-west", 45.59, -121.18}, {"europe-west", 50.45, 3.82}}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+geoip:
+  database: ../testdata/geoip2-city.mmdb
+  trusted_proxies: %s
+  default_location: {lat: 40.71, lon: -74.01}
+health_check:
+  path: /health
+  interval: %s
+  timeout: 40ms
+  healthy_threshold: 2
+  unhealthy_threshold: 2
+regions:
+`, o.trusted, o.interval)
+	for _, r := range regions {
+		a := newApp(t, r.name)
+		e.apps[r.name] = a
+		fmt.Fprintf(&sb, "  - name: %s\n    location: {lat: %v, lon: %v}\n    backends:\n      - url: %s\n", r.name, r.lat, r.lon, a.srv.URL)
+		for _, x := range o.extra[r.name] {
+			fmt.Fprintf(&sb, "      - url: %s\n", x.srv.URL)
+		}
+	}
+	cfg, err := config.Parse("e2e.yaml", []byte(sb.String()))
+	require.NoError(t, err)
+	srv, err := server.New(server.Options{Config: cfg, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), Version: "test"})
+	require.NoError(t, err)
+	require.NoError(t, srv.Start(context.Background()))
+	e.srv = srv
+	e.base = "http://" + srv.ProxyAddr().String()
+	e.admin = "http://" + srv.AdminAddr().String()
+	e.client = &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(func() {
+		e.client.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, srv.Shutdown(ctx))
+	})
+	return e
+}
+
+// get sends a request as a client at ip (through a trusted loopback hop).
+func (e *env) get(ip, path string) (*http.Response, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.base+path, nil)
+	require.NoError(e.t, err)
+	if ip != "" {
+		req.Header.Set("X-Forwarded-For", ip)
+	}
+	return e.do(req)
+}
+
+func (e *env) do(req *http.Request) (*http.Response, string) {
+	e.t.Helper()
+	resp, err := e.client.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	return resp, string(body)
+}
+
+// servedBy returns the region that served a client at ip.
+func (e *env) servedBy(ip string) string {
+	resp, body := e.get(ip, "/")
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("status %d: %s", resp.StatusCode, body)
+	}
+	return resp.Header.Get("X-Geoproxy-Region")
+}
+
+// waitRegion waits until the router's snapshot says region's up state is up.
+func (e *env) waitRegion(region string, up bool) {
+	e.t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		ch := e.srv.Router().Changed()
+		if r := e.srv.Router().Snapshot().Region(region); r != nil && r.Eligible() == up {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			e.t.Fatalf("region %s did not become up=%v within 5s", region, up)
+		}
+	}
+}
+
+func TestEachClientGoesToTheNearestRegion(t *testing.T) {
+	e := start(t, envOpts{})
+	cases := []struct{ ip, region, city, country string }{
+		{london, "europe-west", "London", "GB"},
+		{seattle, "us-west", "Seattle", "US"},
+		{newYork, "us-east", "New York", "US"},
+		{"2001:db8:1::1", "europe-west", "Paris", "FR"},
+		{"10.1.2.3", "us-east", "", ""},  // private: default location (New York)
+		{"192.0.2.1", "us-east", "", ""}, // not in the database: default location
+		{"", "us-east", "", ""},          // the loopback peer itself
+	}
+	for _, c := range cases {
+		t.Run(c.ip, func(t *testing.T) {
+			resp, body := e.get(c.ip, "/hello")
+			require.Equal(t, http.StatusOK, resp.StatusCode, body)
+			assert.Equal(t, c.region, resp.Header.Get("X-Geoproxy-Region"))
+			assert.Equal(t, c.region, resp.Header.Get("X-App-Region"))
+			h := e.apps[c.region].lastHeaders()
+			assert.Equal(t, c.city, h.Get("X-City"))
+			assert.Equal(t, c.country, h.Get("X-Country"))
+			assert.Equal(t, c.region, h.Get("X-Geoproxy-Nearest-Region"))
+			if c.ip != "" {
+				assert.Equal(t, c.ip+", 127.0.0.1", h.Get("X-Forwarded-For"))
+			}
+			assert.Equal(t, "http", h.Get("X-Forwarded-Proto"))
+			assert.Equal(t, e.srv.ProxyAddr().String(), h.Get("X-Forwarded-Host"))
+		})
+	}
+}
+
+func TestUntrustedPeerCannotChooseItsLocation(t *testing.T) {
+	e := start(t, envOpts{trusted: "[192.0.2.0/24]"})
+	req, err := http.NewRequest(http.MethodGet, e.base+"/", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Forwarded-For", london)
+	req.Header.Set("Forwarded", "for="+london)
+	req.Header.Set("X-City", "Spoofville")
+	resp, body := e.do(req)
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	// 127.0.0.1 is private: the default location, New York, is nearest us-east.
+	assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
+	h := e.apps["us-east"].lastHeaders()
+	assert.Equal(t, "127.0.0.1", h.Get("X-Forwarded-For"), "the client's own X-Forwarded-For is dropped")
+	assert.Empty(t, h.Get("Forwarded"))
+	assert.Empty(t, h.Get("X-City"), "a client-sent geo header never reaches the app")
+}
+
+func TestMalformedForwardingHeaderIsIgnored(t *testing.T) {
+	e := start(t, envOpts{})
+	for _, v := range []string{"not-an-ip", "1.2.3.4.5", "[::1", ",,,", strings.Repeat("9", 300)} {
+		resp, body := e.get(v, "/")
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "X-Forwarded-For %q: %s", v, body)
+	}
+}
+
+func TestFailoverAndFailback(t *testing.T) {
+	e := start(t, envOpts{})
+	eu := e.apps["europe-west"]
+	require.Equal(t, "europe-west", e.servedBy(london))
+
+	// europe-west fails its health checks: after unhealthy_threshold (2)
+	// failed probes London moves to the next-nearest region, us-east.
+	before := eu.probes.Load()
+	eu.failing.Store(true)
+	e.waitRegion("europe-west", false)
+	assert.LessOrEqual(t, eu.probes.Load()-before, int32(3), "down within the threshold (plus one probe in flight)")
+	assert.Equal(t, "us-east", e.servedBy(london))
+	assert.Equal(t, "us-west", e.servedBy(seattle), "other clients are unaffected")
+
+	// It recovers: after healthy_threshold (2) passes London comes back.
+	before = eu.probes.Load()
+	eu.failing.Store(false)
+	e.waitRegion("europe-west", true)
+	assert.LessOrEqual(t, eu.probes.Load()-before, int32(3))
+	assert.Equal(t, "europe-west", e.servedBy(london))
+
+	// The failover was counted.
+	_, metrics := e.adminGet("/metrics")
+	assert.Contains(t, metrics, `geoproxy_failover_requests_total{from="europe-west",to="us-east"} 1`)
+}
+
+func TestRegionDyingUnderTrafficCausesNoErrors(t *testing.T) {
+	e := start(t, envOpts{})
+	eu := e.apps["europe-west"]
+	require.Equal(t, "europe-west", e.servedBy(london))
+
+	// Kill the region outright (connections refused) while clients keep
+	// coming: requests before the health checks notice are retried in the
+	// next region; none fails.
+	eu.srv.Close()
+	served := map[string]int{}
+	for i := 0; i < 200; i++ {
+		resp, body := e.get(london, "/")
+		require.Equal(t, http.StatusOK, resp.StatusCode, "request %d: %s", i, body)
+		served[resp.Header.Get("X-Geoproxy-Region")]++
+		if i > 20 && !e.srv.Router().Snapshot().Region("europe-west").Eligible() {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	assert.Equal(t, 0, served["europe-west"])
+	assert.Positive(t, served["us-east"])
+	e.waitRegion("europe-west", false)
+}
+
+func TestRefusedBackendIsRetriedInTheSameRegion(t *testing.T) {
+	dead := newApp(t, "europe-west")
+	e := start(t, envOpts{interval: "1h", extra: map[string][]*app{"europe-west": {dead}}})
+	// Both europe-west backends passed their first probe; with a one-hour
+	// interval nothing notices that one of them now refuses connections.
+	dead.srv.Close()
+	live := e.apps["europe-west"]
+	for i := 0; i < 20; i++ {
+		req, err := http.NewRequest(http.MethodPost, e.base+"/orders", strings.NewReader(fmt.Sprintf("order-%d", i)))
+		require.NoError(t, err)
+		req.Header.Set("X-Forwarded-For", london)
+		resp, body := e.do(req)
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+		assert.Equal(t, fmt.Sprintf("europe-west POST order-%d", i), body, "the body survives the retry")
+		assert.Equal(t, live.region, resp.Header.Get("X-Geoproxy-Region"))
+	}
+	_, metrics := e.adminGet("/metrics")
+	assert.Contains(t, metrics, `geoproxy_upstream_errors_total{backend="`+dead.srv.URL+`",region="europe-west"}`)
+}
+
+func TestAllRegionsDownGives503(t *testing.T) {
+	e := start(t, envOpts{})
+	for _, a := range e.apps {
+		a.failing.Store(true)
+	}
+	for name := range e.apps {
+		e.waitRegion(name, false)
+	}
+	resp, body := e.get(london, "/")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+	assert.Equal(t, "geoproxy: no healthy region can serve this request\n", body)
+
+	code, ready := e.adminGet("/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, ready, "no healthy region")
+	_, metrics := e.adminGet("/metrics")
+	assert.Contains(t, metrics, `geoproxy_requests_total{code="5xx",region="none"} 1`)
+}
+
+func TestStreamingIsNotBuffered(t *testing.T) {
+	e := start(t, envOpts{})
+	req, err := http.NewRequest(http.MethodGet, e.base+"/stream", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Forwarded-For", london)
+	start := time.Now()
+	resp, err := e.client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "chunk 0\n", line)
+	assert.Less(t, time.Since(start), 150*time.Millisecond, "the first chunk arrives before the backend finishes (300ms)")
+}
+
+func TestUpgradeIsTunnelled(t *testing.T) {
+	e := start(t, envOpts{})
+	conn, err := net.Dial("tcp", e.srv.ProxyAddr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err = fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Forwarded-For: %s\r\n\r\n", seattle)
+	require.NoError(t, err)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	assert.Equal(t, "us-west", resp.Header.Get("X-Geoproxy-Region"))
+	_, err = io.WriteString(conn, "ping\n")
+	require.NoError(t, err)
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "us-west:ping\n", line)
+}
+
+func (e *env) adminGet(path string) (int, string) {
+	e.t.Helper()
+	resp, err := e.client.Get(e.admin + path)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	return resp.StatusCode, string(b)
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	e := start(t, envOpts{})
+	code, body := e.adminGet("/healthz")
+	assert.Equal(t, http.StatusOK, code)
+	code, body = e.adminGet("/readyz")
+	assert.Equal(t, http.StatusOK, code, body)
+
+	code, body = e.adminGet("/admin/status")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, `"name": "europe-west"`)
+	assert.Contains(t, body, `"status": "healthy"`)
+	assert.Contains(t, body, `"kind": "geoip2-city"`)
+
+	code, body = e.adminGet("/admin/lookup?ip=" + london)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, `"serving": "europe-west"`)
+	assert.Contains(t, body, `"city": "London"`)
+
+	code, body = e.adminGet("/admin/lookup?ip=nope")
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.Contains(t, body, "not an IP address")
+
+	code, body = e.adminGet("/")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "<title>geoproxy</title>")
+
+	e.get(london, "/")
+	_, body = e.adminGet("/metrics")
+	for _, want := range []string{
+		`geoproxy_requests_total{code="2xx",region="europe-west"} 1`,
+		`geoproxy_backend_up{backend="` + e.apps["us-west"].srv.URL + `",region="us-west"} 1`,
+		`geoproxy_region_healthy_backends{region="us-east"} 1`,
+		`geoproxy_geo_lookups_total{result="found"} 1`,
+		`geoproxy_requests_in_flight 0`,
+		`geoproxy_request_duration_seconds_bucket{region="europe-west",le="+Inf"} 1`,
+		`geoproxy_build_info{`,
+	} {
+		assert.Contains(t, body, want)
+	}
+}
+
+func TestMetricsPassLint(t *testing.T) {
+	e := start(t, envOpts{})
+	e.get(london, "/")
+	e.apps["europe-west"].failing.Store(true)
+	e.waitRegion("europe-west", false)
+	e.get(london, "/")
+	_, body := e.adminGet("/metrics")
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+}
