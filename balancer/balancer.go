@@ -162,6 +162,29 @@ func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
 	return nil, nil
 }
 
+// HasNext reports whether Next would return a backend, without taking it.
+func (b *Balancer) HasNext(d *Decision) bool {
+	if d.Plan.Serving < 0 {
+		return false
+	}
+	for i := d.next; i < len(d.Plan.Candidates); i++ {
+		c := d.Plan.Candidates[i]
+		if c.Reason == route.ReasonUnhealthy {
+			continue
+		}
+	backends:
+		for _, be := range c.Region.Healthy {
+			for _, t := range d.tried {
+				if t == be {
+					continue backends
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
 // Outcome is how a request ended.
 type Outcome struct {
 	// Status is the HTTP status sent to the client (0 if none was sent).

@@ -177,6 +177,14 @@ type Proxy struct {
 	// at most 10.
 	MaxAttempts int
 
+	// RetryOnStatus lists backend response statuses that count as a failed
+	// attempt for idempotent requests without a body (GET, HEAD, OPTIONS,
+	// TRACE, PUT, DELETE): the request is tried on the next backend or
+	// region, within MaxAttempts, and the status reaches the client only
+	// when no attempt is left (key "proxy.retry_on_status", a list of 5xx
+	// codes). Default [502, 503, 504]; [] turns it off.
+	RetryOnStatus []int
+
 	// DialTimeout bounds connecting to a backend (key "proxy.dial_timeout",
 	// a Go duration). Default 2s. Must be positive.
 	DialTimeout time.Duration

@@ -124,6 +124,7 @@ func TestLoadFull(t *testing.T) {
 	}, px.RequestHeaders[4].Template.Parts)
 	assert.Equal(t, "X-Served-By", px.RegionHeader)
 	assert.Equal(t, 2, px.MaxAttempts)
+	assert.Equal(t, []int{503}, px.RetryOnStatus)
 	assert.Equal(t, 500*time.Millisecond, px.DialTimeout)
 	assert.Equal(t, 30*time.Second, px.ResponseHeaderTimeout)
 
@@ -159,8 +160,9 @@ func TestDefaults(t *testing.T) {
 				{Name: "X-Geoproxy-Nearest-Region", Template: Template{Raw: "{nearest_region}", Parts: []Part{{Var: VarNearestRegion}}}},
 			},
 			RegionHeader: "X-Geoproxy-Region",
-			MaxAttempts:  3,
-			DialTimeout:  2 * time.Second,
+			MaxAttempts:   3,
+			RetryOnStatus: []int{502, 503, 504},
+			DialTimeout:   2 * time.Second,
 		},
 		AccessLog: true,
 		Regions: []Region{{Name: "a", Location: LatLon{Lat: 1, Lon: 2},
@@ -353,6 +355,12 @@ func TestBroken(t *testing.T) {
 			[]string{"bad.yaml:2:17: proxy.max_attempts: must be 1 to 10, got 0"}},
 		{"max_attempts too many", "proxy:\n  max_attempts: 11\n" + minimal,
 			[]string{"bad.yaml:2:17: proxy.max_attempts: must be 1 to 10, got 11"}},
+		{"retry_on_status not 5xx", "proxy:\n  retry_on_status: [503, 404]\n" + minimal,
+			[]string{"bad.yaml:2:26: proxy.retry_on_status[1]: must be a 5xx status code, got 404"}},
+		{"retry_on_status twice", "proxy:\n  retry_on_status: [503, 503]\n" + minimal,
+			[]string{"bad.yaml:2:26: proxy.retry_on_status[1]: status 503 is listed twice"}},
+		{"retry_on_status not a list", "proxy:\n  retry_on_status: 503\n" + minimal,
+			[]string{"bad.yaml:2:20: proxy.retry_on_status: expected a list"}},
 		{"dial_timeout zero", "proxy:\n  dial_timeout: 0s\n" + minimal,
 			[]string{"bad.yaml:2:17: proxy.dial_timeout: must be positive"}},
 		{"negative response_header_timeout", "proxy:\n  response_header_timeout: -1s\n" + minimal,
@@ -547,4 +555,11 @@ func TestByteOrderMark(t *testing.T) {
 	cfg, err := Parse("bom.yaml", []byte("\ufefflisten: 127.0.0.1:1\n"+minimal))
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:1", cfg.Listen)
+}
+
+func TestRetryOnStatusEmptyTurnsItOff(t *testing.T) {
+	cfg, err := Parse("x.yaml", []byte("proxy: {retry_on_status: []}\n"+minimal))
+	require.NoError(t, err)
+	assert.Empty(t, cfg.Proxy.RetryOnStatus)
+	assert.NotNil(t, cfg.Proxy.RetryOnStatus)
 }

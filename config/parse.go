@@ -73,6 +73,7 @@ type rawProxy struct {
 	MaxAttempts           scalar                 `yaml:"max_attempts"`
 	DialTimeout           scalar                 `yaml:"dial_timeout"`
 	ResponseHeaderTimeout scalar                 `yaml:"response_header_timeout"`
+	RetryOnStatus         opt[[]scalar]          `yaml:"retry_on_status"`
 }
 
 type rawRegion struct {

@@ -41,6 +41,9 @@ var defaultRequestHeaders = []struct{ name, value string }{
 // provision converts raw to a Config: types, defaults and compiled values.
 // Values that cannot be converted are reported and left at their default;
 // validate skips fields that already have an error.
+// defaultRetryOnStatus are the backend statuses retried by default.
+var defaultRetryOnStatus = []int{502, 503, 504}
+
 func (c *checker) provision(raw *rawConfig) *Config {
 	root := fieldPath{}
 	cfg := &Config{File: c.file}
@@ -141,6 +144,26 @@ func (c *checker) proxy(p fieldPath, o opt[rawProxy]) Proxy {
 		MaxAttempts:           c.int(p.key("max_attempts"), raw.MaxAttempts, defaultMaxAttempts),
 		DialTimeout:           c.duration(p.key("dial_timeout"), raw.DialTimeout, defaultDialTimeout),
 		ResponseHeaderTimeout: c.duration(p.key("response_header_timeout"), raw.ResponseHeaderTimeout, 0),
+	}
+	rs := p.key("retry_on_status")
+	if list, ok := composite(c, rs, raw.RetryOnStatus); ok {
+		px.RetryOnStatus = []int{}
+		for i, v := range list {
+			code := c.int(rs.idx(i), v, 0)
+			if v.set && (code < 500 || code > 599) {
+				c.errorf(rs.idx(i), "must be a 5xx status code, got %d", code)
+				continue
+			}
+			if slices.Contains(px.RetryOnStatus, code) {
+				c.errorf(rs.idx(i), "status %d is listed twice", code)
+				continue
+			}
+			if code != 0 {
+				px.RetryOnStatus = append(px.RetryOnStatus, code)
+			}
+		}
+	} else if !raw.RetryOnStatus.wrong {
+		px.RetryOnStatus = slices.Clone(defaultRetryOnStatus)
 	}
 	if px.RegionHeader != "" {
 		rp := p.key("region_header")

@@ -187,11 +187,11 @@ geoip:
 health_check:
   path: /health
   interval: %s
-  timeout: 500ms
+  timeout: %s
   healthy_threshold: 2
   unhealthy_threshold: 2
 regions:
-`, o.Listen, o.Admin, o.Interval)
+`, o.Listen, o.Admin, o.Interval, min(500*time.Millisecond, o.Interval/2))
 	for i, r := range Regions() {
 		s += fmt.Sprintf("  - name: %s\n    location: {lat: %v, lon: %v}\n    backends:\n      - url: http://%s\n",
 			r.Name, r.Lat, r.Lon, apps[i].Addr)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,6 +229,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 
 func (h *Handler) modifyResponse(res *http.Response) error {
 	st := res.Request.Context().Value(stateKey{}).(*state)
+	if h.retryOnStatus(res.StatusCode) && st.body == nil && idempotent(res.Request.Method) &&
+		st.d.Attempts < h.opts.MaxAttempts && h.b.HasNext(&st.d) {
+		// ReverseProxy discards this response and calls errorHandler:
+		// the next backend or region gets the request.
+		return &statusError{code: res.StatusCode}
+	}
 	st.gotResponse = true
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		st.rw.status = res.StatusCode // the connection is hijacked; WriteHeader is never called
@@ -237,6 +244,16 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	}
 	return nil
 }
+
+// retryOnStatus reports whether a backend answering code should be retried.
+func (h *Handler) retryOnStatus(code int) bool {
+	return code >= 500 && slices.Contains(h.opts.RetryOnStatus, code)
+}
+
+// statusError is an attempt that got a retryable status.
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return "backend answered " + strconv.Itoa(e.code) }
 
 // errorHandler records the attempt's error; ServeHTTP decides between a
 // retry and an error response.

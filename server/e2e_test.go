@@ -42,6 +42,8 @@ type app struct {
 	failing atomic.Bool
 	// probes counts /health requests.
 	probes atomic.Int32
+	// overloaded makes every other path answer 503.
+	overloaded atomic.Bool
 	mu     sync.Mutex
 	last   http.Header // headers of the last proxied request
 }
@@ -98,6 +100,10 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.last = r.Header.Clone()
 	a.mu.Unlock()
+	if a.overloaded.Load() {
+		http.Error(w, a.region+" overloaded", http.StatusServiceUnavailable)
+		return
+	}
 	body, _ := io.ReadAll(r.Body)
 	w.Header().Set("X-App-Region", a.region)
 	_, _ = fmt.Fprintf(w, "%s %s %s", a.region, r.Method, body)
@@ -132,7 +138,7 @@ func start(t *testing.T, o envOpts) *env {
 		o.trusted = "[127.0.0.0/8]"
 	}
 	if o.interval == "" {
-		o.interval = "50ms"
+		o.interval = "100ms"
 	}
 	e := &env{t: t, apps: map[string]*app{}}
 	regions := []struct {
@@ -150,7 +156,7 @@ geoip:
 health_check:
   path: /health
   interval: %s
-  timeout: 40ms
+  timeout: 90ms
   healthy_threshold: 2
   unhealthy_threshold: 2
 regions:
@@ -178,6 +184,10 @@ regions:
 		defer cancel()
 		assert.NoError(t, srv.Shutdown(ctx))
 	})
+	// A first probe can time out on a loaded machine; start from all up.
+	for name := range e.apps {
+		e.waitRegion(name, true)
+	}
 	return e
 }
 
@@ -469,4 +479,30 @@ func TestMetricsPassLint(t *testing.T) {
 	problems, err := promlint.New(strings.NewReader(body)).Lint()
 	require.NoError(t, err)
 	assert.Empty(t, problems)
+}
+
+func TestRetryableStatusMovesToTheNextRegion(t *testing.T) {
+	e := start(t, envOpts{interval: "1h"})
+	e.apps["europe-west"].overloaded.Store(true)
+	// Health checks pass, but requests get 503: a GET moves on to us-east.
+	resp, body := e.get(london, "/")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, body)
+	assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
+
+	// A POST is not repeated: the client gets the backend's answer.
+	req, err := http.NewRequest(http.MethodPost, e.base+"/orders", strings.NewReader("order"))
+	require.NoError(t, err)
+	req.Header.Set("X-Forwarded-For", london)
+	resp, body = e.do(req)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "europe-west overloaded\n", body)
+
+	// When every attempt gets 503, the last answer reaches the client.
+	for _, a := range e.apps {
+		a.overloaded.Store(true)
+	}
+	resp, body = e.get(london, "/")
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "us-west overloaded\n", body, "three attempts: europe-west, us-east, us-west")
+	assert.Equal(t, "us-west", resp.Header.Get("X-Geoproxy-Region"))
 }

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func runCLI(args ...string) (int, string, string) {
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	p := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+	return p
+}
+
+func TestValidate(t *testing.T) {
+	code, out, _ := runCLI("validate", "-config", "../../config/testdata/example.yaml")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "ok\n", out)
+
+	bad := writeFile(t, "bad.yaml", `listen: 127.0.0.1:8080
+health_check:
+  interval: 1s
+  timeout: 2s
+regions:
+  - name: us-east
+    location: {lat: 95, lon: -81.16}
+    backends:
+      - url: ftp://127.0.0.1:9101
+`)
+	code, out, errOut := runCLI("validate", "-config", bad)
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out)
+	// Every problem, each with file:line and field.
+	assert.Contains(t, errOut, bad+":4:")
+	assert.Contains(t, errOut, "health_check.timeout")
+	assert.Contains(t, errOut, bad+":7:")
+	assert.Contains(t, errOut, "regions[0].location.lat")
+	assert.Contains(t, errOut, bad+":9:")
+	assert.Contains(t, errOut, "regions[0].backends[0].url")
+
+	code, _, errOut = runCLI("validate", "-config", filepath.Join(t.TempDir(), "missing.yaml"))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "missing.yaml")
+}
+
+func TestLookup(t *testing.T) {
+	cfg := writeFile(t, "geo.yaml", `geoip:
+  database: ../../testdata/geoip2-city.mmdb
+  default_location: {lat: 40.71, lon: -74.01}
+regions:
+  - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: "http://127.0.0.1:9101"}]}
+  - {name: us-west, location: {lat: 45.59, lon: -121.18}, backends: [{url: "http://127.0.0.1:9102"}]}
+  - {name: europe-west, location: {lat: 50.45, lon: 3.82}, backends: [{url: "http://127.0.0.1:9103"}]}
+`)
+	code, out, errOut := runCLI("lookup", "-config", cfg, "203.0.113.10", "203.0.113.70", "10.0.0.1")
+	require.Equal(t, 0, code, errOut)
+	blocks := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, blocks, 12, out)
+	assert.Regexp(t, `^203\.0\.113\.10: London, ENG, GB, EU \(51\.51, -0\.09\) \[found\]$`, blocks[0])
+	assert.Regexp(t, `1\.\s+europe-west\s+\d+ km\s+nearest`, blocks[1])
+	assert.Regexp(t, `2\.\s+us-east`, blocks[2])
+	assert.Regexp(t, `^203\.0\.113\.70: Seattle`, blocks[4])
+	assert.Regexp(t, `1\.\s+us-west`, blocks[5])
+	assert.Regexp(t, `^10\.0\.0\.1: unknown place \(40\.71, -74\.01\) \[private\]$`, blocks[8])
+	assert.Regexp(t, `1\.\s+us-east`, blocks[9])
+
+	code, _, errOut = runCLI("lookup", "-config", cfg, "not-an-ip")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `"not-an-ip" is not an IP address`)
+
+	code, _, _ = runCLI("lookup", "-config", cfg)
+	assert.Equal(t, 2, code)
+}
+
+func TestHelpAndUnknownCommand(t *testing.T) {
+	code, _, errOut := runCLI()
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "Usage:")
+	code, _, errOut = runCLI("frobnicate")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, `unknown command "frobnicate"`)
+	for _, cmd := range []string{"serve", "validate", "lookup", "demo"} {
+		code, _, errOut = runCLI(cmd, "-h")
+		assert.Equal(t, 0, code, cmd)
+		assert.Contains(t, errOut, "Usage: geoproxy "+cmd, cmd)
+		assert.Contains(t, errOut, "-", cmd)
+	}
+	code, _, errOut = runCLI("serve", "-log-level", "loud", "-config", "../../config/testdata/example.yaml")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "-log-level")
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI("version")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "geoproxy ")
+	assert.Regexp(t, `embedded geo data: .* built \d{4}-\d{2}-\d{2}`, out)
+	assert.Contains(t, out, "IP Geolocation by DB-IP")
+}
+
+// buildBinary compiles geoproxy once for the process tests.
+var buildBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "geoproxy-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "geoproxy")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// TestServeStopsGracefullyOnSIGTERM runs the real binary, sends it a real
+// signal while a slow request is in flight, and checks the request finishes
+// and the process exits 0.
+func TestServeStopsGracefullyOnSIGTERM(t *testing.T) {
+	bin, err := buildBinary()
+	require.NoError(t, err)
+	slowStarted := make(chan struct{}, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			slowStarted <- struct{}{}
+			time.Sleep(500 * time.Millisecond)
+		}
+		_, _ = io.WriteString(w, "done")
+	}))
+	defer backend.Close()
+	listen, admin := freePort(t), freePort(t)
+	cfg := writeFile(t, "serve.yaml", fmt.Sprintf(`listen: %s
+admin: {listen: %s}
+health_check: {interval: 1s, timeout: 500ms}
+regions:
+  - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
+`, listen, admin, backend.URL))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	logs := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs <- sc.Text()
+		}
+		close(logs)
+	}()
+	waitFor(t, logs, `"msg":"geoproxy serving"`)
+
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://" + listen + "/slow")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		res <- result{resp.StatusCode, string(b), err}
+	}()
+	<-slowStarted
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	r := <-res
+	require.NoError(t, r.err)
+	assert.Equal(t, http.StatusOK, r.code)
+	assert.Equal(t, "done", r.body)
+	waitFor(t, logs, `"msg":"shutting down"`)
+	require.NoError(t, cmd.Wait(), "exit status 0")
+}
+
+func waitFor(t *testing.T, logs <-chan string, pattern string) {
+	t.Helper()
+	re := regexp.MustCompile(regexp.QuoteMeta(pattern))
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case line, ok := <-logs:
+			if !ok {
+				t.Fatalf("process ended before logging %s", pattern)
+			}
+			if re.MatchString(line) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no log line %s within 15s", pattern)
+		}
+	}
+}
