@@ -159,7 +159,7 @@ func TestDefaults(t *testing.T) {
 				{Name: "X-Country", Template: Template{Raw: "{country}", Parts: []Part{{Var: VarCountry}}}},
 				{Name: "X-Geoproxy-Nearest-Region", Template: Template{Raw: "{nearest_region}", Parts: []Part{{Var: VarNearestRegion}}}},
 			},
-			RegionHeader: "X-Geoproxy-Region",
+			RegionHeader:  "X-Geoproxy-Region",
 			MaxAttempts:   3,
 			RetryOnStatus: []int{502, 503, 504},
 			DialTimeout:   2 * time.Second,

@@ -44,8 +44,8 @@ type app struct {
 	probes atomic.Int32
 	// overloaded makes every other path answer 503.
 	overloaded atomic.Bool
-	mu     sync.Mutex
-	last   http.Header // headers of the last proxied request
+	mu         sync.Mutex
+	last       http.Header // headers of the last proxied request
 }
 
 func newApp(t *testing.T, region string) *app {
