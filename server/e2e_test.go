@@ -432,6 +432,7 @@ func TestAdminEndpoints(t *testing.T) {
 	e := start(t, envOpts{})
 	code, body := e.adminGet("/healthz")
 	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "ok\n", body)
 	code, body = e.adminGet("/readyz")
 	assert.Equal(t, http.StatusOK, code, body)
 
