@@ -1,0 +1,29 @@
+# geoproxy container image: a static binary on a distroless base, run as a
+# non-root user.
+#
+#   docker build -t geoproxy .
+#   docker run --rm -p 8080:8080 -p 9090:9090 \
+#     -v "$PWD/geoproxy.yaml:/etc/geoproxy/geoproxy.yaml:ro" geoproxy
+#
+# The config is read from /etc/geoproxy/geoproxy.yaml (mount yours there, or
+# pass -config). In a container, listen on all interfaces:
+#   listen: :8080          # proxy
+#   admin: {listen: :9090} # /metrics, /healthz, /readyz, dashboard
+# The embedded geo database is inside the binary; to use another .mmdb, mount
+# it and set geoip.database to its path.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+      -o /out/geoproxy ./cmd/geoproxy
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/geoproxy /usr/local/bin/geoproxy
+USER nonroot:nonroot
+EXPOSE 8080 9090
+ENTRYPOINT ["/usr/local/bin/geoproxy"]
+CMD ["serve", "-config", "/etc/geoproxy/geoproxy.yaml"]
