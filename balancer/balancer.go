@@ -95,6 +95,10 @@ func newRegionMetrics(m *metrics.Metrics, region string) regionMetrics {
 // Router returns the router whose snapshots the balancer plans with.
 func (b *Balancer) Router() *Router { return b.router }
 
+// AccessLog reports whether requests are logged (so engines build the
+// outcome's strings only when needed).
+func (b *Balancer) AccessLog() bool { return b.access }
+
 // Resolver returns the balancer's client address resolver.
 func (b *Balancer) Resolver() *clientip.Resolver { return b.resolver }
 

@@ -49,6 +49,14 @@ type Config struct {
 	// (key "access_log"). Default true.
 	AccessLog bool
 
+	// Engine is the HTTP engine of the proxy listener (key "engine"):
+	// "fasthttp" (default), a fast HTTP/1.1 engine that buffers request
+	// bodies (up to 32 MiB) and streams large or chunked responses; or
+	// "nethttp", Go's net/http, which also serves HTTP/2 over cleartext (h2c)
+	// and streams request bodies of any size. Both route, retry and report
+	// alike.
+	Engine string
+
 	// Regions lists the regions, in file order (key "regions"). At least one
 	// is required.
 	Regions []Region
@@ -57,6 +65,10 @@ type Config struct {
 // Admin configures the admin listener, which serves metrics, health, status
 // and lookup endpoints.
 type Admin struct {
+	// Pprof serves Go's profiler at /debug/pprof/ on the admin listener
+	// (key "admin.pprof"). Default false.
+	Pprof bool
+
 	// Listen is the host:port of the admin listener (key "admin.listen").
 	// Default "127.0.0.1:9090". It must differ from the proxy's listen
 	// address (unless both use port 0).
@@ -229,6 +241,14 @@ type Backend struct {
 	// other backends of the region (key "weight"). Default 1; 1 to 1000.
 	Weight int
 }
+
+// Engines of the proxy listener.
+const (
+	// EngineFast is the fasthttp-based HTTP/1.1 engine.
+	EngineFast = "fasthttp"
+	// EngineNetHTTP is the net/http engine.
+	EngineNetHTTP = "nethttp"
+)
 
 // Load reads and validates the file at path. A read error is returned
 // wrapped, so errors.Is(err, fs.ErrNotExist) works; an invalid file gives

@@ -91,6 +91,8 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, "0.0.0.0:8080", cfg.Listen)
 	assert.Equal(t, "127.0.0.1:9091", cfg.Admin.Listen)
 	assert.False(t, cfg.AccessLog)
+	assert.Equal(t, EngineNetHTTP, cfg.Engine)
+	assert.True(t, cfg.Admin.Pprof)
 
 	assert.Equal(t, prefixes("10.0.0.0/8", "192.168.1.7/32", "::1/128"), cfg.GeoIP.TrustedProxies)
 	assert.Equal(t, LatLon{Lat: 40.71, Lon: -74.01}, cfg.GeoIP.DefaultLocation)
@@ -165,6 +167,7 @@ func TestDefaults(t *testing.T) {
 			DialTimeout:   2 * time.Second,
 		},
 		AccessLog: true,
+		Engine:    EngineFast,
 		Regions: []Region{{Name: "a", Location: LatLon{Lat: 1, Lon: 2},
 			Backends: []Backend{{URL: cfg.Regions[0].Backends[0].URL, Weight: 1}}}},
 	}, cfg)
@@ -253,6 +256,8 @@ func TestBroken(t *testing.T) {
 			[]string{"bad.yaml:3:21: regions[0].location.lat: expected a number, got \"north\""}},
 		{"weight not whole", minimal + "        weight: 1.5\n",
 			[]string{"bad.yaml:6:17: regions[0].backends[0].weight: expected a whole number, got 1.5"}},
+		{"unknown engine", "engine: turbo\n" + minimal,
+			[]string{`bad.yaml:1:9: engine: must be "fasthttp" or "nethttp", got "turbo"`}},
 		{"access_log yes", "access_log: yes\n" + minimal,
 			[]string{"bad.yaml:1:13: access_log: expected true or false, got \"yes\""}},
 		{"regions not a list", "regions: us-east\n",

@@ -26,11 +26,13 @@ type rawConfig struct {
 	HealthCheck opt[rawHealthCheck]   `yaml:"health_check"`
 	Proxy       opt[rawProxy]         `yaml:"proxy"`
 	AccessLog   scalar                `yaml:"access_log"`
+	Engine      scalar                `yaml:"engine"`
 	Regions     opt[[]opt[rawRegion]] `yaml:"regions"`
 }
 
 type rawAdmin struct {
 	Listen scalar `yaml:"listen"`
+	Pprof  scalar `yaml:"pprof"`
 }
 
 type rawGeoIP struct {

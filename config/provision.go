@@ -49,10 +49,15 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	cfg := &Config{File: c.file}
 	cfg.Listen = c.str(root.key("listen"), raw.Listen, defaultListen)
 	cfg.AccessLog = c.bool(root.key("access_log"), raw.AccessLog, true)
+	cfg.Engine = c.str(root.key("engine"), raw.Engine, EngineFast)
+	if cfg.Engine != EngineFast && cfg.Engine != EngineNetHTTP {
+		c.errorf(root.key("engine"), "must be %q or %q, got %q", EngineFast, EngineNetHTTP, cfg.Engine)
+	}
 
 	p := root.key("admin")
 	admin, _ := composite(c, p, raw.Admin)
 	cfg.Admin.Listen = c.str(p.key("listen"), admin.Listen, defaultAdminListen)
+	cfg.Admin.Pprof = c.bool(p.key("pprof"), admin.Pprof, false)
 
 	cfg.Regions = c.regions(root.key("regions"), raw.Regions)
 	cfg.GeoIP = c.geoIP(root.key("geoip"), raw.GeoIP, cfg.Regions)

@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -193,7 +192,7 @@ func (h *Handler) retryable(r *http.Request, rw *responseWriter, st *state) bool
 	if st.body != nil && st.body.touched {
 		return false
 	}
-	return isDialError(st.err) || idempotent(r.Method)
+	return isDialError(st.err) || balancer.Idempotent(r.Method)
 }
 
 func (h *Handler) trusted(peer netip.Addr) bool {
@@ -218,18 +217,19 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
+	var buf [128]byte
 	for _, hd := range h.opts.RequestHeaders {
-		if v := render(hd.Template, st); v != "" {
-			pr.Out.Header.Set(hd.Name, v)
+		if v := balancer.AppendHeader(buf[:0], hd.Template, &st.d, st.region); len(v) > 0 {
+			pr.Out.Header[hd.Name] = []string{string(v)}
 		} else {
-			pr.Out.Header.Del(hd.Name)
+			delete(pr.Out.Header, hd.Name)
 		}
 	}
 }
 
 func (h *Handler) modifyResponse(res *http.Response) error {
 	st := res.Request.Context().Value(stateKey{}).(*state)
-	if h.retryOnStatus(res.StatusCode) && st.body == nil && idempotent(res.Request.Method) &&
+	if h.retryOnStatus(res.StatusCode) && st.body == nil && balancer.Idempotent(res.Request.Method) &&
 		st.d.Attempts < h.opts.MaxAttempts && h.b.HasNext(&st.d) {
 		// ReverseProxy discards this response and calls errorHandler:
 		// the next backend or region gets the request.
@@ -262,53 +262,6 @@ func (h *Handler) errorHandler(_ http.ResponseWriter, r *http.Request, err error
 	st.err = err
 }
 
-// render expands a header template for the request.
-func render(t config.Template, st *state) string {
-	if len(t.Parts) == 1 && t.Parts[0].Var == config.VarNone {
-		return t.Parts[0].Literal
-	}
-	var sb strings.Builder
-	for _, p := range t.Parts {
-		if p.Var == config.VarNone {
-			sb.WriteString(p.Literal)
-			continue
-		}
-		sb.WriteString(variable(p.Var, st))
-	}
-	return sb.String()
-}
-
-func variable(v config.Var, st *state) string {
-	loc := &st.d.Location
-	switch v {
-	case config.VarCity:
-		return loc.City
-	case config.VarCountry:
-		return loc.Country
-	case config.VarContinent:
-		return loc.Continent
-	case config.VarSubdivision:
-		return loc.Subdivision
-	case config.VarLat:
-		return strconv.FormatFloat(loc.Lat, 'f', 4, 64)
-	case config.VarLon:
-		return strconv.FormatFloat(loc.Lon, 'f', 4, 64)
-	case config.VarClientIP:
-		if st.d.Client.IsValid() {
-			return st.d.Client.String()
-		}
-	case config.VarRegion:
-		if st.region != nil {
-			return st.region.Name
-		}
-	case config.VarNearestRegion:
-		if st.d.Plan.Nearest != nil {
-			return st.d.Plan.Nearest.Name
-		}
-	}
-	return ""
-}
-
 // peerAddr parses a net/http RemoteAddr; the zero Addr if it is not an IP.
 func peerAddr(remote string) netip.Addr {
 	if ap, err := netip.ParseAddrPort(remote); err == nil {
@@ -318,14 +271,6 @@ func peerAddr(remote string) netip.Addr {
 		return a.Unmap()
 	}
 	return netip.Addr{}
-}
-
-func idempotent(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
 }
 
 // isDialError reports whether err happened while connecting: the request

@@ -25,7 +25,16 @@ import (
 	"github.com/geoproxy/geoproxy/server"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// fasthttp's connection and worker cleaners sleep up to a minute before they
+// notice their pool is closed and exit; they are bounded, not leaks. Its
+// Date header ticker is one goroutine per process, started once.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+	)
+}
 
 // Addresses of testdata/geoip2-city.mmdb (see testdata/gen).
 const (
@@ -125,6 +134,8 @@ type env struct {
 }
 
 type envOpts struct {
+	engine   string
+	pprof    bool
 	trusted  string
 	interval string
 	extra    map[string][]*app // more backends per region
@@ -136,6 +147,9 @@ func start(t *testing.T, o envOpts) *env {
 	t.Helper()
 	if o.trusted == "" {
 		o.trusted = "[127.0.0.0/8]"
+	}
+	if o.engine == "" {
+		o.engine = config.EngineFast
 	}
 	if o.interval == "" {
 		o.interval = "100ms"
@@ -149,6 +163,7 @@ func start(t *testing.T, o envOpts) *env {
 	fmt.Fprintf(&sb, `listen: 127.0.0.1:0
 admin:
   listen: 127.0.0.1:0
+  pprof: %v
 geoip:
   database: ../testdata/geoip2-city.mmdb
   trusted_proxies: %s
@@ -159,8 +174,9 @@ health_check:
   timeout: 90ms
   healthy_threshold: 2
   unhealthy_threshold: 2
+engine: %s
 regions:
-`, o.trusted, o.interval)
+`, o.pprof, o.trusted, o.interval, o.engine)
 	for _, r := range regions {
 		a := newApp(t, r.name)
 		e.apps[r.name] = a
@@ -239,183 +255,201 @@ func (e *env) waitRegion(region string, up bool) {
 }
 
 func TestEachClientGoesToTheNearestRegion(t *testing.T) {
-	e := start(t, envOpts{})
-	cases := []struct{ ip, region, city, country string }{
-		{london, "europe-west", "London", "GB"},
-		{seattle, "us-west", "Seattle", "US"},
-		{newYork, "us-east", "New York", "US"},
-		{"2001:db8:1::1", "europe-west", "Paris", "FR"},
-		{"10.1.2.3", "us-east", "", ""},  // private: default location (New York)
-		{"192.0.2.1", "us-east", "", ""}, // not in the database: default location
-		{"", "us-east", "", ""},          // the loopback peer itself
-	}
-	for _, c := range cases {
-		t.Run(c.ip, func(t *testing.T) {
-			resp, body := e.get(c.ip, "/hello")
-			require.Equal(t, http.StatusOK, resp.StatusCode, body)
-			assert.Equal(t, c.region, resp.Header.Get("X-Geoproxy-Region"))
-			assert.Equal(t, c.region, resp.Header.Get("X-App-Region"))
-			h := e.apps[c.region].lastHeaders()
-			assert.Equal(t, c.city, h.Get("X-City"))
-			assert.Equal(t, c.country, h.Get("X-Country"))
-			assert.Equal(t, c.region, h.Get("X-Geoproxy-Nearest-Region"))
-			if c.ip != "" {
-				assert.Equal(t, c.ip+", 127.0.0.1", h.Get("X-Forwarded-For"))
-			}
-			assert.Equal(t, "http", h.Get("X-Forwarded-Proto"))
-			assert.Equal(t, e.srv.ProxyAddr().String(), h.Get("X-Forwarded-Host"))
-		})
-	}
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		cases := []struct{ ip, region, city, country string }{
+			{london, "europe-west", "London", "GB"},
+			{seattle, "us-west", "Seattle", "US"},
+			{newYork, "us-east", "New York", "US"},
+			{"2001:db8:1::1", "europe-west", "Paris", "FR"},
+			{"10.1.2.3", "us-east", "", ""},  // private: default location (New York)
+			{"192.0.2.1", "us-east", "", ""}, // not in the database: default location
+			{"", "us-east", "", ""},          // the loopback peer itself
+		}
+		for _, c := range cases {
+			t.Run(c.ip, func(t *testing.T) {
+				resp, body := e.get(c.ip, "/hello")
+				require.Equal(t, http.StatusOK, resp.StatusCode, body)
+				assert.Equal(t, c.region, resp.Header.Get("X-Geoproxy-Region"))
+				assert.Equal(t, c.region, resp.Header.Get("X-App-Region"))
+				h := e.apps[c.region].lastHeaders()
+				assert.Equal(t, c.city, h.Get("X-City"))
+				assert.Equal(t, c.country, h.Get("X-Country"))
+				assert.Equal(t, c.region, h.Get("X-Geoproxy-Nearest-Region"))
+				if c.ip != "" {
+					assert.Equal(t, c.ip+", 127.0.0.1", h.Get("X-Forwarded-For"))
+				}
+				assert.Equal(t, "http", h.Get("X-Forwarded-Proto"))
+				assert.Equal(t, e.srv.ProxyAddr().String(), h.Get("X-Forwarded-Host"))
+			})
+		}
+	})
 }
 
 func TestUntrustedPeerCannotChooseItsLocation(t *testing.T) {
-	e := start(t, envOpts{trusted: "[192.0.2.0/24]"})
-	req, err := http.NewRequest(http.MethodGet, e.base+"/", nil)
-	require.NoError(t, err)
-	req.Header.Set("X-Forwarded-For", london)
-	req.Header.Set("Forwarded", "for="+london)
-	req.Header.Set("X-City", "Spoofville")
-	resp, body := e.do(req)
-	require.Equal(t, http.StatusOK, resp.StatusCode, body)
-	// 127.0.0.1 is private: the default location, New York, is nearest us-east.
-	assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
-	h := e.apps["us-east"].lastHeaders()
-	assert.Equal(t, "127.0.0.1", h.Get("X-Forwarded-For"), "the client's own X-Forwarded-For is dropped")
-	assert.Empty(t, h.Get("Forwarded"))
-	assert.Empty(t, h.Get("X-City"), "a client-sent geo header never reaches the app")
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine, trusted: "[192.0.2.0/24]"})
+		req, err := http.NewRequest(http.MethodGet, e.base+"/", nil)
+		require.NoError(t, err)
+		req.Header.Set("X-Forwarded-For", london)
+		req.Header.Set("Forwarded", "for="+london)
+		req.Header.Set("X-City", "Spoofville")
+		resp, body := e.do(req)
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+		// 127.0.0.1 is private: the default location, New York, is nearest us-east.
+		assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
+		h := e.apps["us-east"].lastHeaders()
+		assert.Equal(t, "127.0.0.1", h.Get("X-Forwarded-For"), "the client's own X-Forwarded-For is dropped")
+		assert.Empty(t, h.Get("Forwarded"))
+		assert.Empty(t, h.Get("X-City"), "a client-sent geo header never reaches the app")
+	})
 }
 
 func TestMalformedForwardingHeaderIsIgnored(t *testing.T) {
-	e := start(t, envOpts{})
-	for _, v := range []string{"not-an-ip", "1.2.3.4.5", "[::1", ",,,", strings.Repeat("9", 300)} {
-		resp, body := e.get(v, "/")
-		assert.Equal(t, http.StatusOK, resp.StatusCode, "X-Forwarded-For %q: %s", v, body)
-	}
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		for _, v := range []string{"not-an-ip", "1.2.3.4.5", "[::1", ",,,", strings.Repeat("9", 300)} {
+			resp, body := e.get(v, "/")
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "X-Forwarded-For %q: %s", v, body)
+		}
+	})
 }
 
 func TestFailoverAndFailback(t *testing.T) {
-	e := start(t, envOpts{})
-	eu := e.apps["europe-west"]
-	require.Equal(t, "europe-west", e.servedBy(london))
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		eu := e.apps["europe-west"]
+		require.Equal(t, "europe-west", e.servedBy(london))
 
-	// europe-west fails its health checks: after unhealthy_threshold (2)
-	// failed probes London moves to the next-nearest region, us-east.
-	before := eu.probes.Load()
-	eu.failing.Store(true)
-	e.waitRegion("europe-west", false)
-	assert.LessOrEqual(t, eu.probes.Load()-before, int32(3), "down within the threshold (plus one probe in flight)")
-	assert.Equal(t, "us-east", e.servedBy(london))
-	assert.Equal(t, "us-west", e.servedBy(seattle), "other clients are unaffected")
+		// europe-west fails its health checks: after unhealthy_threshold (2)
+		// failed probes London moves to the next-nearest region, us-east.
+		before := eu.probes.Load()
+		eu.failing.Store(true)
+		e.waitRegion("europe-west", false)
+		assert.LessOrEqual(t, eu.probes.Load()-before, int32(3), "down within the threshold (plus one probe in flight)")
+		assert.Equal(t, "us-east", e.servedBy(london))
+		assert.Equal(t, "us-west", e.servedBy(seattle), "other clients are unaffected")
 
-	// It recovers: after healthy_threshold (2) passes London comes back.
-	before = eu.probes.Load()
-	eu.failing.Store(false)
-	e.waitRegion("europe-west", true)
-	assert.LessOrEqual(t, eu.probes.Load()-before, int32(3))
-	assert.Equal(t, "europe-west", e.servedBy(london))
+		// It recovers: after healthy_threshold (2) passes London comes back.
+		before = eu.probes.Load()
+		eu.failing.Store(false)
+		e.waitRegion("europe-west", true)
+		assert.LessOrEqual(t, eu.probes.Load()-before, int32(3))
+		assert.Equal(t, "europe-west", e.servedBy(london))
 
-	// The failover was counted.
-	_, metrics := e.adminGet("/metrics")
-	assert.Contains(t, metrics, `geoproxy_failover_requests_total{from="europe-west",to="us-east"} 1`)
+		// The failover was counted.
+		_, metrics := e.adminGet("/metrics")
+		assert.Contains(t, metrics, `geoproxy_failover_requests_total{from="europe-west",to="us-east"} 1`)
+	})
 }
 
 func TestRegionDyingUnderTrafficCausesNoErrors(t *testing.T) {
-	e := start(t, envOpts{})
-	eu := e.apps["europe-west"]
-	require.Equal(t, "europe-west", e.servedBy(london))
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		eu := e.apps["europe-west"]
+		require.Equal(t, "europe-west", e.servedBy(london))
 
-	// Kill the region outright (connections refused) while clients keep
-	// coming: requests before the health checks notice are retried in the
-	// next region; none fails.
-	eu.srv.Close()
-	served := map[string]int{}
-	for i := 0; i < 200; i++ {
-		resp, body := e.get(london, "/")
-		require.Equal(t, http.StatusOK, resp.StatusCode, "request %d: %s", i, body)
-		served[resp.Header.Get("X-Geoproxy-Region")]++
-		if i > 20 && !e.srv.Router().Snapshot().Region("europe-west").Eligible() {
-			break
+		// Kill the region outright (connections refused) while clients keep
+		// coming: requests before the health checks notice are retried in the
+		// next region; none fails.
+		eu.srv.Close()
+		served := map[string]int{}
+		for i := 0; i < 200; i++ {
+			resp, body := e.get(london, "/")
+			require.Equal(t, http.StatusOK, resp.StatusCode, "request %d: %s", i, body)
+			served[resp.Header.Get("X-Geoproxy-Region")]++
+			if i > 20 && !e.srv.Router().Snapshot().Region("europe-west").Eligible() {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	assert.Equal(t, 0, served["europe-west"])
-	assert.Positive(t, served["us-east"])
-	e.waitRegion("europe-west", false)
+		assert.Equal(t, 0, served["europe-west"])
+		assert.Positive(t, served["us-east"])
+		e.waitRegion("europe-west", false)
+	})
 }
 
 func TestRefusedBackendIsRetriedInTheSameRegion(t *testing.T) {
-	dead := newApp(t, "europe-west")
-	e := start(t, envOpts{interval: "1h", extra: map[string][]*app{"europe-west": {dead}}})
-	// Both europe-west backends passed their first probe; with a one-hour
-	// interval nothing notices that one of them now refuses connections.
-	dead.srv.Close()
-	live := e.apps["europe-west"]
-	for i := 0; i < 20; i++ {
-		req, err := http.NewRequest(http.MethodPost, e.base+"/orders", strings.NewReader(fmt.Sprintf("order-%d", i)))
-		require.NoError(t, err)
-		req.Header.Set("X-Forwarded-For", london)
-		resp, body := e.do(req)
-		require.Equal(t, http.StatusOK, resp.StatusCode, body)
-		assert.Equal(t, fmt.Sprintf("europe-west POST order-%d", i), body, "the body survives the retry")
-		assert.Equal(t, live.region, resp.Header.Get("X-Geoproxy-Region"))
-	}
-	_, metrics := e.adminGet("/metrics")
-	assert.Contains(t, metrics, `geoproxy_upstream_errors_total{backend="`+dead.srv.URL+`",region="europe-west"}`)
+	forEachEngine(t, func(t *testing.T, engine string) {
+		dead := newApp(t, "europe-west")
+		e := start(t, envOpts{engine: engine, interval: "1h", extra: map[string][]*app{"europe-west": {dead}}})
+		// Both europe-west backends passed their first probe; with a one-hour
+		// interval nothing notices that one of them now refuses connections.
+		dead.srv.Close()
+		live := e.apps["europe-west"]
+		for i := 0; i < 20; i++ {
+			req, err := http.NewRequest(http.MethodPost, e.base+"/orders", strings.NewReader(fmt.Sprintf("order-%d", i)))
+			require.NoError(t, err)
+			req.Header.Set("X-Forwarded-For", london)
+			resp, body := e.do(req)
+			require.Equal(t, http.StatusOK, resp.StatusCode, body)
+			assert.Equal(t, fmt.Sprintf("europe-west POST order-%d", i), body, "the body survives the retry")
+			assert.Equal(t, live.region, resp.Header.Get("X-Geoproxy-Region"))
+		}
+		_, metrics := e.adminGet("/metrics")
+		assert.Contains(t, metrics, `geoproxy_upstream_errors_total{backend="`+dead.srv.URL+`",region="europe-west"}`)
+	})
 }
 
 func TestAllRegionsDownGives503(t *testing.T) {
-	e := start(t, envOpts{})
-	for _, a := range e.apps {
-		a.failing.Store(true)
-	}
-	for name := range e.apps {
-		e.waitRegion(name, false)
-	}
-	resp, body := e.get(london, "/")
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
-	assert.Equal(t, "geoproxy: no healthy region can serve this request\n", body)
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		for _, a := range e.apps {
+			a.failing.Store(true)
+		}
+		for name := range e.apps {
+			e.waitRegion(name, false)
+		}
+		resp, body := e.get(london, "/")
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+		assert.Equal(t, "geoproxy: no healthy region can serve this request\n", body)
 
-	code, ready := e.adminGet("/readyz")
-	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Contains(t, ready, "no healthy region")
-	_, metrics := e.adminGet("/metrics")
-	assert.Contains(t, metrics, `geoproxy_requests_total{code="5xx",region="none"} 1`)
+		code, ready := e.adminGet("/readyz")
+		assert.Equal(t, http.StatusServiceUnavailable, code)
+		assert.Contains(t, ready, "no healthy region")
+		_, metrics := e.adminGet("/metrics")
+		assert.Contains(t, metrics, `geoproxy_requests_total{code="5xx",region="none"} 1`)
+	})
 }
 
 func TestStreamingIsNotBuffered(t *testing.T) {
-	e := start(t, envOpts{})
-	req, err := http.NewRequest(http.MethodGet, e.base+"/stream", nil)
-	require.NoError(t, err)
-	req.Header.Set("X-Forwarded-For", london)
-	start := time.Now()
-	resp, err := e.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	require.NoError(t, err)
-	assert.Equal(t, "chunk 0\n", line)
-	assert.Less(t, time.Since(start), 150*time.Millisecond, "the first chunk arrives before the backend finishes (300ms)")
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		req, err := http.NewRequest(http.MethodGet, e.base+"/stream", nil)
+		require.NoError(t, err)
+		req.Header.Set("X-Forwarded-For", london)
+		start := time.Now()
+		resp, err := e.client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, "chunk 0\n", line)
+		assert.Less(t, time.Since(start), 150*time.Millisecond, "the first chunk arrives before the backend finishes (300ms)")
+	})
 }
 
 func TestUpgradeIsTunnelled(t *testing.T) {
-	e := start(t, envOpts{})
-	conn, err := net.Dial("tcp", e.srv.ProxyAddr().String())
-	require.NoError(t, err)
-	defer conn.Close()
-	require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
-	_, err = fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Forwarded-For: %s\r\n\r\n", seattle)
-	require.NoError(t, err)
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	assert.Equal(t, "us-west", resp.Header.Get("X-Geoproxy-Region"))
-	_, err = io.WriteString(conn, "ping\n")
-	require.NoError(t, err)
-	line, err := br.ReadString('\n')
-	require.NoError(t, err)
-	assert.Equal(t, "us-west:ping\n", line)
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		conn, err := net.Dial("tcp", e.srv.ProxyAddr().String())
+		require.NoError(t, err)
+		defer conn.Close()
+		require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Forwarded-For: %s\r\n\r\n", seattle)
+		require.NoError(t, err)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+		assert.Equal(t, "us-west", resp.Header.Get("X-Geoproxy-Region"))
+		_, err = io.WriteString(conn, "ping\n")
+		require.NoError(t, err)
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		assert.Equal(t, "us-west:ping\n", line)
+	})
 }
 
 func (e *env) adminGet(path string) (int, string) {
@@ -429,81 +463,104 @@ func (e *env) adminGet(path string) (int, string) {
 }
 
 func TestAdminEndpoints(t *testing.T) {
-	e := start(t, envOpts{})
-	code, body := e.adminGet("/healthz")
-	assert.Equal(t, http.StatusOK, code)
-	assert.Equal(t, "ok\n", body)
-	code, body = e.adminGet("/readyz")
-	assert.Equal(t, http.StatusOK, code, body)
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		code, body := e.adminGet("/healthz")
+		assert.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "ok\n", body)
+		code, body = e.adminGet("/readyz")
+		assert.Equal(t, http.StatusOK, code, body)
 
-	code, body = e.adminGet("/admin/status")
-	assert.Equal(t, http.StatusOK, code)
-	assert.Contains(t, body, `"name": "europe-west"`)
-	assert.Contains(t, body, `"status": "healthy"`)
-	assert.Contains(t, body, `"kind": "geoip2-city"`)
+		code, body = e.adminGet("/admin/status")
+		assert.Equal(t, http.StatusOK, code)
+		assert.Contains(t, body, `"name": "europe-west"`)
+		assert.Contains(t, body, `"status": "healthy"`)
+		assert.Contains(t, body, `"kind": "geoip2-city"`)
 
-	code, body = e.adminGet("/admin/lookup?ip=" + london)
-	assert.Equal(t, http.StatusOK, code)
-	assert.Contains(t, body, `"serving": "europe-west"`)
-	assert.Contains(t, body, `"city": "London"`)
+		code, body = e.adminGet("/admin/lookup?ip=" + london)
+		assert.Equal(t, http.StatusOK, code)
+		assert.Contains(t, body, `"serving": "europe-west"`)
+		assert.Contains(t, body, `"city": "London"`)
 
-	code, body = e.adminGet("/admin/lookup?ip=nope")
-	assert.Equal(t, http.StatusBadRequest, code)
-	assert.Contains(t, body, "not an IP address")
+		code, body = e.adminGet("/admin/lookup?ip=nope")
+		assert.Equal(t, http.StatusBadRequest, code)
+		assert.Contains(t, body, "not an IP address")
 
-	code, body = e.adminGet("/")
-	assert.Equal(t, http.StatusOK, code)
-	assert.Contains(t, body, "<title>geoproxy</title>")
+		code, body = e.adminGet("/")
+		assert.Equal(t, http.StatusOK, code)
+		assert.Contains(t, body, "<title>geoproxy</title>")
 
-	e.get(london, "/")
-	_, body = e.adminGet("/metrics")
-	for _, want := range []string{
-		`geoproxy_requests_total{code="2xx",region="europe-west"} 1`,
-		`geoproxy_backend_up{backend="` + e.apps["us-west"].srv.URL + `",region="us-west"} 1`,
-		`geoproxy_region_healthy_backends{region="us-east"} 1`,
-		`geoproxy_geo_lookups_total{result="found"} 1`,
-		`geoproxy_requests_in_flight 0`,
-		`geoproxy_request_duration_seconds_bucket{region="europe-west",le="+Inf"} 1`,
-		`geoproxy_build_info{`,
-	} {
-		assert.Contains(t, body, want)
-	}
+		e.get(london, "/")
+		_, body = e.adminGet("/metrics")
+		for _, want := range []string{
+			`geoproxy_requests_total{code="2xx",region="europe-west"} 1`,
+			`geoproxy_backend_up{backend="` + e.apps["us-west"].srv.URL + `",region="us-west"} 1`,
+			`geoproxy_region_healthy_backends{region="us-east"} 1`,
+			`geoproxy_geo_lookups_total{result="found"} 1`,
+			`geoproxy_requests_in_flight 0`,
+			`geoproxy_request_duration_seconds_bucket{region="europe-west",le="+Inf"} 1`,
+			`geoproxy_build_info{`,
+		} {
+			assert.Contains(t, body, want)
+		}
+	})
 }
 
 func TestMetricsPassLint(t *testing.T) {
-	e := start(t, envOpts{})
-	e.get(london, "/")
-	e.apps["europe-west"].failing.Store(true)
-	e.waitRegion("europe-west", false)
-	e.get(london, "/")
-	_, body := e.adminGet("/metrics")
-	problems, err := promlint.New(strings.NewReader(body)).Lint()
-	require.NoError(t, err)
-	assert.Empty(t, problems)
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+		e.get(london, "/")
+		e.apps["europe-west"].failing.Store(true)
+		e.waitRegion("europe-west", false)
+		e.get(london, "/")
+		_, body := e.adminGet("/metrics")
+		problems, err := promlint.New(strings.NewReader(body)).Lint()
+		require.NoError(t, err)
+		assert.Empty(t, problems)
+	})
 }
 
 func TestRetryableStatusMovesToTheNextRegion(t *testing.T) {
-	e := start(t, envOpts{interval: "1h"})
-	e.apps["europe-west"].overloaded.Store(true)
-	// Health checks pass, but requests get 503: a GET moves on to us-east.
-	resp, body := e.get(london, "/")
-	assert.Equal(t, http.StatusOK, resp.StatusCode, body)
-	assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine, interval: "1h"})
+		e.apps["europe-west"].overloaded.Store(true)
+		// Health checks pass, but requests get 503: a GET moves on to us-east.
+		resp, body := e.get(london, "/")
+		assert.Equal(t, http.StatusOK, resp.StatusCode, body)
+		assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
 
-	// A POST is not repeated: the client gets the backend's answer.
-	req, err := http.NewRequest(http.MethodPost, e.base+"/orders", strings.NewReader("order"))
-	require.NoError(t, err)
-	req.Header.Set("X-Forwarded-For", london)
-	resp, body = e.do(req)
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-	assert.Equal(t, "europe-west overloaded\n", body)
+		// A POST is not repeated: the client gets the backend's answer.
+		req, err := http.NewRequest(http.MethodPost, e.base+"/orders", strings.NewReader("order"))
+		require.NoError(t, err)
+		req.Header.Set("X-Forwarded-For", london)
+		resp, body = e.do(req)
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		assert.Equal(t, "europe-west overloaded\n", body)
 
-	// When every attempt gets 503, the last answer reaches the client.
-	for _, a := range e.apps {
-		a.overloaded.Store(true)
+		// When every attempt gets 503, the last answer reaches the client.
+		for _, a := range e.apps {
+			a.overloaded.Store(true)
+		}
+		resp, body = e.get(london, "/")
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		assert.Equal(t, "us-west overloaded\n", body, "three attempts: europe-west, us-east, us-west")
+		assert.Equal(t, "us-west", resp.Header.Get("X-Geoproxy-Region"))
+	})
+}
+
+// forEachEngine runs a test against both HTTP engines.
+func forEachEngine(t *testing.T, test func(t *testing.T, engine string)) {
+	for _, engine := range []string{config.EngineFast, config.EngineNetHTTP} {
+		t.Run(engine, func(t *testing.T) { test(t, engine) })
 	}
-	resp, body = e.get(london, "/")
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-	assert.Equal(t, "us-west overloaded\n", body, "three attempts: europe-west, us-east, us-west")
-	assert.Equal(t, "us-west", resp.Header.Get("X-Geoproxy-Region"))
+}
+
+func TestPprofIsOffUnlessAsked(t *testing.T) {
+	e := start(t, envOpts{})
+	code, _ := e.adminGet("/debug/pprof/")
+	assert.Equal(t, http.StatusNotFound, code)
+	e = start(t, envOpts{pprof: true})
+	code, body := e.adminGet("/debug/pprof/")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "goroutine")
 }

@@ -15,11 +15,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/clientip"
 	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/fastproxy"
 	"github.com/geoproxy/geoproxy/geo"
 	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
@@ -52,11 +54,13 @@ type Server struct {
 	targets  []health.Target
 	router   *balancer.Router
 	bal      *balancer.Balancer
-	handler  *proxy.Handler
+	handler  *proxy.Handler     // engine nethttp
+	fast     *fastproxy.Handler // engine fasthttp
 	started  time.Time
 
 	proxyLn, adminLn   net.Listener
 	proxySrv, adminSrv *http.Server
+	fastSrv            *fasthttp.Server
 	cancel             context.CancelFunc
 	wg                 sync.WaitGroup
 	ready              chan struct{}
@@ -114,13 +118,21 @@ func New(o Options) (*Server, error) {
 		AccessLog: cfg.AccessLog,
 		Rand:      o.Rand,
 	})
-	s.handler = proxy.New(proxy.Options{
-		Balancer:   s.bal,
-		Proxy:      cfg.Proxy,
-		RetryAfter: cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold),
-		Metrics:    s.metrics,
-		Log:        o.Log,
-	})
+	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
+	switch cfg.Engine {
+	case config.EngineNetHTTP:
+		s.handler = proxy.New(proxy.Options{
+			Balancer: s.bal, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
+		})
+	default:
+		var all []*route.Backend
+		for _, spec := range specs {
+			all = append(all, spec.Backends...)
+		}
+		s.fast = fastproxy.New(fastproxy.Options{
+			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
+		})
+	}
 	return s, nil
 }
 
@@ -161,8 +173,23 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.Region, []health
 	return specs, regions, backends, targets
 }
 
-// Handler returns the proxy handler (for tests and embedding).
-func (s *Server) Handler() http.Handler { return s.handler }
+// Handler returns the net/http proxy handler; nil unless the engine is
+// nethttp.
+func (s *Server) Handler() http.Handler {
+	if s.handler == nil {
+		return nil
+	}
+	return s.handler
+}
+
+// FastHandler returns the fasthttp request handler; nil unless the engine
+// is fasthttp.
+func (s *Server) FastHandler() fasthttp.RequestHandler {
+	if s.fast == nil {
+		return nil
+	}
+	return s.fast.Serve
+}
 
 // Registry returns the server's metrics registry.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
@@ -206,26 +233,45 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("server: proxy listener: %w", err)
 	}
 	errLog, _ := zap.NewStdLogAt(s.log.Named("http"), zap.DebugLevel)
-	s.proxySrv = &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          errLog,
-	}
 	s.adminSrv = &http.Server{
 		Handler:           s.adminHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
-	for _, p := range []struct {
-		srv *http.Server
-		ln  net.Listener
-	}{{s.proxySrv, s.proxyLn}, {s.adminSrv, s.adminLn}} {
+	serve := func(ln net.Listener, serve func(net.Listener) error) {
 		s.wg.Go(func() {
-			if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("listener stopped", zap.Stringer("addr", p.ln.Addr()), zap.Error(err))
+			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("listener stopped", zap.Stringer("addr", ln.Addr()), zap.Error(err))
 			}
 		})
+	}
+	serve(s.adminLn, s.adminSrv.Serve)
+	if s.handler != nil {
+		protocols := new(http.Protocols)
+		protocols.SetHTTP1(true)
+		protocols.SetUnencryptedHTTP2(true)
+		s.proxySrv = &http.Server{
+			Handler:           s.handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          errLog,
+			Protocols:         protocols,
+		}
+		serve(s.proxyLn, s.proxySrv.Serve)
+	} else {
+		s.fastSrv = &fasthttp.Server{
+			Handler:               s.fast.Serve,
+			Name:                  "geoproxy",
+			NoDefaultServerHeader: true,
+			NoDefaultContentType:  true,
+			ReadTimeout:           60 * time.Second,
+			IdleTimeout:           120 * time.Second,
+			ReadBufferSize:        16 << 10,
+			MaxRequestBodySize:    fastproxy.MaxRequestBody,
+			CloseOnShutdown:       true,
+			Logger:                fastLogger{s.log.Named("http")},
+		}
+		serve(s.proxyLn, s.fastSrv.Serve)
 	}
 	close(s.ready)
 	info := s.db.Info()
@@ -233,6 +279,7 @@ func (s *Server) Start(ctx context.Context) error {
 		zap.String("version", s.version),
 		zap.Stringer("listen", s.proxyLn.Addr()),
 		zap.Stringer("admin", s.adminLn.Addr()),
+		zap.String("engine", s.cfg.Engine),
 		zap.Int("regions", len(s.cfg.Regions)),
 		zap.Int("backends", len(s.targets)),
 		zap.String("geoip", info.Name),
@@ -252,6 +299,11 @@ func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
 // until ctx ends, then stops health checks and waits for every goroutine.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	if s.fastSrv != nil {
+		if err := s.fastSrv.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, srv := range []*http.Server{s.proxySrv, s.adminSrv} {
 		if srv == nil {
 			continue
@@ -262,7 +314,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.stop()
-	s.handler.Close()
+	if s.handler != nil {
+		s.handler.Close()
+	}
+	if s.fast != nil {
+		s.fast.Close()
+	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -295,4 +352,13 @@ func (s *Server) Run(ctx context.Context, grace time.Duration) error {
 // Explain says where a direct client at addr would go now.
 func (s *Server) Explain(addr netip.Addr) balancer.Explanation {
 	return balancer.Explain(s.locator, s.router.Snapshot(), addr)
+}
+
+// fastLogger sends fasthttp's messages to zap at debug level.
+type fastLogger struct{ log *zap.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "fasthttp"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, args...)))
+	}
 }
