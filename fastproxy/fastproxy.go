@@ -256,6 +256,11 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 				h.b.UpstreamError(b)
 				continue
 			}
+			if cl := resp.Header.ContentLength(); cl >= 0 && cl <= MaxBufferedResponse {
+				// The body is already in memory: give the backend
+				// connection back now rather than after the client has it.
+				_ = resp.CloseBodyStream()
+			}
 			region, be, lastErr, status = r, b, nil, code
 			break
 		}
