@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"context"
 	"fmt"
 	"io"
@@ -85,6 +87,26 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+		return
+	case "/big":
+		w.Header().Set("Content-Length", "3145728")
+		w.Header().Set("Connection", "X-Backend-Hop")
+		w.Header().Set("X-Backend-Hop", "secret")
+		_, _ = w.Write(bytes.Repeat([]byte("0123456789abcdef"), 3<<16))
+		return
+	case "/chunked":
+		for range 64 {
+			_, _ = w.Write(bytes.Repeat([]byte("x"), 64<<10))
+			w.(http.Flusher).Flush()
+		}
+		return
+	case "/echo":
+		a.mu.Lock()
+		a.last = r.Header.Clone()
+		a.mu.Unlock()
+		h := sha256.New()
+		n, _ := io.Copy(h, r.Body)
+		_, _ = fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
 		return
 	case "/ws":
 		if r.Header.Get("Upgrade") != "echo" {
@@ -563,4 +585,44 @@ func TestPprofIsOffUnlessAsked(t *testing.T) {
 	code, body := e.adminGet("/debug/pprof/")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "goroutine")
+}
+
+func TestBodiesAndHopByHopHeaders(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e := start(t, envOpts{engine: engine})
+
+		// A 3 MiB response with a length, and a 4 MiB chunked one, arrive whole.
+		resp, body := e.get(london, "/big")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, int64(3<<20), resp.ContentLength)
+		assert.Equal(t, bytes.Repeat([]byte("0123456789abcdef"), 3<<16), []byte(body))
+		assert.Empty(t, resp.Header.Get("X-Backend-Hop"), "headers the backend marks hop-by-hop stay behind")
+		resp, body = e.get(london, "/chunked")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, 4<<20, len(body))
+
+		// A 2 MiB request body reaches the app intact; hop-by-hop headers do not.
+		payload := bytes.Repeat([]byte("geoproxy"), 1<<18)
+		req, err := http.NewRequest(http.MethodPost, e.base+"/echo", bytes.NewReader(payload))
+		require.NoError(t, err)
+		req.Header.Set("X-Forwarded-For", london)
+		req.Header.Set("Connection", "X-Client-Hop")
+		req.Header.Set("X-Client-Hop", "secret")
+		req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
+		req.Header.Set("X-Kept", "yes")
+		resp, body = e.do(req)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, fmt.Sprintf("%d %x", len(payload), sha256.Sum256(payload)), body)
+		h := e.apps["europe-west"].lastHeaders()
+		assert.Empty(t, h.Get("X-Client-Hop"))
+		assert.Empty(t, h.Get("Proxy-Authorization"))
+		assert.Equal(t, "yes", h.Get("X-Kept"))
+
+		// HEAD gets the headers and no body.
+		req, err = http.NewRequest(http.MethodHead, e.base+"/big", nil)
+		require.NoError(t, err)
+		resp, body = e.do(req)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Empty(t, body)
+	})
 }
