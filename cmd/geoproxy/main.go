@@ -103,29 +103,37 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	log, err := newLogger(*level, stderr)
+	return withLogger(*level, stderr, func(log *zap.Logger, ctx context.Context) int {
+		cfg, err := config.Load(*path)
+		if err != nil {
+			_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+			return 1
+		}
+		srv, err := server.New(server.Options{Config: cfg, Log: log, Version: versionString()})
+		if err != nil {
+			log.Error("cannot start", zap.Error(err))
+			return 1
+		}
+		if err := srv.Run(ctx, *grace); err != nil {
+			log.Error("stopped", zap.Error(err))
+			return 1
+		}
+		return 0
+	})
+}
+
+// withLogger runs fn with a JSON logger at level on stderr and a context
+// that ends on SIGINT or SIGTERM.
+func withLogger(level string, stderr io.Writer, fn func(*zap.Logger, context.Context) int) int {
+	log, err := newLogger(level, stderr)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	cfg, err := config.Load(*path)
-	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
-		return 1
-	}
-	srv, err := server.New(server.Options{Config: cfg, Log: log, Version: versionString()})
-	if err != nil {
-		log.Error("cannot start", zap.Error(err))
-		return 1
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := srv.Run(ctx, *grace); err != nil {
-		log.Error("stopped", zap.Error(err))
-		return 1
-	}
-	return 0
+	return fn(log, ctx)
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -206,23 +214,17 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	log, err := newLogger(*level, stderr)
-	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
-		return 2
-	}
-	defer func() { _ = log.Sync() }()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err = demo.Run(ctx, demo.Options{
-		Listen: *listen, Admin: *admin, AppHost: "127.0.0.1", AppPort: *appPort,
-		Log: log, Version: versionString(), Out: stdout,
+	return withLogger(*level, stderr, func(log *zap.Logger, ctx context.Context) int {
+		err := demo.Run(ctx, demo.Options{
+			Listen: *listen, Admin: *admin, AppHost: "127.0.0.1", AppPort: *appPort,
+			Log: log, Version: versionString(), Out: stdout,
+		})
+		if err != nil {
+			_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+			return 1
+		}
+		return 0
 	})
-	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
-		return 1
-	}
-	return 0
 }
 
 func cmdVersion(stdout, stderr io.Writer) int {
