@@ -161,7 +161,7 @@ func TestServeStopsGracefullyOnSIGTERM(t *testing.T) {
 	listen, admin := freePort(t), freePort(t)
 	cfg := writeFile(t, "serve.yaml", fmt.Sprintf(`listen: %s
 admin: {listen: %s}
-health_check: {interval: 1s, timeout: 500ms}
+health_check: {interval: 1s, timeout: 900ms, healthy_threshold: 1}
 regions:
   - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
 `, listen, admin, backend.URL))
@@ -181,6 +181,15 @@ regions:
 		close(logs)
 	}()
 	waitFor(t, logs, `"msg":"geoproxy serving"`)
+	client := &http.Client{Timeout: 10 * time.Second}
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 50*time.Millisecond, "the backend becomes healthy")
 
 	type result struct {
 		code int
@@ -189,7 +198,7 @@ regions:
 	}
 	res := make(chan result, 1)
 	go func() {
-		resp, err := http.Get("http://" + listen + "/slow")
+		resp, err := client.Get("http://" + listen + "/slow")
 		if err != nil {
 			res <- result{err: err}
 			return
@@ -198,9 +207,20 @@ regions:
 		b, err := io.ReadAll(resp.Body)
 		res <- result{resp.StatusCode, string(b), err}
 	}()
-	<-slowStarted
+	select {
+	case <-slowStarted:
+	case r := <-res:
+		t.Fatalf("request ended before reaching the backend: %+v", r)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the backend within 10s")
+	}
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	r := <-res
+	var r result
+	select {
+	case r = <-res:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer within 10s of SIGTERM")
+	}
 	require.NoError(t, r.err)
 	assert.Equal(t, http.StatusOK, r.code)
 	assert.Equal(t, "done", r.body)
