@@ -175,7 +175,7 @@ func peerOf(ctx *fasthttp.RequestCtx) netip.Addr {
 
 // Serve is the fasthttp request handler.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
+	start := ctx.Time() // when the server began reading the request
 	h.inFlight.Inc()
 	defer h.inFlight.Dec()
 
@@ -211,7 +211,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 
 	clientClose := req.Header.ConnectionClose()
 	upgrade := isUpgrade(req)
-	h.prepare(ctx, st, peer)
+	h.prepare(ctx, st, peer, upgrade)
 
 	var (
 		region  *route.Region
@@ -302,16 +302,48 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	h.b.Report(&st.d, o)
 }
 
+// Bits for the headers prepare looks for.
+const (
+	bitXFF uint32 = 1 << iota
+	bitXFHost
+	bitXFProto
+	bitForwarded
+	bitConnection
+	bitHop // any of hopHeaders
+)
+
+// headerBit classifies a canonical header name.
+func headerBit(k []byte) uint32 {
+	switch string(k) {
+	case "X-Forwarded-For":
+		return bitXFF
+	case "X-Forwarded-Host":
+		return bitXFHost
+	case "X-Forwarded-Proto":
+		return bitXFProto
+	case "Forwarded":
+		return bitForwarded
+	case "Connection":
+		return bitConnection
+	case "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade":
+		return bitHop
+	}
+	return 0
+}
+
 // prepare rewrites the request headers that do not depend on the backend:
-// hop-by-hop headers out, forwarding headers in.
-func (h *Handler) prepare(ctx *fasthttp.RequestCtx, st *state, peer netip.Addr) {
+// hop-by-hop headers out, forwarding headers in. One pass finds which of
+// them the request has, so the common request costs few header scans.
+func (h *Handler) prepare(ctx *fasthttp.RequestCtx, st *state, peer netip.Addr, upgrade bool) {
 	req := &ctx.Request
 	trusted := peer.IsValid() && h.b.Resolver().Trusted(peer)
 	st.uri = append(st.uri[:0], req.Header.RequestURI()...)
+	var seen uint32
+	req.Header.VisitAll(func(k, _ []byte) { seen |= headerBit(k) })
 
 	// X-Forwarded-For: a trusted proxy's chain plus the peer; else the peer.
 	s := st.scratch[:0]
-	if trusted {
+	if trusted && seen&bitXFF != 0 {
 		for _, v := range req.Header.PeekAll("X-Forwarded-For") {
 			if len(s) > 0 {
 				s = append(s, ", "...)
@@ -325,22 +357,32 @@ func (h *Handler) prepare(ctx *fasthttp.RequestCtx, st *state, peer netip.Addr) 
 		}
 		s = peer.AppendTo(s)
 	}
-	req.Header.Del("X-Forwarded-For")
+	if seen&bitXFF != 0 {
+		req.Header.Del("X-Forwarded-For")
+	}
 	if len(s) > 0 {
 		req.Header.SetCanonical(strXForwardedFor, s)
 	}
-	if !trusted || len(req.Header.Peek("X-Forwarded-Host")) == 0 {
+	if !trusted || seen&bitXFHost == 0 {
+		if seen&bitXFHost != 0 {
+			req.Header.Del("X-Forwarded-Host")
+		}
 		req.Header.SetCanonical(strXForwardedHost, req.Header.Host())
 	}
-	if !trusted || len(req.Header.Peek("X-Forwarded-Proto")) == 0 {
+	if !trusted || seen&bitXFProto == 0 {
+		if seen&bitXFProto != 0 {
+			req.Header.Del("X-Forwarded-Proto")
+		}
 		proto := strHTTP
 		if ctx.IsTLS() {
 			proto = strHTTPS
 		}
 		req.Header.SetCanonical(strXForwardedProto, proto)
 	}
-	req.Header.Del("Forwarded")
-	if !isUpgrade(req) {
+	if seen&bitForwarded != 0 {
+		req.Header.Del("Forwarded")
+	}
+	if !upgrade && seen&(bitConnection|bitHop) != 0 {
 		cleanRequest(&req.Header)
 	}
 	req.Header.ResetConnectionClose()
@@ -399,6 +441,12 @@ func cleanRequest(h *fasthttp.RequestHeader) {
 }
 
 func cleanResponse(h *fasthttp.ResponseHeader) {
+	h.ResetConnectionClose()
+	var seen uint32
+	h.VisitAll(func(k, _ []byte) { seen |= headerBit(k) })
+	if seen&(bitConnection|bitHop) == 0 {
+		return
+	}
 	for _, k := range connectionTokens(h.Peek("Connection")) {
 		h.Del(k)
 	}

@@ -60,10 +60,11 @@ type Plan struct {
 // region to avoid allocating) and returns the plan.
 func (s *Snapshot) Plan(p Point, dst []Candidate) Plan {
 	dst = dst[:0]
-	latRad, lonRad := p.Lat*math.Pi/180, p.Lon*math.Pi/180
+	sinLat, cosLat := math.Sincos(p.Lat * math.Pi / 180)
+	lonRad := p.Lon * math.Pi / 180
 	for i := range s.Regions {
 		r := &s.Regions[i]
-		c := Candidate{Region: r, DistanceKm: r.distance(latRad, lonRad)}
+		c := Candidate{Region: r, DistanceKm: r.distance(sinLat, cosLat, lonRad)}
 		// Insertion sort: a handful of regions, stable for equal distances.
 		dst = append(dst, c)
 		j := len(dst) - 1

@@ -125,17 +125,18 @@ func (s *Snapshot) Region(name string) *Region {
 
 // Distance returns the great-circle distance in km between two points.
 func Distance(a, b Point) float64 {
-	la1, la2 := a.Lat*math.Pi/180, b.Lat*math.Pi/180
-	return haversine(math.Sin(la1), math.Cos(la1), a.Lon*math.Pi/180, la2, b.Lon*math.Pi/180)
+	sa, ca := math.Sincos(a.Lat * math.Pi / 180)
+	sb, cb := math.Sincos(b.Lat * math.Pi / 180)
+	return haversine(sa, ca, a.Lon*math.Pi/180, sb, cb, b.Lon*math.Pi/180)
 }
 
-func (r *Region) distance(latRad, lonRad float64) float64 {
-	return haversine(r.sinLat, r.cosLat, r.lonRad, latRad, lonRad)
+// distance to a client whose latitude's sine and cosine are given.
+func (r *Region) distance(sinLat, cosLat, lonRad float64) float64 {
+	return haversine(r.sinLat, r.cosLat, r.lonRad, sinLat, cosLat, lonRad)
 }
 
-// haversine takes the first point's precomputed sin/cos of latitude.
-func haversine(sinLat1, cosLat1, lon1, lat2, lon2 float64) float64 {
-	sinLat2, cosLat2 := math.Sincos(lat2)
+// haversine takes both points' precomputed sine and cosine of latitude.
+func haversine(sinLat1, cosLat1, lon1, sinLat2, cosLat2, lon2 float64) float64 {
 	// sin²(Δφ/2) = (1 - cos Δφ)/2 with cos Δφ = cosφ1 cosφ2 + sinφ1 sinφ2.
 	cosDLat := cosLat1*cosLat2 + sinLat1*sinLat2
 	sinHalfDLon := math.Sin((lon2 - lon1) / 2)
