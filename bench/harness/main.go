@@ -1,0 +1,566 @@
+//go:build linux
+
+// Command harness is the benchmark behind bench/run.sh: one nginx backend on loopback,
+// nginx, HAProxy and Caddy as plain reverse proxies to it, and geoproxy with geo routing
+// on, each measured with wrk at fixed concurrency (interleaved, several rounds) and then at
+// a fixed rate, with CPU time and peak RSS from /proc. It prints one table and writes it,
+// with the machine's details, to docs/benchmarks.md.
+//
+// Run it through bench/run.sh, which installs the tools and builds geoproxy first.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// busyCores: other processes using this much CPU during a run make it suspect.
+const busyCores = 0.2
+
+var allTargets = []string{"direct", "nginx", "haproxy", "caddy", "geoproxy", "geoproxy-nethttp"}
+
+type options struct {
+	duration, warmup time.Duration
+	rounds           int
+	threads, conns   int
+	targets          []string
+
+	rateDuration time.Duration
+	rateWarmup   time.Duration
+	rateRounds   int
+	rate         float64
+	rateFrac     float64
+	rateConns    int
+	rateTargets  []string
+
+	portBase       int
+	workers        int
+	backendWorkers int
+	geoproxyBin    string
+	workDir        string
+	out            string
+	command        string
+	startTimeout   time.Duration
+}
+
+// target is one thing measured: direct (the backend itself) or a proxy in front of it.
+type target struct {
+	name    string
+	port    int
+	proc    *process
+	skipped string // why it was not measured, if it was not
+	setup   string // one line on how it is configured
+
+	runs     []wrkResult
+	cpu      []float64 // CPU seconds per 100k requests, one per run
+	rss      uint64    // summed VmHWM after the rounds
+	rssProcs int
+	rate     []rateResult
+	regions  map[string]string // geoproxy: client address -> region that served it
+}
+
+func (t *target) addr() string { return fmt.Sprintf("127.0.0.1:%d", t.port) }
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	err = run(ctx, o)
+	interrupted := ctx.Err() != nil
+	stop()
+	stopAll(3 * time.Second)
+	if err != nil {
+		if interrupted {
+			fmt.Fprintln(os.Stderr, "bench: interrupted; every process started was stopped")
+			os.Exit(130)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: bench/run.sh [flags]\n\n"+
+			"Benchmarks geoproxy (geo routing on) against nginx, HAProxy and Caddy as reverse proxies\n"+
+			"to one nginx backend on loopback, prints the table and writes it to -out.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.DurationVar(&o.duration, "duration", 8*time.Second, "length of each measured wrk run (whole seconds)")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured wrk run against each target before the rounds (0 = none)")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every target once, in an order rotated each round")
+	fs.IntVar(&o.threads, "threads", 1, "wrk threads (-t)")
+	fs.IntVar(&o.conns, "connections", 64, "wrk connections (-c)")
+	targets := fs.String("targets", strings.Join(allTargets, ","), "targets, comma-separated, from: "+strings.Join(allTargets, ", "))
+	fs.DurationVar(&o.rateDuration, "rate-duration", 0, "length of each measured fixed-rate run (default: -duration, at most 5s)")
+	fs.DurationVar(&o.rateWarmup, "rate-warmup", time.Second, "unmeasured start of each fixed-rate run")
+	fs.IntVar(&o.rateRounds, "rate-rounds", 0, "fixed-rate rounds (default: -rounds; -1 = skip the fixed-rate part)")
+	fs.Float64Var(&o.rate, "rate", 0, "fixed rate in req/s (default: -rate-fraction of geoproxy's median req/s)")
+	fs.Float64Var(&o.rateFrac, "rate-fraction", 0.5, "fixed rate as a fraction of geoproxy's median req/s")
+	fs.IntVar(&o.rateConns, "rate-connections", 0, "connections of the fixed-rate load (default: -connections)")
+	rateTargets := fs.String("rate-targets", "", "targets of the fixed-rate part (default: every target measured)")
+	fs.IntVar(&o.portBase, "port-base", 18000, "ports used: base+1..3 (backend), base+101..105 (proxies), base+194..195 (geoproxy admin)")
+	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker processes/threads of each proxy (nginx worker_processes, HAProxy nbthread, GOMAXPROCS)")
+	fs.IntVar(&o.backendWorkers, "backend-workers", 1, "worker processes of the backend nginx")
+	fs.StringVar(&o.geoproxyBin, "geoproxy", "", "geoproxy binary (bench/run.sh builds it)")
+	fs.StringVar(&o.workDir, "workdir", "", "directory for configs, logs and pid files (default: a new temporary directory)")
+	fs.StringVar(&o.out, "out", "docs/benchmarks.md", `file to write the report to ("" = stdout only)`)
+	fs.StringVar(&o.command, "command", "", "the command line to show in the report")
+	fs.DurationVar(&o.startTimeout, "start-timeout", 10*time.Second, "how long each process may take to answer on its port")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q (flags start with -; see -h)", fs.Arg(0))
+	}
+	var err error
+	if o.targets, err = targetList(*targets); err != nil {
+		return o, fmt.Errorf("-targets: %w", err)
+	}
+	if *rateTargets == "" {
+		o.rateTargets = o.targets
+	} else if o.rateTargets, err = targetList(*rateTargets); err != nil {
+		return o, fmt.Errorf("-rate-targets: %w", err)
+	}
+	switch {
+	case o.duration < time.Second || o.duration%time.Second != 0:
+		return o, fmt.Errorf("-duration %s: use whole seconds, at least 1s (wrk counts in seconds)", o.duration)
+	case o.warmup != 0 && (o.warmup < time.Second || o.warmup%time.Second != 0):
+		return o, fmt.Errorf("-warmup %s: use 0 or whole seconds", o.warmup)
+	case o.rounds < 1:
+		return o, fmt.Errorf("-rounds %d: at least 1", o.rounds)
+	case o.threads < 1 || o.conns < o.threads:
+		return o, fmt.Errorf("-threads %d -connections %d: need 1 <= threads <= connections", o.threads, o.conns)
+	case o.workers < 1 || o.backendWorkers < 1:
+		return o, errors.New("-workers and -backend-workers: at least 1")
+	case o.rateFrac <= 0 && o.rate <= 0:
+		return o, errors.New("-rate-fraction: must be positive")
+	case o.portBase < 1024 || o.portBase > 65000:
+		return o, fmt.Errorf("-port-base %d: between 1024 and 65000", o.portBase)
+	}
+	if o.rateDuration == 0 {
+		o.rateDuration = min(o.duration, 5*time.Second)
+	}
+	if o.rateRounds == 0 {
+		o.rateRounds = o.rounds
+	}
+	if o.rateConns == 0 {
+		o.rateConns = o.conns
+	}
+	return o, nil
+}
+
+func targetList(s string) ([]string, error) {
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		if !slices.Contains(allTargets, n) {
+			return nil, fmt.Errorf("unknown target %q (known: %s)", n, strings.Join(allTargets, ", "))
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no target")
+	}
+	// Keep the canonical order, whatever order they were given in.
+	slices.SortFunc(out, func(a, b string) int { return slices.Index(allTargets, a) - slices.Index(allTargets, b) })
+	return out, nil
+}
+
+func progress(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+}
+
+func run(ctx context.Context, o options) error {
+	began := time.Now()
+	if o.workDir == "" {
+		d, err := os.MkdirTemp("", "geoproxy-bench.")
+		if err != nil {
+			return err
+		}
+		o.workDir = d
+		defer os.RemoveAll(d)
+	}
+	needGeoproxy := slices.Contains(o.targets, "geoproxy") || slices.Contains(o.targets, "geoproxy-nethttp")
+	if needGeoproxy && o.geoproxyBin == "" {
+		return errors.New("-geoproxy: the geoproxy binary is needed (bench/run.sh builds it)")
+	}
+
+	// Step: tools.
+	tools := []string{"wrk", "nginx"}
+	for _, n := range []string{"haproxy", "caddy"} {
+		if slices.Contains(o.targets, n) {
+			tools = append(tools, n)
+		}
+	}
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			return fmt.Errorf("checking tools: %s is not on PATH (bench/run.sh installs it on Debian)", t)
+		}
+	}
+
+	// Step: configs.
+	p := ports{o.portBase}
+	w := o.workDir
+	logPath := func(name string) string { return filepath.Join(w, "logs", name+".log") }
+	files := map[string]string{
+		"backend/nginx.conf":    backendConfig(filepath.Join(w, "backend"), logPath("backend"), p, o.backendWorkers),
+		"nginx/nginx.conf":      nginxProxyConfig(filepath.Join(w, "nginx"), logPath("nginx"), p, o.workers),
+		"haproxy.cfg":           haproxyConfig(p, o.workers),
+		"Caddyfile":             caddyConfig(p),
+		"geoproxy.yaml":         geoproxyConfig(p, "geoproxy", ""),
+		"geoproxy-nethttp.yaml": geoproxyConfig(p, "geoproxy-nethttp", "nethttp"),
+		"load.lua":              wrkScript(),
+	}
+	for name, content := range files {
+		if err := writeFile(filepath.Join(w, name), content); err != nil {
+			return fmt.Errorf("writing configs: %w", err)
+		}
+	}
+	for _, d := range []string{"logs", "pids", "caddy"} {
+		if err := os.MkdirAll(filepath.Join(w, d), 0o755); err != nil {
+			return err
+		}
+	}
+	script := filepath.Join(w, "load.lua")
+
+	var targets []*target
+	for _, n := range o.targets {
+		t := &target{name: n, port: p.target(n)}
+		switch n {
+		case "direct":
+			t.setup = fmt.Sprintf("wrk straight at the backend (nginx, %d worker, `return 200`, %d-byte body, access log off)", o.backendWorkers, len(backendBody))
+		case "nginx":
+			t.setup = fmt.Sprintf("`worker_processes %d`, `proxy_pass` to an upstream with `keepalive 256`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, access log off", o.workers)
+		case "haproxy":
+			t.setup = fmt.Sprintf("`mode http`, `nbthread %d`, `http-reuse always`, keep-alive, no logging", o.workers)
+		case "caddy":
+			t.setup = fmt.Sprintf("`reverse_proxy`, admin off, `auto_https off`, no access log, GOMAXPROCS=%d", o.workers)
+		case "geoproxy":
+			t.setup = fmt.Sprintf("default engine (no `engine` key), geo routing on (embedded DB-IP database, X-Forwarded-For trusted from 127.0.0.0/8, three regions, one backend port each), `access_log: false`, health checks every 1s, GOMAXPROCS=%d", o.workers)
+		case "geoproxy-nethttp":
+			t.setup = "`engine: nethttp` (the net/http reference engine), otherwise as geoproxy"
+		}
+		targets = append(targets, t)
+	}
+	find := func(name string) *target {
+		for _, t := range targets {
+			if t.name == name {
+				return t
+			}
+		}
+		return nil
+	}
+
+	// Step: does this geoproxy know the engine key?
+	if t := find("geoproxy-nethttp"); t != nil {
+		cmd := exec.CommandContext(ctx, o.geoproxyBin, "validate", "-config", filepath.Join(w, "geoproxy-nethttp.yaml"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			msg := strings.TrimSpace(string(out))
+			if i := strings.IndexByte(msg, '\n'); i >= 0 {
+				msg = msg[:i]
+			}
+			t.skipped = "skipped: this geoproxy does not accept `engine: nethttp` (" + strings.TrimSpace(strings.TrimPrefix(msg, filepath.Join(w, "")+"/")) + ")"
+			progress("geoproxy-nethttp %s", t.skipped)
+		}
+	}
+	if t := find("geoproxy"); t != nil {
+		out, err := exec.CommandContext(ctx, o.geoproxyBin, "validate", "-config", filepath.Join(w, "geoproxy.yaml")).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("checking the geoproxy config: geoproxy validate: %v\n%s", err, indent(string(out)))
+		}
+	}
+	active := func() []*target {
+		var a []*target
+		for _, t := range targets {
+			if t.skipped == "" {
+				a = append(a, t)
+			}
+		}
+		return a
+	}
+
+	// Step: ports.
+	need := map[int]string{p.backend(0): "backend", p.backend(1): "backend", p.backend(2): "backend"}
+	for _, t := range active() {
+		if t.name != "direct" {
+			need[t.port] = t.name
+		}
+		if strings.HasPrefix(t.name, "geoproxy") {
+			need[p.geoproxyAdmin(t.name)] = t.name + " admin"
+		}
+	}
+	if err := checkPortsFree(need); err != nil {
+		return fmt.Errorf("checking ports: %w", err)
+	}
+
+	machine := machineInfo(o.geoproxyBin) // before the run: the commit and date it started with
+	est := estimate(o, len(active()))
+	progress("work directory %s; this run should take about %s", w, est.Round(10*time.Second))
+
+	// Step: start everything.
+	gomax := fmt.Sprintf("GOMAXPROCS=%d", o.workers)
+	backend, err := start(w, "backend", nil, "nginx", "-p", filepath.Join(w, "backend")+"/",
+		"-c", filepath.Join(w, "backend/nginx.conf"), "-e", logPath("backend"))
+	if err != nil {
+		return fmt.Errorf("starting the backend: %w", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := backend.waitReady(ctx, fmt.Sprintf("127.0.0.1:%d", p.backend(i)), o.startTimeout); err != nil {
+			return fmt.Errorf("starting the backend: %w", err)
+		}
+	}
+	progress("backend up on 127.0.0.1:%d-%d", p.backend(0), p.backend(2))
+	for _, t := range active() {
+		var err error
+		switch t.name {
+		case "direct":
+			t.proc = nil
+		case "nginx":
+			t.proc, err = start(w, "nginx", nil, "nginx", "-p", filepath.Join(w, "nginx")+"/",
+				"-c", filepath.Join(w, "nginx/nginx.conf"), "-e", logPath("nginx"))
+		case "haproxy":
+			t.proc, err = start(w, "haproxy", nil, "haproxy", "-db", "-f", filepath.Join(w, "haproxy.cfg"),
+				"-p", filepath.Join(w, "haproxy.pid"))
+		case "caddy":
+			home := filepath.Join(w, "caddy")
+			t.proc, err = start(w, "caddy", []string{gomax, "HOME=" + home, "XDG_DATA_HOME=" + home, "XDG_CONFIG_HOME=" + home},
+				"caddy", "run", "--config", filepath.Join(w, "Caddyfile"), "--adapter", "caddyfile",
+				"--pidfile", filepath.Join(w, "caddy.pid"))
+		case "geoproxy", "geoproxy-nethttp":
+			t.proc, err = start(w, t.name, []string{gomax}, o.geoproxyBin, "serve",
+				"-config", filepath.Join(w, t.name+".yaml"), "-log-level", "warn", "-shutdown-grace", "1s")
+		}
+		if err != nil {
+			return fmt.Errorf("starting %s: %w", t.name, err)
+		}
+		if t.proc != nil {
+			if err := t.proc.waitReady(ctx, t.addr(), o.startTimeout); err != nil {
+				return fmt.Errorf("starting %s: %w", t.name, err)
+			}
+		}
+		if err := check(t); err != nil {
+			if t.proc != nil {
+				return fmt.Errorf("checking %s: %w", t.name, t.proc.failure("first requests", err))
+			}
+			return fmt.Errorf("checking %s: %w", t.name, backend.failure("first requests", err))
+		}
+		progress("%-16s up on %s", t.name, t.addr())
+	}
+
+	alive := func(t *target) error {
+		if backend.exited() {
+			return backend.failure("during the "+t.name+" run", errors.New("the backend stopped"))
+		}
+		if t.proc != nil && t.proc.exited() {
+			return t.proc.failure("during its run", errors.New("it stopped"))
+		}
+		return nil
+	}
+
+	// Step: warm-up.
+	if o.warmup > 0 {
+		for _, t := range active() {
+			_, _, err := runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.warmup)
+			if aerr := alive(t); aerr != nil {
+				err = aerr
+			}
+			if err != nil {
+				return fmt.Errorf("warming up %s: %w", t.name, err)
+			}
+		}
+		progress("warmed up every target for %s", o.warmup)
+	}
+
+	// Step: closed-loop rounds, interleaved.
+	act := active()
+	for r := 0; r < o.rounds; r++ {
+		for i := range act {
+			t := act[(i+r)%len(act)]
+			pg := 0
+			if t.proc != nil {
+				pg = t.proc.pid()
+			}
+			meter := startMeter(backend.pid(), pg)
+			res, _, err := runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.duration)
+			if aerr := alive(t); aerr != nil { // a process that died explains a failed run best
+				err = aerr
+			}
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", r+1, t.name, err)
+			}
+			used, other := meter.stop(res.WrkCPU)
+			res.Other = other
+			cpu := -1.0
+			if t.proc != nil && res.Requests > 0 {
+				cpu = used.Seconds() / float64(res.Requests) * 1e5
+			}
+			t.runs = append(t.runs, res)
+			t.cpu = append(t.cpu, cpu)
+			errs := ""
+			if res.errors() > 0 {
+				errs = fmt.Sprintf("  ERRORS: %d socket, %d non-2xx", res.SocketErrs, res.Non2xx)
+			}
+			cpuS := "-"
+			if cpu >= 0 {
+				cpuS = fmt.Sprintf("%.2f s/100k", cpu)
+			}
+			busy := ""
+			if other >= busyCores {
+				busy = fmt.Sprintf("  (other processes used %.1f cores meanwhile)", other)
+			}
+			progress("round %d/%d  %-16s %9.0f req/s  p50 %-9s p99 %-9s cpu %s%s%s", r+1, o.rounds, t.name, res.RPS, fmtDur(res.P50), fmtDur(res.P99), cpuS, errs, busy)
+		}
+	}
+	for _, t := range act {
+		if t.proc != nil {
+			t.rss, t.rssProcs = groupHWM(t.proc.pid())
+		}
+	}
+
+	// Step: fixed rate.
+	var rate float64
+	rateNote := ""
+	if o.rateRounds > 0 {
+		switch gp := find("geoproxy"); {
+		case o.rate > 0:
+			rate = o.rate
+			rateNote = "set by -rate"
+		case gp != nil && gp.skipped == "":
+			rate = o.rateFrac * median(rps(gp.runs))
+			rateNote = fmt.Sprintf("%.0f%% of geoproxy's median req/s", o.rateFrac*100)
+		default:
+			rateNote = "skipped: no geoproxy target to take the rate from and no -rate"
+		}
+	} else {
+		rateNote = "skipped (-rate-rounds -1)"
+	}
+	var rateSet []*target
+	for _, t := range act {
+		if slices.Contains(o.rateTargets, t.name) {
+			rateSet = append(rateSet, t)
+		}
+	}
+	if rate > 0 {
+		rate = float64(int(rate))
+		for r := 0; r < o.rateRounds; r++ {
+			for i := range rateSet {
+				t := rateSet[(i+r)%len(rateSet)]
+				pg := 0
+				if t.proc != nil {
+					pg = t.proc.pid()
+				}
+				meter := startMeter(backend.pid(), pg)
+				res, err := openLoop(ctx, t.addr(), rate, o.rateConns, o.rateWarmup, o.rateDuration)
+				if aerr := alive(t); aerr != nil {
+					err = aerr
+				}
+				if err != nil {
+					return fmt.Errorf("fixed rate round %d, %s: %w", r+1, t.name, err)
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				_, res.Other = meter.stop(0)
+				t.rate = append(t.rate, res)
+				over := ""
+				if res.overloaded() {
+					over = "  (overloaded: it did not keep up)"
+				}
+				progress("fixed rate %d/%d  %-16s %7.0f req/s asked, %7.0f answered  p50 %-9s p99 %-9s errors %d%s", r+1, o.rateRounds, t.name, res.Rate, res.Achieved, fmtDur(res.P50), fmtDur(res.P99), res.Errors, over)
+			}
+		}
+	}
+
+	// Step: report.
+	rep := report{opts: o, targets: targets, rate: rate, rateNote: rateNote, rateSet: rateSet,
+		started: began, elapsed: time.Since(began), machine: machine}
+	md := rep.markdown()
+	fmt.Print(md)
+	if o.out != "" {
+		if err := writeFile(o.out, md); err != nil {
+			return fmt.Errorf("writing the report: %w", err)
+		}
+		progress("wrote %s (run took %s)", o.out, time.Since(began).Round(time.Second))
+	}
+	return nil
+}
+
+// check sends one request per client address and checks the answer; for geoproxy it also
+// records which region served each, and fails unless the clients reached every region.
+func check(t *target) error {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+	regions := map[string]string{}
+	for _, c := range clients {
+		req, _ := http.NewRequest("GET", "http://"+t.addr()+"/", nil)
+		req.Header.Set("X-Forwarded-For", c.addr)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 || string(body) != backendBody {
+			return fmt.Errorf("GET / (X-Forwarded-For: %s): status %d, body %q; want 200 and %q", c.addr, resp.StatusCode, body, backendBody)
+		}
+		regions[c.addr] = resp.Header.Get("X-Geoproxy-Region")
+	}
+	if !strings.HasPrefix(t.name, "geoproxy") {
+		return nil
+	}
+	seen := map[string]bool{}
+	for addr, r := range regions {
+		if r == "" {
+			return fmt.Errorf("GET / (X-Forwarded-For: %s): no X-Geoproxy-Region header in the answer", addr)
+		}
+		seen[r] = true
+	}
+	if len(seen) < 3 {
+		return fmt.Errorf("the %d client addresses were served by %d region(s) only (%v): geo routing is not working as configured", len(clients), len(seen), regions)
+	}
+	t.regions = regions
+	return nil
+}
+
+// estimate is how long the run should take.
+func estimate(o options, n int) time.Duration {
+	perRun := 300 * time.Millisecond
+	d := 5 * time.Second
+	d += time.Duration(n) * (o.warmup + perRun)
+	d += time.Duration(o.rounds*n) * (o.duration + perRun)
+	if o.rateRounds > 0 {
+		d += time.Duration(o.rateRounds*len(o.rateTargets)) * (o.rateWarmup + o.rateDuration + perRun)
+	}
+	return d
+}

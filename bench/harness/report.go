@@ -1,0 +1,483 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"debug/buildinfo"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type report struct {
+	opts     options
+	targets  []*target
+	rate     float64
+	rateNote string
+	rateSet  []*target
+	started  time.Time
+	elapsed  time.Duration
+	machine  [][2]string
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	xs := make([]float64, len(ds))
+	for i, d := range ds {
+		xs[i] = float64(d)
+	}
+	return time.Duration(median(xs))
+}
+
+func rps(runs []wrkResult) []float64 {
+	xs := make([]float64, len(runs))
+	for i, r := range runs {
+		xs[i] = r.RPS
+	}
+	return xs
+}
+
+func (t *target) medRPS() float64 { return median(rps(t.runs)) }
+
+func (t *target) medP(p99 bool) time.Duration {
+	var ds []time.Duration
+	for _, r := range t.runs {
+		if p99 {
+			ds = append(ds, r.P99)
+		} else {
+			ds = append(ds, r.P50)
+		}
+	}
+	return medianDur(ds)
+}
+
+func (t *target) medRate(f func(rateResult) time.Duration) time.Duration {
+	var ds []time.Duration
+	for _, r := range t.rate {
+		ds = append(ds, f(r))
+	}
+	return medianDur(ds)
+}
+
+// fmtDur shows a latency in milliseconds with three significant digits or so.
+func fmtDur(d time.Duration) string {
+	ms := float64(d) / 1e6
+	switch {
+	case ms < 1:
+		return fmt.Sprintf("%.3f ms", ms)
+	case ms < 100:
+		return fmt.Sprintf("%.2f ms", ms)
+	default:
+		return fmt.Sprintf("%.0f ms", ms)
+	}
+}
+
+func fmtInt(x float64) string {
+	s := strconv.FormatInt(int64(x+0.5), 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func fmtMB(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+
+func (rp *report) find(name string) *target {
+	for _, t := range rp.targets {
+		if t.name == name && t.skipped == "" && len(t.runs) > 0 {
+			return t
+		}
+	}
+	return nil
+}
+
+var displayName = map[string]string{"direct": "direct", "nginx": "nginx", "haproxy": "HAProxy", "caddy": "Caddy"}
+
+func (rp *report) markdown() string {
+	o := rp.opts
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+
+	w("# Benchmarks\n\n")
+	w("geoproxy, with geo routing on, against nginx, HAProxy and Caddy as plain reverse proxies to the\n")
+	w("same backend, on the same machine, in the same run. Written by `bench/run.sh`, which installs the\n")
+	w("tools (Debian), builds geoproxy, starts every process itself on loopback and stops them at the end;\n")
+	w("run it again to refresh this page. How each number is taken is at the end.\n\n")
+
+	w("## Machine and run\n\n| | |\n|---|---|\n")
+	for _, kv := range rp.machine {
+		w("| %s | %s |\n", kv[0], kv[1])
+	}
+	cmd := o.command
+	if cmd == "" {
+		cmd = "go run ./bench/harness " + strings.Join(os.Args[1:], " ")
+	}
+	w("| command | `%s` |\n", cmd)
+	w("| closed loop | wrk `-t%d -c%d`, %s per run after a %s warm-up per target, %d round(s), targets interleaved (order rotated each round), medians over rounds |\n",
+		o.threads, o.conns, o.duration, o.warmup, o.rounds)
+	if rp.rate > 0 {
+		w("| fixed rate | %s req/s (%s), %d connections, %s per run after %s unmeasured, %d round(s), medians over rounds |\n",
+			fmtInt(rp.rate), rp.rateNote, o.rateConns, o.rateDuration, o.rateWarmup, o.rateRounds)
+	} else {
+		w("| fixed rate | %s |\n", rp.rateNote)
+	}
+	w("| workers | %d per proxy (nginx `worker_processes`, HAProxy `nbthread`, `GOMAXPROCS` for Caddy and geoproxy); backend nginx %d |\n", o.workers, o.backendWorkers)
+	w("| run time | %s |\n\n", rp.elapsed.Round(time.Second))
+
+	// Main table.
+	w("## Closed loop: wrk, fixed concurrency\n\n")
+	refs := []string{"direct", "nginx", "haproxy", "caddy"}
+	w("| target | req/s | p50 | p99 | CPU s/100k req | peak RSS | vs direct | vs nginx | vs HAProxy | vs Caddy |\n")
+	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	var notes []string
+	for _, t := range rp.targets {
+		if t.skipped != "" {
+			w("| %s | %s | | | | | | | | |\n", t.name, t.skipped)
+			continue
+		}
+		if len(t.runs) == 0 {
+			continue
+		}
+		cpu, rss := "–", "–"
+		if t.proc != nil {
+			cpu = fmt.Sprintf("%.2f", median(t.cpu))
+			rss = fmtMB(t.rss)
+		}
+		w("| %s | %s | %s | %s | %s | %s |", t.name, fmtInt(t.medRPS()), fmtDur(t.medP(false)), fmtDur(t.medP(true)), cpu, rss)
+		for _, r := range refs {
+			ref := rp.find(r)
+			if ref == nil || ref.medRPS() == 0 {
+				w(" – |")
+				continue
+			}
+			w(" %.2f× |", t.medRPS()/ref.medRPS())
+		}
+		w("\n")
+		var sock, non2xx, total int64
+		for _, r := range t.runs {
+			sock += r.SocketErrs
+			non2xx += r.Non2xx
+			total += r.Requests
+		}
+		if sock+non2xx > 0 {
+			notes = append(notes, fmt.Sprintf("%s: %d socket errors and %d non-2xx answers in %s requests", t.name, sock, non2xx, fmtInt(float64(total))))
+		}
+	}
+	w("\nvs X: req/s divided by X's req/s. CPU: the target's own processes only (not the backend, not wrk).\n")
+	if len(notes) > 0 {
+		w("\nErrors during the rounds: %s.\n", strings.Join(notes, "; "))
+	} else {
+		w("No errors: every request of every run got a 2xx answer.\n")
+	}
+
+	// Rounds.
+	w("\nreq/s in each round (run order rotated each round):\n\n| target |")
+	for r := 1; r <= o.rounds; r++ {
+		w(" round %d |", r)
+	}
+	w("\n|---|%s\n", strings.Repeat("--:|", o.rounds))
+	for _, t := range rp.targets {
+		if t.skipped != "" || len(t.runs) == 0 {
+			continue
+		}
+		w("| %s |", t.name)
+		for _, r := range t.runs {
+			if r.Other >= busyCores {
+				w(" %s (busy %.1f) |", fmtInt(r.RPS), r.Other)
+			} else {
+				w(" %s |", fmtInt(r.RPS))
+			}
+		}
+		w("\n")
+	}
+	w("\n%s\n", rp.noise())
+
+	// Fixed rate.
+	direct := rp.find("direct")
+	var overloaded []string
+	if rp.rate > 0 && len(rp.rateSet) > 0 {
+		w("\n## Fixed rate: open loop at %s req/s\n\n", fmtInt(rp.rate))
+		w("Latency from each request's scheduled send time, so waiting behind a slow answer counts.\n\n")
+		w("| target | achieved req/s | p50 | p90 | p99 | p99.9 | max | added p99 vs direct | errors |\n")
+		w("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, t := range rp.rateSet {
+			if len(t.rate) == 0 {
+				continue
+			}
+			var ach []float64
+			errs, sent, over := 0, 0, 0
+			var mx time.Duration
+			for _, r := range t.rate {
+				ach = append(ach, r.Achieved)
+				errs += r.Errors
+				sent += r.Sent
+				mx = max(mx, r.Max)
+				if r.overloaded() {
+					over++
+				}
+			}
+			achieved := fmtInt(median(ach))
+			if over > 0 {
+				achieved += " (overloaded)"
+				overloaded = append(overloaded, t.name)
+			}
+			added := "–"
+			if direct != nil && len(direct.rate) > 0 && t != direct {
+				d := t.medRate(func(r rateResult) time.Duration { return r.P99 }) - direct.medRate(func(r rateResult) time.Duration { return r.P99 })
+				added = signedMs(d)
+			}
+			w("| %s | %s | %s | %s | %s | %s | %s | %s | %d of %s |\n", t.name, achieved,
+				fmtDur(t.medRate(func(r rateResult) time.Duration { return r.P50 })),
+				fmtDur(t.medRate(func(r rateResult) time.Duration { return r.P90 })),
+				fmtDur(t.medRate(func(r rateResult) time.Duration { return r.P99 })),
+				fmtDur(t.medRate(func(r rateResult) time.Duration { return r.P999 })),
+				fmtDur(mx), added, errs, fmtInt(float64(sent)))
+		}
+		w("\nMedians over rounds, except max (the largest seen) and errors (all rounds).\n")
+		if len(overloaded) > 0 {
+			w("Overloaded (%s): the target answered less than 95%% of the rate or left requests unanswered; its queue grew\n"+
+				"for the whole run, so its latencies mostly measure the run's length. Unanswered requests count as errors,\n"+
+				"with the time they had waited (a lower bound) as their latency.\n", strings.Join(overloaded, ", "))
+		}
+	} else {
+		w("\n## Fixed rate\n\n%s.\n", rp.rateNote)
+	}
+
+	// Targets.
+	w("\n## Targets (issue 3)\n\n")
+	for _, c := range rp.checks() {
+		w("- %s\n", c)
+	}
+
+	// Setup.
+	w("\n## What runs\n\n")
+	w("- backend: one nginx (%d worker, access log off) answering `200` with a %d-byte body on 127.0.0.1:%d, %d and %d (geoproxy's three regions need three distinct backend URLs; the peers use the first)\n",
+		o.backendWorkers, len(backendBody), ports{o.portBase}.backend(0), ports{o.portBase}.backend(1), ports{o.portBase}.backend(2))
+	for _, t := range rp.targets {
+		line := t.setup
+		if t.skipped != "" {
+			line += " — " + t.skipped
+		}
+		w("- %s: %s\n", t.name, line)
+	}
+	var cs []string
+	for _, c := range clients {
+		cs = append(cs, fmt.Sprintf("%s (%s)", c.addr, c.country))
+	}
+	w("- load: every request carries `X-Forwarded-For`, rotating over %d client addresses: %s. The peers ignore it; geoproxy routes by it.\n",
+		len(clients), strings.Join(cs, ", "))
+	if gp := rp.find("geoproxy"); gp != nil && gp.regions != nil {
+		byRegion := map[string][]string{}
+		var names []string
+		for _, c := range clients {
+			r := gp.regions[c.addr]
+			if _, ok := byRegion[r]; !ok {
+				names = append(names, r)
+			}
+			byRegion[r] = append(byRegion[r], c.country)
+		}
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s ← %s", n, strings.Join(byRegion[n], ", ")))
+		}
+		w("- geoproxy served them (checked before the rounds, from its `X-Geoproxy-Region` answer header): %s\n", strings.Join(parts, "; "))
+	}
+
+	w("\n## How the numbers are taken\n\n")
+	w("- req/s, p50, p99: wrk's `Requests/sec` and `--latency` distribution, median over the rounds. wrk is\n")
+	w("  closed-loop: each connection sends its next request when the previous answer is in.\n")
+	w("- CPU s/100k req: user + system CPU time of the target's processes (process group: nginx's master and\n")
+	w("  workers; one process for the others) from `/proc/PID/stat`, read before and after each run, divided\n")
+	w("  by the requests that run completed, times 100,000; median over the rounds.\n")
+	w("- peak RSS: `VmHWM` from `/proc/PID/status`, summed over the target's processes, after the rounds.\n")
+	w("- fixed rate: a pacer in the harness schedules requests at a constant rate over keep-alive\n")
+	w("  connections; latency runs from each request's scheduled time to its answer's last byte, so queueing\n")
+	w("  in front of a busy connection counts (no coordinated omission). Percentiles by nearest rank over all\n")
+	w("  samples of a run. Added p99 = p99(target) − p99(direct) at the same rate.\n")
+	w("- Everything shares %d cores: wrk or the pacer, the backend and the target. Compare within one run;\n", runtime.NumCPU())
+	w("  numbers from different runs or machines are not comparable.\n")
+	return b.String()
+}
+
+func signedMs(d time.Duration) string {
+	if d < 0 {
+		return "−" + fmtDur(-d)
+	}
+	return "+" + fmtDur(d)
+}
+
+// checks are issue 3's targets for geoproxy, each met or missed with its numbers.
+func (rp *report) checks() []string {
+	gp := rp.find("geoproxy")
+	if gp == nil {
+		return []string{"not checked: geoproxy was not measured"}
+	}
+	mark := func(ok bool) string {
+		if ok {
+			return "**met**"
+		}
+		return "**missed**"
+	}
+	var out []string
+	for _, c := range []struct {
+		peer string
+		want float64
+	}{{"nginx", 0.9}, {"haproxy", 0.9}, {"caddy", 3}} {
+		ref := rp.find(c.peer)
+		if ref == nil || ref.medRPS() == 0 {
+			out = append(out, fmt.Sprintf("not checked: geoproxy req/s ≥ %.1f× %s's (%s not measured)", c.want, displayName[c.peer], displayName[c.peer]))
+			continue
+		}
+		ratio := gp.medRPS() / ref.medRPS()
+		out = append(out, fmt.Sprintf("%s: geoproxy req/s ≥ %.1f× %s's: %.2f× (%s vs %s)", mark(ratio >= c.want), c.want,
+			displayName[c.peer], ratio, fmtInt(gp.medRPS()), fmtInt(ref.medRPS())))
+	}
+	direct := rp.find("direct")
+	if direct != nil && len(direct.rate) > 0 && len(gp.rate) > 0 {
+		p99 := func(r rateResult) time.Duration { return r.P99 }
+		added := gp.medRate(p99) - direct.medRate(p99)
+		out = append(out, fmt.Sprintf("%s: added p99 ≤ 1 ms at half of geoproxy's top rate (%s req/s): %s (p99 %s vs direct %s)",
+			mark(added <= time.Millisecond), fmtInt(rp.rate), signedMs(added), fmtDur(gp.medRate(p99)), fmtDur(direct.medRate(p99))))
+	} else {
+		out = append(out, "not checked: added p99 at half rate (the fixed-rate part did not run against both direct and geoproxy)")
+	}
+	out = append(out, fmt.Sprintf("%s: peak RSS under load < 100 MB: %s", mark(gp.rss < 100e6), fmtMB(gp.rss)))
+	var errs int64
+	for _, r := range gp.runs {
+		errs += r.errors()
+	}
+	for _, r := range gp.rate {
+		errs += int64(r.Errors)
+	}
+	out = append(out, fmt.Sprintf("%s: no errors under load: %d", mark(errs == 0), errs))
+	return out
+}
+
+// machineInfo: CPU, memory, kernel, Go and the tools' versions, and the date.
+func machineInfo(geoproxyBin string) [][2]string {
+	cpu := "unknown"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+		_ = f.Close()
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				mem = fmt.Sprintf("%.1f GiB", kb/(1<<20))
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	out := func(name string, args ...string) string {
+		b, _ := exec.Command(name, args...).CombinedOutput()
+		line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+		return strings.TrimSpace(line)
+	}
+	gp := "not built"
+	if geoproxyBin != "" {
+		gp = out(geoproxyBin, "version")
+		if bi, err := buildinfo.ReadFile(geoproxyBin); err == nil {
+			var rev, modified string
+			for _, s := range bi.Settings {
+				switch s.Key {
+				case "vcs.revision":
+					rev = s.Value
+				case "vcs.modified":
+					modified = s.Value
+				}
+			}
+			if rev == "" { // built with -buildvcs=false: ask git, without taking its index lock
+				rev = out("git", "rev-parse", "HEAD")
+				if st, err := exec.Command("git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+					modified = "true"
+				}
+			}
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+			if rev != "" && !strings.Contains(rev, " ") {
+				gp += ", commit " + rev
+				if modified == "true" {
+					gp += " with local changes"
+				}
+			}
+		}
+	}
+	return [][2]string{
+		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
+		{"CPU", fmt.Sprintf("%s, %d cores", cpu, runtime.NumCPU())},
+		{"memory", mem},
+		{"kernel", "Linux " + strings.TrimSpace(string(kernel))},
+		{"Go", runtime.Version()},
+		{"geoproxy", gp},
+		{"nginx", strings.TrimPrefix(out("nginx", "-v"), "nginx version: ")},
+		{"HAProxy", strings.TrimSuffix(strings.Split(out("haproxy", "-v"), " - ")[0], " ")},
+		{"Caddy", out("caddy", "version")},
+		{"wrk", strings.Split(out("wrk", "-v"), " Copyright")[0]},
+	}
+}
+
+// noise says how much CPU other processes on the machine took during the runs.
+func (rp *report) noise() string {
+	var all []float64
+	worst, where := 0.0, ""
+	for _, t := range rp.targets {
+		for i, r := range t.runs {
+			all = append(all, r.Other)
+			if r.Other > worst {
+				worst, where = r.Other, fmt.Sprintf("%s, round %d", t.name, i+1)
+			}
+		}
+		for i, r := range t.rate {
+			all = append(all, r.Other)
+			if r.Other > worst {
+				worst, where = r.Other, fmt.Sprintf("%s, fixed rate round %d", t.name, i+1)
+			}
+		}
+	}
+	if len(all) == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("Other processes on the machine (not the target, the backend, wrk or the harness) used %.2f cores "+
+		"in the median run, %.2f at most (%s).", median(all), worst, where)
+	if worst >= busyCores {
+		busy := 0
+		for _, x := range all {
+			if x >= busyCores {
+				busy++
+			}
+		}
+		s += fmt.Sprintf(" **%d of %d runs shared the machine with %.1f cores or more of other work** (marked \"busy\" above): "+
+			"their numbers are low and noisy; rerun on a quiet machine.", busy, len(all), busyCores)
+	}
+	return s
+}
