@@ -36,6 +36,24 @@ func Regions() []Region {
 	}
 }
 
+// Client is an example client of the demo.
+type Client struct {
+	City, Country string
+	Addr          string
+	Region        string // where it goes while every region is healthy
+}
+
+// Clients returns the demo's example clients: real addresses that the
+// embedded database and the full DB-IP City Lite data both place in these
+// cities (a University of Washington and a New York University network).
+func Clients() []Client {
+	return []Client{
+		{"London", "GB", "81.2.69.142", "europe-west"},
+		{"Seattle", "US", "128.95.1.1", "us-west"},
+		{"New York", "US", "128.122.0.1", "us-east"},
+	}
+}
+
 // Options configure the demo.
 type Options struct {
 	// Listen and Admin are the proxy's and the admin listener's addresses.
@@ -104,8 +122,8 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = fmt.Fprintf(w, "region=%s instance=%s city=%q country=%q client=%s path=%s\n",
-		a.Region, a.Addr, r.Header.Get("X-City"), r.Header.Get("X-Country"),
+	_, _ = fmt.Fprintf(w, "region=%s instance=%s city=%q country=%q location=%q client=%s path=%s\n",
+		a.Region, a.Addr, r.Header.Get("X-City"), r.Header.Get("X-Country"), r.Header.Get("X-Location"),
 		r.Header.Get("X-Forwarded-For"), r.URL.Path)
 }
 
@@ -177,13 +195,12 @@ geoip:
   database: ""
   trusted_proxies: [127.0.0.0/8, "::1/128"]
   default_location: {lat: 40.71, lon: -74.01}
-  overrides:
-    # The embedded database is country-level: every US address maps to one
-    # point. These documentation ranges stand for two US cities.
-    - cidr: 198.51.100.0/24
-      location: {country: US, subdivision: WA, city: Seattle, lat: 47.61, lon: -122.33}
-    - cidr: 203.0.113.0/24
-      location: {country: US, subdivision: NY, city: New York, lat: 40.71, lon: -74.01}
+proxy:
+  request_headers:
+    X-City: "{city}"
+    X-Country: "{country}"
+    X-Location: "{lat},{lon}"
+    X-Geoproxy-Nearest-Region: "{nearest_region}"
 health_check:
   path: /health
   interval: %s
@@ -220,8 +237,8 @@ geoproxy demo: three regional apps behind geoproxy
 
 Clients from three places (X-Forwarded-For is trusted from loopback):
   curl -H 'X-Forwarded-For: 81.2.69.142'  http://%[4]s/    # London   -> europe-west
-  curl -H 'X-Forwarded-For: 198.51.100.7' http://%[4]s/    # Seattle  -> us-west
-  curl -H 'X-Forwarded-For: 203.0.113.7'  http://%[4]s/    # New York -> us-east
+  curl -H 'X-Forwarded-For: 128.95.1.1'   http://%[4]s/    # Seattle  -> us-west
+  curl -H 'X-Forwarded-For: 128.122.0.1'  http://%[4]s/    # New York -> us-east
   curl -i -H 'X-Forwarded-For: 81.2.69.142' http://%[4]s/  # the X-Geoproxy-Region response header
 
 Where would a client go, and why:

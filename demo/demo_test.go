@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+
+	"github.com/geoproxy/geoproxy/geo"
 )
 
 // syncBuffer is a bytes.Buffer safe for the demo goroutine and the test.
@@ -77,11 +81,40 @@ func TestDemoWalkthrough(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
 		return string(b)
 	}
-	assert.Contains(t, get("81.2.69.142"), "region=europe-west")
-	assert.Contains(t, get("81.2.69.142"), `country="GB"`)
-	assert.Contains(t, get("198.51.100.7"), `region=us-west`)
-	assert.Contains(t, get("198.51.100.7"), `city="Seattle"`)
-	assert.Contains(t, get("203.0.113.7"), `region=us-east`)
+	// Real addresses, located by the embedded database.
+	for _, c := range Clients() {
+		assert.Contains(t, text, "curl -H 'X-Forwarded-For: "+c.Addr+"'", c.City)
+		body := get(c.Addr)
+		assert.Contains(t, body, "region="+c.Region+" ", c.City)
+		assert.Contains(t, body, `country="`+c.Country+`"`, c.City)
+		assert.Contains(t, body, `location="`, c.City)
+		assert.Contains(t, body, "client="+c.Addr, c.City)
+	}
+
+	// The embedded data's credit, date and modification note, on every
+	// admin surface that shows geo data.
+	admin := "http://" + d.Server.AdminAddr().String()
+	adminGet := func(path string) string {
+		resp, err := client.Get(admin + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+		return string(b)
+	}
+	status := adminGet("/admin/status")
+	for _, want := range []string{`"kind": "compact-city"`, `"attribution": "IP Geolocation by DB-IP (https://db-ip.com)"`,
+		`"source": "DB-IP IP to City Lite`, `"source_build_time": "20`, `"modified": "modified by geoproxy`} {
+		assert.Contains(t, status, want)
+	}
+	page := adminGet("/")
+	for _, want := range []string{`"https://db-ip.com"`, "IP Geolocation by DB-IP", "the data was modified", "data of ${dataDate}"} {
+		assert.Contains(t, page, want)
+	}
+	metricsText := adminGet("/metrics")
+	assert.Contains(t, metricsText, `geoproxy_geoip_database_info{database_type="geoproxy-city-compact",kind="compact-city",source="DB-IP IP to City Lite`)
+	assert.Contains(t, metricsText, "geoproxy_geoip_source_build_timestamp_seconds ")
 
 	var eu *App
 	for _, a := range d.Apps {
@@ -102,4 +135,24 @@ func TestDemoWalkthrough(t *testing.T) {
 	post("/recover")
 	require.Eventually(t, func() bool { return strings.Contains(get("81.2.69.142"), "region=europe-west") },
 		5*time.Second, 20*time.Millisecond, "London comes back to europe-west")
+}
+
+// TestClientsAreWhereTheySay checks the example addresses against the
+// embedded database: right country, within 50 km of the city.
+func TestClientsAreWhereTheySay(t *testing.T) {
+	db, err := geo.Open("")
+	require.NoError(t, err)
+	city := map[string][2]float64{"London": {51.507, -0.128}, "Seattle": {47.606, -122.332}, "New York": {40.713, -74.006}}
+	for _, c := range Clients() {
+		loc, found, err := db.Lookup(netip.MustParseAddr(c.Addr))
+		require.NoError(t, err, c.City)
+		require.True(t, found, c.City)
+		assert.Equal(t, c.Country, loc.Country, c.City)
+		want, ok := city[c.City]
+		require.True(t, ok, c.City)
+		const rad = math.Pi / 180
+		d := 6371 * math.Acos(math.Min(1, math.Sin(want[0]*rad)*math.Sin(loc.Lat*rad)+
+			math.Cos(want[0]*rad)*math.Cos(loc.Lat*rad)*math.Cos((want[1]-loc.Lon)*rad)))
+		assert.Less(t, d, 50.0, "%s at %.2f, %.2f", c.City, loc.Lat, loc.Lon)
+	}
 }

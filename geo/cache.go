@@ -3,9 +3,10 @@ package geo
 import "sync/atomic"
 
 // cacheBits sets the size of the per-Database record cache: 1<<14 slots,
-// 128 KiB of pointers. The embedded country database has about 250 distinct
-// records, so it never misses once warm; city databases have many more and
-// evict on collision.
+// 128 KiB of pointers. Country databases have about 250 distinct records,
+// so they never miss once warm; city databases have many more and evict on
+// collision. Compact databases (the embedded one) decode without
+// allocating and do not use the cache.
 const cacheBits = 14
 
 // entry is one decoded record, immutable once published.

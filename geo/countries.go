@@ -287,7 +287,15 @@ func CountryPoint(code string) (lat, lon float64, continent string, ok bool) {
 	if len(code) != 2 {
 		return 0, 0, "", false
 	}
-	key := [2]byte{upper(code[0]), upper(code[1])}
+	p := findCountry([2]byte{upper(code[0]), upper(code[1])})
+	if p == nil {
+		return 0, 0, "", false
+	}
+	return p.lat, p.lon, p.continent, true
+}
+
+// findCountry returns the row of an upper-case code, or nil.
+func findCountry(key [2]byte) *countryPoint {
 	lo, hi := 0, len(countryPoints)
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
@@ -300,10 +308,10 @@ func CountryPoint(code string) (lat, lon float64, continent string, ok bool) {
 	}
 	if lo < len(countryPoints) {
 		if p := &countryPoints[lo]; p.code[0] == key[0] && p.code[1] == key[1] {
-			return p.lat, p.lon, p.continent, true
+			return p
 		}
 	}
-	return 0, 0, "", false
+	return nil
 }
 
 func upper(c byte) byte {

@@ -2,9 +2,7 @@ package geo
 
 import (
 	"bytes"
-	"compress/gzip"
 	_ "embed" // the default database
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,14 +17,19 @@ import (
 	"github.com/oschwald/maxminddb-golang/v2"
 )
 
-// embeddedGz is the DB-IP Lite country database (CC BY 4.0), gzip-compressed.
+// embeddedGz is the compact city database built from DB-IP IP to City Lite
+// (CC BY 4.0) by package geo/geobuild, packed (see Pack).
 // geo/embedded/refresh.sh updates it.
 //
-//go:embed embedded/dbip-country.mmdb.gz
+//go:embed embedded/dbip-city-compact.pack.gz
 var embeddedGz []byte
 
 // EmbeddedName is the Info.Name of the embedded default database.
 const EmbeddedName = "embedded"
+
+// EmbeddedPacked returns a copy of the embedded database as stored: packed
+// (see Pack).
+func EmbeddedPacked() []byte { return bytes.Clone(embeddedGz) }
 
 // Kinds of database, as reported by Info.Kind.
 const (
@@ -34,6 +37,7 @@ const (
 	KindGeoIP2Country = "geoip2-country" // GeoIP2, GeoLite2 or DB-IP Country
 	KindFlatCity      = "flat-city"      // ip-location-db city: country_code, state1, city, latitude, longitude
 	KindFlatCountry   = "flat-country"   // ip-location-db country: country_code
+	KindCompactCity   = "compact-city"   // geoproxy's compact city database: country_code, latitude, longitude
 )
 
 // Attributions required by the data licences, as reported by Info.Attribution.
@@ -48,10 +52,22 @@ var ErrClosed = errors.New("geo: database is closed")
 // Info describes an opened database (for `geoproxy version`, logs, /admin/status).
 type Info struct {
 	Name         string    // path, or "embedded"
-	Kind         string    // "geoip2-city", "geoip2-country", "flat-city", "flat-country"
+	Kind         string    // "geoip2-city", "geoip2-country", "flat-city", "flat-country", "compact-city"
 	DatabaseType string    // metadata database_type
 	BuildTime    time.Time // metadata build epoch, UTC
 	Attribution  string    // text the data licence asks to show, "" if none is known
+
+	// Source names the data a derived database was built from (the compact
+	// database records it in its metadata description), "" otherwise.
+	Source string
+	// SourceBuildTime is when the geolocation data itself was built: the
+	// source's build time for a derived database, else BuildTime.
+	SourceBuildTime time.Time
+	// Modified says how a derived database changed its source's data
+	// (licences such as CC BY 4.0 ask to say so), "" otherwise.
+	Modified string
+	// Description is the metadata description in English, "" if none.
+	Description string
 }
 
 // Database is an opened .mmdb, safe for concurrent use, immutable.
@@ -62,13 +78,15 @@ type Database struct {
 	info   Info
 	kind   string
 	reader *maxminddb.Reader
+	data   compactData // data section, compact databases only
+	keys   compactKeys // where data's key strings are
 	closed atomic.Bool
-	cache  recordCache
+	cache  recordCache // decoded records, all kinds but compact
 }
 
 // Open opens the database file at path and detects its kind from its
 // metadata and records. An empty path opens the embedded default database
-// (DB-IP Lite country data).
+// (compact city data derived from DB-IP IP to City Lite).
 func Open(path string) (*Database, error) {
 	if path == "" {
 		return openEmbedded()
@@ -94,25 +112,60 @@ func OpenBytes(name string, b []byte) (*Database, error) {
 		return nil, fmt.Errorf("geo: open %s: %w", name, err)
 	}
 	md := reader.Metadata
-	kind, err := detectKind(b, reader)
-	if err != nil {
-		return nil, fmt.Errorf("geo: open %s: %w", name, err)
-	}
-	return &Database{
+	d := &Database{
 		info: Info{
 			Name:         name,
-			Kind:         kind,
 			DatabaseType: md.DatabaseType,
 			BuildTime:    md.BuildTime().UTC(),
 			Attribution:  attribution(md.DatabaseType),
+			Description:  md.Description["en"],
 		},
-		kind:   kind,
 		reader: reader,
-	}, nil
+	}
+	d.info.SourceBuildTime = d.info.BuildTime
+	if md.DatabaseType == CompactDatabaseType {
+		if err := d.openCompact(b); err != nil {
+			return nil, fmt.Errorf("geo: open %s: %w", name, err)
+		}
+		return d, nil
+	}
+	d.kind, err = detectKind(b, reader)
+	if err != nil {
+		return nil, fmt.Errorf("geo: open %s: %w", name, err)
+	}
+	d.info.Kind = d.kind
+	return d, nil
+}
+
+// openCompact prepares a compact database: finds its data section, checks
+// its first record and reads its description.
+func (d *Database) openCompact(b []byte) error {
+	md := d.reader.Metadata
+	data, err := dataSection(b, md.NodeCount, md.RecordSize)
+	if err != nil {
+		return err
+	}
+	if _, err := data.record(0); err != nil && len(data) > 0 {
+		return fmt.Errorf("first record: %w", err)
+	}
+	d.kind, d.data, d.keys = KindCompactCity, data, data.keys(0)
+	d.info.Kind = KindCompactCity
+	desc := md.Description
+	d.info.Source = desc[DescSource]
+	d.info.Modified = desc[DescModified]
+	if a := desc[DescAttribution]; a != "" {
+		d.info.Attribution = a
+	} else if src := strings.ToLower(d.info.Source); strings.Contains(src, "db-ip") || strings.Contains(src, "dbip") {
+		d.info.Attribution = AttributionDBIP
+	}
+	if t, err := time.Parse(time.RFC3339, desc[DescSourceBuildTime]); err == nil {
+		d.info.SourceBuildTime = t.UTC()
+	}
+	return nil
 }
 
 func openEmbedded() (*Database, error) {
-	b, err := gunzip(embeddedGz)
+	b, err := Unpack(embeddedGz)
 	if err != nil {
 		return nil, fmt.Errorf("geo: open %s: %w", EmbeddedName, err)
 	}
@@ -120,28 +173,10 @@ func openEmbedded() (*Database, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.info.Attribution = AttributionDBIP
+	if d.info.Attribution == "" {
+		d.info.Attribution = AttributionDBIP
+	}
 	return d, nil
-}
-
-// gunzip decompresses gz into a buffer sized from the gzip trailer.
-func gunzip(gz []byte) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		return nil, err
-	}
-	size := 0
-	if len(gz) >= 4 {
-		size = int(binary.LittleEndian.Uint32(gz[len(gz)-4:]))
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
-	if _, err := buf.ReadFrom(zr); err != nil {
-		return nil, err
-	}
-	if err := zr.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // detectKind tells which of the four supported kinds the database is.
@@ -235,38 +270,75 @@ func (d *Database) Close() error {
 // country. A record already seen is served from a cache without allocating.
 func (d *Database) Lookup(addr netip.Addr) (loc Location, found bool, err error) {
 	e, err := d.lookup(addr)
-	if err != nil || e == nil || !e.found {
+	if err != nil || !e.found {
 		return Location{}, false, err
 	}
 	return e.loc, true, nil
 }
 
-// lookup returns the cached or freshly decoded record of addr, or nil when
-// the database has none.
-func (d *Database) lookup(addr netip.Addr) (*entry, error) {
+// lookup returns the record of addr: decoded in place for a compact
+// database, else from the cache or freshly decoded. A zero entry (found
+// false) means the database has none.
+func (d *Database) lookup(addr netip.Addr) (entry, error) {
 	if d.closed.Load() {
-		return nil, ErrClosed
+		return entry{}, ErrClosed
 	}
 	if !addr.IsValid() {
-		return nil, nil
+		return entry{}, nil
 	}
 	res := d.reader.Lookup(addr.Unmap())
 	if err := res.Err(); err != nil {
-		return nil, fmt.Errorf("geo: lookup %s in %s: %w", addr, d.info.Name, err)
+		return entry{}, fmt.Errorf("geo: lookup %s in %s: %w", addr, d.info.Name, err)
 	}
 	if !res.Found() {
-		return nil, nil
+		return entry{}, nil
 	}
 	off := res.Offset()
+	if d.data != nil {
+		e, err := d.decodeCompact(off)
+		if err != nil {
+			return entry{}, fmt.Errorf("geo: lookup %s in %s: %w", addr, d.info.Name, err)
+		}
+		return e, nil
+	}
 	slot := d.cache.slot(off)
 	if e := slot.Load(); e != nil && e.off == off {
-		return e, nil
+		return *e, nil
 	}
 	e, err := d.decode(res)
 	if err != nil {
-		return nil, fmt.Errorf("geo: lookup %s in %s: %w", addr, d.info.Name, err)
+		return entry{}, fmt.Errorf("geo: lookup %s in %s: %w", addr, d.info.Name, err)
 	}
 	slot.Store(e)
+	return *e, nil
+}
+
+// decodeCompact decodes the compact record at off. Country codes come from
+// the CountryPoint table, so nothing is allocated; a code it does not know
+// is copied.
+func (d *Database) decodeCompact(off uintptr) (entry, error) {
+	e := entry{off: off}
+	rec, ok := d.data.recordFast(uint(off), d.keys)
+	if !ok {
+		var err error
+		if rec, err = d.data.record(uint(off)); err != nil {
+			return e, err
+		}
+	}
+	if rec.coords {
+		e.loc.Lat, e.loc.Lon, e.coords = rec.lat, rec.lon, true
+	}
+	if rec.country != [2]byte{} {
+		if p := findCountry(rec.country); p != nil {
+			e.loc.Country, e.loc.Continent = p.code, p.continent
+			if !e.coords {
+				e.loc.Lat, e.loc.Lon, e.coords = p.lat, p.lon, true
+			}
+		} else {
+			e.loc.Country = string(rec.country[:])
+		}
+	}
+	e.found = e.loc.Country != "" || e.coords
 	return e, nil
 }
 

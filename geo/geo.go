@@ -1,22 +1,31 @@
 // Package geo answers where a client address is.
 //
-// A Database is an opened MaxMind DB (.mmdb) file of one of four kinds:
+// A Database is an opened MaxMind DB (.mmdb) file of one of five kinds:
 // GeoIP2/GeoLite2/DB-IP City or Country databases (the types
 // github.com/oschwald/geoip2-golang/v2 accepts, decoded into its record
-// types), or the flat ip-location-db databases with top-level country_code,
+// types), the flat ip-location-db databases with top-level country_code,
 // state1, city, latitude and longitude fields (decoded with
-// github.com/oschwald/maxminddb-golang/v2). A database of another type is
-// accepted if its records follow one of these two schemas. Open("") opens the
-// embedded default: the DB-IP Lite country database (CC BY 4.0,
-// "IP Geolocation by DB-IP", https://db-ip.com).
+// github.com/oschwald/maxminddb-golang/v2), or geoproxy's compact city
+// database (DatabaseType CompactDatabaseType: country_code, latitude,
+// longitude). A database of another type is accepted if its records follow
+// the GeoIP2 or the flat schema.
+//
+// Open("") opens the embedded default: the compact city database that
+// package geo/geobuild derives from DB-IP IP to City Lite (CC BY 4.0,
+// "IP Geolocation by DB-IP", https://db-ip.com; modified: nearby networks
+// of a country merged, coordinates rounded to 0.1 degree, names dropped).
+// It is stored packed (see Pack) and unpacked at Open. Its Info carries the
+// source, the source's build date and the modification note.
 //
 // A Locator puts a Database together with configured overrides and a default
 // location, and always answers with coordinates: records that only name a
 // country get the country's reference point (see CountryPoint), and anything
 // else gets the default.
 //
-// Lookups of a record already seen are served from a per-Database cache keyed
-// by the record's offset in the file, without allocating.
+// Lookups in a compact database decode the record in place, without
+// allocating. Lookups in other databases of a record already seen are served
+// from a per-Database cache keyed by the record's offset in the file,
+// without allocating.
 package geo
 
 // Location is where a client is.

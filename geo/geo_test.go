@@ -2,6 +2,7 @@ package geo_test
 
 import (
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -406,31 +407,60 @@ func TestEmbedded(t *testing.T) {
 	db := open(t, "")
 	info := db.Info()
 	assert.Equal(t, geo.EmbeddedName, info.Name)
-	assert.Equal(t, geo.KindFlatCountry, info.Kind)
-	assert.Equal(t, "country ipvAll", info.DatabaseType)
-	assert.Contains(t, info.Attribution, "DB-IP")
-	assert.True(t, info.BuildTime.After(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)), info.BuildTime)
+	assert.Equal(t, geo.KindCompactCity, info.Kind)
+	assert.Equal(t, geo.CompactDatabaseType, info.DatabaseType)
+	assert.Equal(t, geo.AttributionDBIP, info.Attribution)
+	assert.Contains(t, info.Source, "DB-IP IP to City Lite")
+	assert.Contains(t, info.Modified, "modified")
+	assert.Contains(t, info.Description, "IP Geolocation by DB-IP (https://db-ip.com)")
+	assert.Contains(t, info.Description, "CC BY 4.0")
+	assert.True(t, info.SourceBuildTime.After(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)), info.SourceBuildTime)
+	assert.Equal(t, info.SourceBuildTime, info.BuildTime, "the compact database carries its source's date")
 
+	// Well-known networks land in their country and near their city (the
+	// compact data merges networks and rounds coordinates to 0.1 degree).
 	loc := geo.NewLocator(db, def, nil)
-	for _, tc := range []struct{ addr, country, continent string }{
-		{"81.2.69.142", "GB", "EU"},
-		{"8.8.8.8", "US", "NA"},
-		{"5.9.0.1", "DE", "EU"},     // Hetzner
-		{"133.11.0.1", "JP", "AS"},  // University of Tokyo
-		{"2001:240::1", "JP", "AS"}, // IIJ
-		{"::ffff:81.2.69.142", "GB", "EU"},
+	for _, tc := range []struct {
+		addr, country, continent string
+		lat, lon                 float64 // the city
+	}{
+		{"81.2.69.142", "GB", "EU", 51.51, -0.13},              // London
+		{"::ffff:81.2.69.142", "GB", "EU", 51.51, -0.13},       // the same, IPv4-mapped
+		{"128.112.0.1", "US", "NA", 40.35, -74.66},             // Princeton University
+		{"129.132.0.1", "CH", "EU", 47.38, 8.55},               // ETH Zurich
+		{"130.88.0.1", "GB", "EU", 53.47, -2.23},               // University of Manchester
+		{"133.11.0.1", "JP", "AS", 35.71, 139.76},              // University of Tokyo
+		{"2001:240::1", "JP", "AS", 35.68, 139.77},             // IIJ, Tokyo
+		{"2001:630:1::1", "GB", "EU", 51.51, -0.13},            // Jisc (JANET), London
+		{"2001:67c:2e8::1", "NL", "EU", 52.37, 4.90},           // RIPE NCC, Amsterdam
+		{"2001:12ff::1", "BR", "SA", -23.55, -46.63},           // NIC.br, Sao Paulo
+		{"2620:0:860::1", "US", "NA", 37.77, -122.42},          // Wikimedia, San Francisco
+		{"2001:da8::1", "CN", "AS", 39.99, 116.31},             // CERNET, Beijing
+		{"5.9.0.1", "DE", "EU", 49.45, 11.08},                  // Hetzner, Bavaria
+		{"8.8.8.8", "US", "NA", 37.39, -122.08},                // Google, Mountain View
+		{"::ffff:128.112.0.1", "US", "NA", 40.35, -74.66},      // IPv4-mapped
+		{"::ffff:133.11.0.1", "JP", "AS", 35.71, 139.76},       // IPv4-mapped
+		{"2001:67c:2e8:22::c100:68b", "NL", "EU", 52.37, 4.90}, // RIPE NCC www
 	} {
 		got, res := loc.Locate(netip.MustParseAddr(tc.addr))
 		require.Equal(t, geo.ResultFound, res, tc.addr)
 		assert.Equal(t, tc.country, got.Country, tc.addr)
 		assert.Equal(t, tc.continent, got.Continent, tc.addr)
-		lat, lon, _, ok := geo.CountryPoint(tc.country)
-		require.True(t, ok)
-		assert.InDelta(t, lat, got.Lat, eps, tc.addr)
-		assert.InDelta(t, lon, got.Lon, eps, tc.addr)
+		assert.Empty(t, got.City, tc.addr)
+		assert.Less(t, km(got.Lat, got.Lon, tc.lat, tc.lon), 300.0, "%s at %.2f, %.2f", tc.addr, got.Lat, got.Lon)
 	}
-	_, res := loc.Locate(netip.MustParseAddr("192.0.2.1"))
-	assert.Equal(t, geo.ResultNotFound, res)
+	for _, a := range []string{"192.0.2.1", "198.51.100.1", "2001:db8::1"} {
+		_, res := loc.Locate(netip.MustParseAddr(a))
+		assert.Equal(t, geo.ResultNotFound, res, a)
+	}
+}
+
+// km is the great-circle distance between two points.
+func km(lat1, lon1, lat2, lon2 float64) float64 {
+	const rad = math.Pi / 180
+	a := math.Sin((lat2-lat1)*rad/2)*math.Sin((lat2-lat1)*rad/2) +
+		math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin((lon2-lon1)*rad/2)*math.Sin((lon2-lon1)*rad/2)
+	return 2 * 6371 * math.Asin(math.Sqrt(a))
 }
 
 func TestClose(t *testing.T) {

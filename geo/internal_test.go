@@ -1,6 +1,7 @@
 package geo
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
@@ -120,16 +121,29 @@ func benchAddrs(tb testing.TB, db *Database, n int) []netip.Addr {
 	return addrs
 }
 
+// BenchmarkLookup is a lookup in the embedded database over addresses
+// spread across the address space: with 400 addresses, as in earlier
+// releases; with 100,000, many thousands of distinct records. The compact
+// database decodes a record on every lookup (there is no cache to miss).
 func BenchmarkLookup(b *testing.B) {
 	db, err := Open("")
 	require.NoError(b, err)
-	addrs := benchAddrs(b, db, 400) // also warms the cache
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		_, _, _ = db.Lookup(addrs[i%len(addrs)])
-		i++
+	for _, n := range []int{400, 100_000} {
+		b.Run(fmt.Sprintf("addrs=%d", n), func(b *testing.B) {
+			addrs := benchAddrs(b, db, n)
+			records := map[uintptr]bool{}
+			for _, a := range addrs {
+				records[db.reader.Lookup(a).Offset()] = true
+			}
+			b.Logf("%d distinct records", len(records))
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				_, _, _ = db.Lookup(addrs[i%len(addrs)])
+				i++
+			}
+		})
 	}
 }
 
@@ -184,10 +198,47 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkOpenEmbedded is the start-up cost of the embedded database:
+// gunzip, unpack (see Pack) and open.
 func BenchmarkOpenEmbedded(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Open(""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The fast path decodes what the general decoder decodes, and covers the
+// embedded data's records.
+func TestCompactFastPath(t *testing.T) {
+	db, err := Open("")
+	require.NoError(t, err)
+	assert.NotEqual(t, compactKeys{noKey, noKey, noKey}, db.keys)
+	addrs := benchAddrs(t, db, 5000)
+	slow := 0
+	for _, a := range addrs {
+		off := uint(db.reader.Lookup(a).Offset())
+		want, err := db.data.record(off)
+		require.NoError(t, err, a)
+		got, ok := db.data.recordFast(off, db.keys)
+		if !ok {
+			slow++
+			continue
+		}
+		assert.Equal(t, want, got, a)
+	}
+	assert.Less(t, slow, len(addrs)/100, "records off the fast path")
+}
+
+// BenchmarkDecodeCompact is the decoding of one embedded record (in cache).
+func BenchmarkDecodeCompact(b *testing.B) {
+	db, err := Open("")
+	require.NoError(b, err)
+	off := db.reader.Lookup(netip.MustParseAddr("81.2.69.142")).Offset()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := db.decodeCompact(off); err != nil {
 			b.Fatal(err)
 		}
 	}

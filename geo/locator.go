@@ -104,7 +104,7 @@ func (l *Locator) Locate(addr netip.Addr) (Location, Result) {
 	if err != nil {
 		return l.def, ResultError
 	}
-	if e == nil || !e.found {
+	if !e.found {
 		return l.def, ResultNotFound
 	}
 	loc := e.loc

@@ -30,6 +30,13 @@ type GeoIPStatus struct {
 	DatabaseType string    `json:"database_type"`
 	BuildTime    time.Time `json:"build_time"`
 	Attribution  string    `json:"attribution,omitempty"`
+	// Source names the data a derived database (the embedded one) was built
+	// from; SourceBuildTime is when the geolocation data was built (the
+	// source's build time, else BuildTime); Modified says how a derived
+	// database changed its source's data.
+	Source          string    `json:"source,omitempty"`
+	SourceBuildTime time.Time `json:"source_build_time"`
+	Modified        string    `json:"modified,omitempty"`
 }
 
 // RegionStatus is one region in /admin/status.
@@ -59,7 +66,8 @@ func (s *Server) Status() Status {
 		Version:       s.version,
 		UptimeSeconds: time.Since(s.started).Seconds(),
 		GeoIP: GeoIPStatus{Name: info.Name, Kind: info.Kind, DatabaseType: info.DatabaseType,
-			BuildTime: info.BuildTime, Attribution: info.Attribution},
+			BuildTime: info.BuildTime, Attribution: info.Attribution,
+			Source: info.Source, SourceBuildTime: info.SourceBuildTime, Modified: info.Modified},
 	}
 	snap := s.router.Snapshot()
 	for i := range snap.Regions {

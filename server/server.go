@@ -85,6 +85,7 @@ func New(o Options) (*Server, error) {
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(s.registry, o.Version)
+	s.registry.MustRegister(metrics.NewGeoCollector(s.db.Info))
 
 	store, err := health.NewStore()
 	if err != nil {

@@ -237,8 +237,17 @@ func cmdVersion(stdout, stderr io.Writer) int {
 	defer func() { _ = db.Close() }()
 	info := db.Info()
 	_, _ = fmt.Fprintf(stdout, "embedded geo data: %s (%s), built %s\n", info.DatabaseType, info.Kind, info.BuildTime.Format("2006-01-02"))
+	if info.Source != "" {
+		_, _ = fmt.Fprintf(stdout, "  source: %s, built %s\n", info.Source, info.SourceBuildTime.Format("2006-01-02"))
+	}
 	if info.Attribution != "" {
 		_, _ = fmt.Fprintf(stdout, "  %s\n", info.Attribution)
+	}
+	if strings.Contains(info.Attribution, "DB-IP") {
+		_, _ = fmt.Fprintf(stdout, "  licence: CC BY 4.0, https://creativecommons.org/licenses/by/4.0/\n")
+	}
+	if info.Modified != "" {
+		_, _ = fmt.Fprintf(stdout, "  %s\n", info.Modified)
 	}
 	return 0
 }
