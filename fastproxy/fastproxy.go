@@ -339,7 +339,9 @@ func (h *Handler) prepare(ctx *fasthttp.RequestCtx, st *state, peer netip.Addr, 
 	trusted := peer.IsValid() && h.b.Resolver().Trusted(peer)
 	st.uri = append(st.uri[:0], req.Header.RequestURI()...)
 	var seen uint32
-	req.Header.VisitAll(func(k, _ []byte) { seen |= headerBit(k) })
+	for k := range req.Header.All() {
+		seen |= headerBit(k)
+	}
 
 	// X-Forwarded-For: a trusted proxy's chain plus the peer; else the peer.
 	s := st.scratch[:0]
@@ -443,7 +445,9 @@ func cleanRequest(h *fasthttp.RequestHeader) {
 func cleanResponse(h *fasthttp.ResponseHeader) {
 	h.ResetConnectionClose()
 	var seen uint32
-	h.VisitAll(func(k, _ []byte) { seen |= headerBit(k) })
+	for k := range h.All() {
+		seen |= headerBit(k)
+	}
 	if seen&(bitConnection|bitHop) == 0 {
 		return
 	}

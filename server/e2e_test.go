@@ -3,8 +3,8 @@ package server_test
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
