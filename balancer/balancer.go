@@ -28,6 +28,9 @@ type Balancer struct {
 	access   bool
 	m        *metrics.Metrics
 
+	maxAttempts   int
+	retryOnStatus []int
+
 	geoCounters [geo.ResultError + 1]prometheus.Counter
 	regions     []regionMetrics // by route.Region.Index
 	none        regionMetrics
@@ -52,6 +55,12 @@ type Options struct {
 	// Rand supplies random numbers for backend picks; nil means
 	// math/rand/v2's Uint64.
 	Rand func() uint64
+	// MaxAttempts caps the backends Next hands out per request; 0 means no
+	// cap.
+	MaxAttempts int
+	// RetryOnStatus lists backend statuses retried for idempotent requests
+	// without a body (see RetryStatus).
+	RetryOnStatus []int
 }
 
 // New returns a Balancer for the regions the router serves.
@@ -59,6 +68,7 @@ func New(o Options) *Balancer {
 	b := &Balancer{
 		locator: o.Locator, resolver: o.Resolver, router: o.Router, rnd: o.Rand,
 		log: o.Log.Named("access"), access: o.AccessLog, m: o.Metrics,
+		maxAttempts: o.MaxAttempts, retryOnStatus: o.RetryOnStatus,
 	}
 	if b.rnd == nil {
 		b.rnd = rand.Uint64
@@ -141,10 +151,11 @@ func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff []string)
 }
 
 // Next returns the backend for the next attempt: another backend of the
-// current region, else the next eligible region's; nil when none is left.
-// A retry in the same or another region is counted.
+// current region, else the next eligible region's; nil when none is left or
+// the attempts are used up. A retry in the same or another region is
+// counted.
 func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
-	if d.Plan.Serving < 0 {
+	if d.Plan.Serving < 0 || b.attemptsUsed(d) {
 		return nil, nil
 	}
 	for ; d.next < len(d.Plan.Candidates); d.next++ {
@@ -168,7 +179,7 @@ func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
 
 // HasNext reports whether Next would return a backend, without taking it.
 func (b *Balancer) HasNext(d *Decision) bool {
-	if d.Plan.Serving < 0 {
+	if d.Plan.Serving < 0 || b.attemptsUsed(d) {
 		return false
 	}
 	for i := d.next; i < len(d.Plan.Candidates); i++ {
@@ -187,6 +198,10 @@ func (b *Balancer) HasNext(d *Decision) bool {
 		}
 	}
 	return false
+}
+
+func (b *Balancer) attemptsUsed(d *Decision) bool {
+	return b.maxAttempts > 0 && d.Attempts >= b.maxAttempts
 }
 
 // Outcome is how a request ended.

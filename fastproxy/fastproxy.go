@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -53,6 +52,7 @@ type Handler struct {
 	b          *balancer.Balancer
 	opts       config.Proxy
 	upstreams  map[*route.Backend]*upstream
+	headers    [][]byte // names of opts.RequestHeaders
 	retryAfter string
 	inFlight   prometheus.Gauge
 	log        *zap.Logger
@@ -96,6 +96,9 @@ func New(o Options) *Handler {
 	h.states.New = func() any { return &state{scratch: make([]byte, 0, 256), uri: make([]byte, 0, 128)} }
 	for _, be := range o.Backends {
 		h.upstreams[be] = h.newUpstream(be)
+	}
+	for _, hd := range o.Proxy.RequestHeaders {
+		h.headers = append(h.headers, []byte(hd.Name))
 	}
 	return h
 }
@@ -220,53 +223,28 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		status  int
 	)
 	method := b2s(req.Header.Method())
-	idempotent := balancer.Idempotent(method)
-	noBody := len(req.Body()) == 0
+	hasBody := len(req.Body()) > 0
 	resp := &ctx.Response
-	for st.d.Attempts < h.opts.MaxAttempts {
+	for {
 		r, b := h.b.Next(&st.d)
 		if b == nil {
 			break
 		}
 		up := h.upstreams[b]
 		h.target(req, st, up, r)
+		var err error
 		if upgrade {
-			err := h.tunnel(ctx, up, b)
-			if err == nil {
-				region, be, lastErr, status = r, b, nil, resp.StatusCode()
-				break
-			}
-			lastErr = err
-			h.b.UpstreamError(b)
-			if !isDialError(err) && !idempotent {
-				break
-			}
-			continue
+			err = h.tunnel(ctx, up, b)
+		} else {
+			err = h.forward(req, resp, up, b, &st.d, method, hasBody)
 		}
-		resp.Reset()
-		resp.StreamBody = true
-		b.Acquire()
-		err := up.hc.Do(req, resp)
-		b.Release()
 		if err == nil {
-			code := resp.StatusCode()
-			if idempotent && noBody && h.retryOnStatus(code) && st.d.Attempts < h.opts.MaxAttempts && h.b.HasNext(&st.d) {
-				_ = resp.CloseBodyStream()
-				lastErr = &statusError{code: code}
-				h.b.UpstreamError(b)
-				continue
-			}
-			if cl := resp.Header.ContentLength(); cl >= 0 && cl <= MaxBufferedResponse {
-				// The body is already in memory: give the backend
-				// connection back now rather than after the client has it.
-				_ = resp.CloseBodyStream()
-			}
-			region, be, lastErr, status = r, b, nil, code
+			region, be, lastErr, status = r, b, nil, resp.StatusCode()
 			break
 		}
 		lastErr = err
 		h.b.UpstreamError(b)
-		if !isDialError(err) && !idempotent {
+		if !balancer.MayRetry(err, method) {
 			break
 		}
 	}
@@ -281,15 +259,11 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		// Tunnelled: the response was written by the hijack handler.
 	default:
 		resp.Reset()
-		switch {
-		case st.d.Plan.Serving < 0:
+		code, msg := balancer.Failure(&st.d, lastErr)
+		if code == fasthttp.StatusServiceUnavailable {
 			resp.Header.Set("Retry-After", h.retryAfter)
-			status = plain(ctx, fasthttp.StatusServiceUnavailable, "geoproxy: no healthy region can serve this request")
-		case lastErr != nil && isTimeout(lastErr):
-			status = plain(ctx, fasthttp.StatusGatewayTimeout, "geoproxy: the backend did not answer in time")
-		default:
-			status = plain(ctx, fasthttp.StatusBadGateway, "geoproxy: no backend could be reached")
 		}
+		status = plain(ctx, code, msg)
 	}
 	if clientClose {
 		ctx.SetConnectionClose()
@@ -329,6 +303,29 @@ func headerBit(k []byte) uint32 {
 		return bitHop
 	}
 	return 0
+}
+
+// forward makes one attempt on backend b. A retryable status comes back as
+// a *balancer.StatusError.
+func (h *Handler) forward(req *fasthttp.Request, resp *fasthttp.Response, up *upstream, b *route.Backend, d *balancer.Decision, method string, hasBody bool) error {
+	resp.Reset()
+	resp.StreamBody = true
+	b.Acquire()
+	err := up.hc.Do(req, resp)
+	b.Release()
+	if err != nil {
+		return err
+	}
+	if err := h.b.RetryStatus(d, resp.StatusCode(), method, hasBody); err != nil {
+		_ = resp.CloseBodyStream()
+		return err
+	}
+	if cl := resp.Header.ContentLength(); cl >= 0 && cl <= MaxBufferedResponse {
+		// The body is already in memory: give the backend connection back
+		// now rather than after the client has it.
+		_ = resp.CloseBodyStream()
+	}
+	return nil
 }
 
 // prepare rewrites the request headers that do not depend on the backend:
@@ -405,20 +402,15 @@ func (h *Handler) target(req *fasthttp.Request, st *state, up *upstream, region 
 	} else {
 		req.Header.SetRequestURIBytes(st.uri)
 	}
-	for _, hd := range h.opts.RequestHeaders {
+	for i, hd := range h.opts.RequestHeaders {
 		v := balancer.AppendHeader(st.scratch[:0], hd.Template, &st.d, region)
 		if len(v) > 0 {
-			req.Header.SetCanonical(unsafe.Slice(unsafe.StringData(hd.Name), len(hd.Name)), v)
+			req.Header.SetCanonical(h.headers[i], v)
 		} else {
-			req.Header.Del(hd.Name)
+			req.Header.DelBytes(h.headers[i])
 		}
 		st.scratch = v
 	}
-}
-
-// retryOnStatus reports whether a backend answering code should be retried.
-func (h *Handler) retryOnStatus(code int) bool {
-	return code >= 500 && slices.Contains(h.opts.RetryOnStatus, code)
 }
 
 var (
@@ -554,26 +546,6 @@ func plain(ctx *fasthttp.RequestCtx, code int, msg string) int {
 	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
 	ctx.Response.SetBodyString(msg + "\n")
 	return code
-}
-
-// statusError is an attempt that got a retryable status.
-type statusError struct{ code int }
-
-func (e *statusError) Error() string { return "backend answered " + strconv.Itoa(e.code) }
-
-// isDialError reports whether err happened while connecting: the request
-// never reached the backend.
-func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func isTimeout(err error) bool {
-	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // tunnel sends an upgrade request to the backend on a connection of its

@@ -6,14 +6,12 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -115,7 +113,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	peer := peerAddr(r.RemoteAddr)
 	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"])
-	st.peerTrusted = h.trusted(peer)
+	st.peerTrusted = h.b.Resolver().Trusted(peer)
 
 	rw := &responseWriter{ResponseWriter: w}
 	st.rw = rw
@@ -142,7 +140,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.b.Report(&st.d, o)
 	}()
 
-	for st.d.Attempts < h.opts.MaxAttempts {
+	for {
 		region, be := h.b.Next(&st.d)
 		if be == nil {
 			break
@@ -161,17 +159,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rw.status != 0 {
 		return
 	}
-	switch {
-	case r.Context().Err() != nil:
-		// The client is gone: nobody to answer.
-	case st.d.Plan.Serving < 0:
-		rw.Header().Set("Retry-After", h.retryAfter)
-		plain(rw, http.StatusServiceUnavailable, "geoproxy: no healthy region can serve this request")
-	case st.err != nil && isTimeout(st.err):
-		plain(rw, http.StatusGatewayTimeout, "geoproxy: the backend did not answer in time")
-	default:
-		plain(rw, http.StatusBadGateway, "geoproxy: no backend could be reached")
+	if r.Context().Err() != nil {
+		return // the client is gone: nobody to answer
 	}
+	code, msg := balancer.Failure(&st.d, st.err)
+	if code == http.StatusServiceUnavailable {
+		rw.Header().Set("Retry-After", h.retryAfter)
+	}
+	plain(rw, code, msg)
 }
 
 // forward makes one attempt on be.
@@ -192,11 +187,7 @@ func (h *Handler) retryable(r *http.Request, rw *responseWriter, st *state) bool
 	if st.body != nil && st.body.touched {
 		return false
 	}
-	return isDialError(st.err) || balancer.Idempotent(r.Method)
-}
-
-func (h *Handler) trusted(peer netip.Addr) bool {
-	return peer.IsValid() && h.b.Resolver().Trusted(peer)
+	return balancer.MayRetry(st.err, r.Method)
 }
 
 // rewrite builds the outbound request of one attempt.
@@ -229,11 +220,10 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 
 func (h *Handler) modifyResponse(res *http.Response) error {
 	st := res.Request.Context().Value(stateKey{}).(*state)
-	if h.retryOnStatus(res.StatusCode) && st.body == nil && balancer.Idempotent(res.Request.Method) &&
-		st.d.Attempts < h.opts.MaxAttempts && h.b.HasNext(&st.d) {
+	if err := h.b.RetryStatus(&st.d, res.StatusCode, res.Request.Method, st.body != nil); err != nil {
 		// ReverseProxy discards this response and calls errorHandler:
 		// the next backend or region gets the request.
-		return &statusError{code: res.StatusCode}
+		return err
 	}
 	st.gotResponse = true
 	if res.StatusCode == http.StatusSwitchingProtocols {
@@ -244,16 +234,6 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	}
 	return nil
 }
-
-// retryOnStatus reports whether a backend answering code should be retried.
-func (h *Handler) retryOnStatus(code int) bool {
-	return code >= 500 && slices.Contains(h.opts.RetryOnStatus, code)
-}
-
-// statusError is an attempt that got a retryable status.
-type statusError struct{ code int }
-
-func (e *statusError) Error() string { return "backend answered " + strconv.Itoa(e.code) }
 
 // errorHandler records the attempt's error; ServeHTTP decides between a
 // retry and an error response.
@@ -271,21 +251,6 @@ func peerAddr(remote string) netip.Addr {
 		return a.Unmap()
 	}
 	return netip.Addr{}
-}
-
-// isDialError reports whether err happened while connecting: the request
-// never reached the backend.
-func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func isTimeout(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // plain writes a one-line text response.

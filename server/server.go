@@ -118,6 +118,9 @@ func New(o Options) (*Server, error) {
 		Log:       o.Log,
 		AccessLog: cfg.AccessLog,
 		Rand:      o.Rand,
+
+		MaxAttempts:   cfg.Proxy.MaxAttempts,
+		RetryOnStatus: cfg.Proxy.RetryOnStatus,
 	})
 	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
 	switch cfg.Engine {

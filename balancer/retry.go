@@ -1,0 +1,67 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+)
+
+// Answers when no attempt succeeded; both engines send them.
+const (
+	MsgNoRegion    = "geoproxy: no healthy region can serve this request"
+	MsgTimeout     = "geoproxy: the backend did not answer in time"
+	MsgUnreachable = "geoproxy: no backend could be reached"
+)
+
+// StatusError is a backend answer with a status in the retry list: the
+// attempt counts as failed and the request moves on.
+type StatusError struct{ Code int }
+
+func (e *StatusError) Error() string { return "backend answered " + strconv.Itoa(e.Code) }
+
+// DialFailed reports whether err happened while connecting: the request
+// never reached the backend.
+func DialFailed(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// MayRetry reports whether a failed attempt may be repeated on another
+// backend as far as the error and the method go: the request never left,
+// or its method is idempotent. Engines add their own conditions (nothing
+// sent to the client yet, the request body still replayable).
+func MayRetry(err error, method string) bool {
+	return DialFailed(err) || Idempotent(method)
+}
+
+// RetryStatus returns a StatusError when a backend's answer code should be
+// retried elsewhere instead of sent: the code is in the configured list, the
+// request is idempotent and has no body, and another attempt is possible.
+func (b *Balancer) RetryStatus(d *Decision, code int, method string, hasBody bool) error {
+	if code < 500 || hasBody || !slices.Contains(b.retryOnStatus, code) || !Idempotent(method) || !b.HasNext(d) {
+		return nil
+	}
+	return &StatusError{Code: code}
+}
+
+// Failure returns the status and one-line message to answer when no attempt
+// succeeded; err is the last attempt's error, if any.
+func Failure(d *Decision, err error) (int, string) {
+	switch {
+	case d.Plan.Serving < 0:
+		return 503, MsgNoRegion
+	case err != nil && timedOut(err):
+		return 504, MsgTimeout
+	}
+	return 502, MsgUnreachable
+}
+
+func timedOut(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
