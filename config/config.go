@@ -244,6 +244,8 @@ type Backend struct {
 
 // Engines of the proxy listener.
 const (
+	// EngineNative is geoproxy's own HTTP/1.1 engine (package h1).
+	EngineNative = "native"
 	// EngineFast is the fasthttp-based HTTP/1.1 engine.
 	EngineFast = "fasthttp"
 	// EngineNetHTTP is the net/http engine.

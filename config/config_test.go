@@ -167,7 +167,7 @@ func TestDefaults(t *testing.T) {
 			DialTimeout:   2 * time.Second,
 		},
 		AccessLog: true,
-		Engine:    EngineFast,
+		Engine:    EngineNative,
 		Regions: []Region{{Name: "a", Location: LatLon{Lat: 1, Lon: 2},
 			Backends: []Backend{{URL: cfg.Regions[0].Backends[0].URL, Weight: 1}}}},
 	}, cfg)
@@ -257,7 +257,7 @@ func TestBroken(t *testing.T) {
 		{"weight not whole", minimal + "        weight: 1.5\n",
 			[]string{"bad.yaml:6:17: regions[0].backends[0].weight: expected a whole number, got 1.5"}},
 		{"unknown engine", "engine: turbo\n" + minimal,
-			[]string{`bad.yaml:1:9: engine: must be "fasthttp" or "nethttp", got "turbo"`}},
+			[]string{`bad.yaml:1:9: engine: must be "native", "fasthttp" or "nethttp", got "turbo"`}},
 		{"access_log yes", "access_log: yes\n" + minimal,
 			[]string{"bad.yaml:1:13: access_log: expected true or false, got \"yes\""}},
 		{"regions not a list", "regions: us-east\n",

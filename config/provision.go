@@ -49,9 +49,9 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	cfg := &Config{File: c.file}
 	cfg.Listen = c.str(root.key("listen"), raw.Listen, defaultListen)
 	cfg.AccessLog = c.bool(root.key("access_log"), raw.AccessLog, true)
-	cfg.Engine = c.str(root.key("engine"), raw.Engine, EngineFast)
-	if cfg.Engine != EngineFast && cfg.Engine != EngineNetHTTP {
-		c.errorf(root.key("engine"), "must be %q or %q, got %q", EngineFast, EngineNetHTTP, cfg.Engine)
+	cfg.Engine = c.str(root.key("engine"), raw.Engine, EngineNative)
+	if cfg.Engine != EngineNative && cfg.Engine != EngineFast && cfg.Engine != EngineNetHTTP {
+		c.errorf(root.key("engine"), "must be %q, %q or %q, got %q", EngineNative, EngineFast, EngineNetHTTP, cfg.Engine)
 	}
 
 	p := root.key("admin")

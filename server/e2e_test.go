@@ -572,7 +572,7 @@ func TestRetryableStatusMovesToTheNextRegion(t *testing.T) {
 
 // forEachEngine runs a test against both HTTP engines.
 func forEachEngine(t *testing.T, test func(t *testing.T, engine string)) {
-	for _, engine := range []string{config.EngineFast, config.EngineNetHTTP} {
+	for _, engine := range []string{config.EngineNative, config.EngineFast, config.EngineNetHTTP} {
 		t.Run(engine, func(t *testing.T) { test(t, engine) })
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/fastproxy"
 	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/h1"
 	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
 	"github.com/geoproxy/geoproxy/proxy"
@@ -56,6 +57,7 @@ type Server struct {
 	bal      *balancer.Balancer
 	handler  *proxy.Handler     // engine nethttp
 	fast     *fastproxy.Handler // engine fasthttp
+	native   *h1.Engine         // engine native
 	started  time.Time
 
 	proxyLn, adminLn   net.Listener
@@ -123,17 +125,21 @@ func New(o Options) (*Server, error) {
 		RetryOnStatus: cfg.Proxy.RetryOnStatus,
 	})
 	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
+	var all []*route.Backend
+	for _, spec := range specs {
+		all = append(all, spec.Backends...)
+	}
 	switch cfg.Engine {
 	case config.EngineNetHTTP:
 		s.handler = proxy.New(proxy.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
 		})
-	default:
-		var all []*route.Backend
-		for _, spec := range specs {
-			all = append(all, spec.Backends...)
-		}
+	case config.EngineFast:
 		s.fast = fastproxy.New(fastproxy.Options{
+			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
+		})
+	default:
+		s.native = h1.New(h1.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
 		})
 	}
@@ -262,6 +268,8 @@ func (s *Server) Start(ctx context.Context) error {
 			Protocols:         protocols,
 		}
 		serve(s.proxyLn, s.proxySrv.Serve)
+	} else if s.native != nil {
+		serve(s.proxyLn, s.native.Serve)
 	} else {
 		s.fastSrv = &fasthttp.Server{
 			Handler:               s.fast.Serve,
@@ -303,6 +311,11 @@ func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
 // until ctx ends, then stops health checks and waits for every goroutine.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	if s.native != nil {
+		if err := s.native.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if s.fastSrv != nil {
 		if err := s.fastSrv.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, err)

@@ -1,0 +1,389 @@
+// Package h1 is geoproxy's own HTTP/1.1 engine: a server for client
+// connections and a client for backend connections, written for the proxy's
+// one job. It parses each head once, forwards fields as they came (minus
+// hop-by-hop ones, plus the forwarding and geo headers), writes a small
+// response in one system call, streams everything else, and tunnels
+// upgrades. It shares the routing core (package balancer) with the net/http
+// engine and behaves the same: same headers, retries, error answers,
+// metrics and logs.
+//
+// Parsing is strict where leniency lets two parties disagree on where a
+// message ends: a request with both Content-Length and Transfer-Encoding,
+// conflicting Content-Lengths, obsolete line folding, or a field name with
+// spaces is refused with 400, and the connection closed.
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// Limits of the engine.
+const (
+	// MaxHead is the largest request or response head (431 or 502 beyond).
+	MaxHead = 16 << 10
+	// MaxRequestBody is the largest request body accepted (413 beyond).
+	// Request bodies are held in memory so that a failed attempt can be
+	// repeated on another backend.
+	MaxRequestBody = 32 << 20
+	// DefaultClientTimeout is how long a client connection may stay silent
+	// between requests, or take over one request's head and body.
+	DefaultClientTimeout = 60 * time.Second
+	// maxIdlePerBackend caps the idle connections kept per backend.
+	maxIdlePerBackend = 1024
+	// backendIdle is how long an idle backend connection is kept.
+	backendIdle = 55 * time.Second
+)
+
+// Options configure an Engine.
+type Options struct {
+	Balancer *balancer.Balancer
+	// Proxy holds the forwarding settings of the configuration.
+	Proxy config.Proxy
+	// Backends are every backend requests may go to.
+	Backends []*route.Backend
+	// RetryAfter is advertised when no region can serve.
+	RetryAfter time.Duration
+	// ClientTimeout: see DefaultClientTimeout (used when zero).
+	ClientTimeout time.Duration
+	Metrics       *metrics.Metrics
+	Log           *zap.Logger
+}
+
+// Engine accepts client connections and forwards their requests to the
+// nearest healthy region.
+type Engine struct {
+	b             *balancer.Balancer
+	opts          config.Proxy
+	pools         map[*route.Backend]*pool
+	geoNames      [][]byte // names of opts.RequestHeaders
+	retryAfter    string
+	clientTimeout time.Duration
+	inFlight      prometheus.Gauge
+	log           *zap.Logger
+	dialer        net.Dialer
+	bufs          sync.Pool // *[]byte, copy buffers for streamed bodies
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	tunnels   map[net.Conn]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+}
+
+// New returns an Engine; Serve it on a listener, Shutdown to stop.
+func New(o Options) *Engine {
+	e := &Engine{
+		b:             o.Balancer,
+		opts:          o.Proxy,
+		pools:         make(map[*route.Backend]*pool, len(o.Backends)),
+		retryAfter:    strconv.Itoa(int(max(1, (o.RetryAfter+time.Second-1)/time.Second))),
+		clientTimeout: o.ClientTimeout,
+		inFlight:      o.Metrics.InFlight,
+		log:           o.Log.Named("proxy"),
+		dialer:        net.Dialer{Timeout: o.Proxy.DialTimeout, KeepAlive: 30 * time.Second},
+		listeners:     map[net.Listener]struct{}{},
+		conns:         map[*conn]struct{}{},
+		tunnels:       map[net.Conn]struct{}{},
+	}
+	if e.clientTimeout <= 0 {
+		e.clientTimeout = DefaultClientTimeout
+	}
+	e.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	for _, be := range o.Backends {
+		e.pools[be] = newPool(be)
+	}
+	for _, hd := range o.Proxy.RequestHeaders {
+		e.geoNames = append(e.geoNames, []byte(hd.Name))
+	}
+	return e
+}
+
+// Serve accepts connections on ln until Shutdown; it then returns
+// http.ErrServerClosed.
+func (e *Engine) Serve(ln net.Listener) error {
+	e.mu.Lock()
+	if e.closing.Load() {
+		e.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	e.listeners[ln] = struct{}{}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.listeners, ln)
+		e.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if e.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				e.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := e.newConn(nc)
+		e.mu.Lock()
+		if e.closing.Load() {
+			e.mu.Unlock()
+			_ = nc.Close()
+			return http.ErrServerClosed
+		}
+		e.conns[c] = struct{}{}
+		e.wg.Add(1)
+		e.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// isTemporary reports accept errors worth waiting out (out of file
+// descriptors, a connection aborted before it was accepted).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Shutdown stops accepting, closes idle client connections, lets requests
+// in flight finish (their connections close after the response) until ctx
+// ends, then closes whatever is left, tunnels included, and every idle
+// backend connection.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	e.closing.Store(true)
+	for ln := range e.listeners {
+		_ = ln.Close()
+	}
+	for t := range e.tunnels {
+		_ = t.Close()
+	}
+	e.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+loop:
+	for {
+		e.closeIdle()
+		select {
+		case <-done:
+			break loop
+		case <-ctx.Done():
+			err = ctx.Err()
+			e.mu.Lock()
+			for c := range e.conns {
+				_ = c.nc.Close()
+			}
+			e.mu.Unlock()
+			<-done
+			break loop
+		case <-tick.C:
+		}
+	}
+	for _, p := range e.pools {
+		p.closeAll()
+	}
+	return err
+}
+
+// closeIdle closes client connections waiting for a request.
+func (e *Engine) closeIdle() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for c := range e.conns {
+		if c.idle.Load() {
+			_ = c.nc.Close()
+		}
+	}
+}
+
+// track registers a tunnelled connection so Shutdown can end it; it reports
+// false when shutting down already.
+func (e *Engine) track(nc net.Conn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closing.Load() {
+		return false
+	}
+	e.tunnels[nc] = struct{}{}
+	return true
+}
+
+func (e *Engine) untrack(nc net.Conn) {
+	e.mu.Lock()
+	delete(e.tunnels, nc)
+	e.mu.Unlock()
+}
+
+// conn is one client connection.
+type conn struct {
+	e    *Engine
+	nc   net.Conn
+	br   *bufio.Reader
+	peer netip.Addr
+	idle atomic.Bool // waiting for a request (Shutdown may close it)
+
+	req  head
+	resp head
+	out  []byte // what is written next to the client or backend
+	body []byte // the request body
+	tmp  []byte // header values being built
+
+	d    balancer.Decision
+	vals [8]string
+
+	now      time.Time // the latest clock reading
+	armed    time.Time // when the read deadline was last set
+	hasBody  bool
+	xff      []byte
+	xfHost   bool // keep the client's X-Forwarded-Host
+	xfProto  bool // keep the client's X-Forwarded-Proto
+	trusted  bool
+	wantsEnd bool // close after this response
+}
+
+func (e *Engine) newConn(nc net.Conn) *conn {
+	c := &conn{
+		e:   e,
+		nc:  nc,
+		br:  bufio.NewReaderSize(nc, MaxHead),
+		out: make([]byte, 0, 4096),
+		tmp: make([]byte, 0, 256),
+		now: time.Now(),
+	}
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		c.peer = a.AddrPort().Addr().Unmap()
+	}
+	c.req.fields = make([]field, 0, 32)
+	c.resp.fields = make([]field, 0, 32)
+	c.req.buf = make([]byte, 0, 1024)
+	c.resp.buf = make([]byte, 0, 1024)
+	return c
+}
+
+func (c *conn) serve() {
+	e := c.e
+	defer func() {
+		_ = c.nc.Close()
+		e.mu.Lock()
+		delete(e.conns, c)
+		e.mu.Unlock()
+		e.wg.Done()
+	}()
+	for {
+		c.idle.Store(true)
+		if e.closing.Load() {
+			return
+		}
+		c.armRead()
+		raw, err := c.readHead()
+		c.idle.Store(false)
+		if err != nil {
+			if raw == nil && err != errHeadTooBig {
+				return // closed, timed out or reset while idle
+			}
+			c.refuse(err)
+			return
+		}
+		if !c.handle(raw) {
+			return
+		}
+	}
+}
+
+// armRead sets the client read deadline, coarsely: at most once per quarter
+// of the timeout, so the common request costs no timer update.
+func (c *conn) armRead() {
+	t := c.e.clientTimeout
+	if c.armed.IsZero() || c.now.Sub(c.armed) > t/4 {
+		_ = c.nc.SetReadDeadline(c.now.Add(t))
+		c.armed = c.now
+	}
+}
+
+// readHead waits for a whole request head in the read buffer. It returns
+// a nil head with the error if the connection ended before any byte came.
+func (c *conn) readHead() ([]byte, error) {
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if n := findEnd(buf); n >= 0 {
+			return buf[:n], nil
+		}
+		if len(buf) >= MaxHead {
+			return buf, errHeadTooBig
+		}
+		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			if len(buf) == 0 {
+				return nil, err
+			}
+			return buf, errMalformed
+		}
+	}
+}
+
+// refuse answers a request the engine cannot read and ends the connection.
+func (c *conn) refuse(err error) {
+	code := http.StatusBadRequest
+	switch err {
+	case errHeadTooBig:
+		code = http.StatusRequestHeaderFieldsTooLarge
+	case errVersion:
+		code = http.StatusHTTPVersionNotSupported
+	case errCoding:
+		code = http.StatusNotImplemented
+	case errBodyTooBig:
+		code = http.StatusRequestEntityTooLarge
+	}
+	c.wantsEnd = true
+	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), "", true)
+	_, _ = c.nc.Write(c.out)
+}
+
+// appendPlain appends a one-line text answer.
+func appendPlain(dst []byte, code int, msg, retryAfter string, closing bool) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(code), 10)
+	dst = append(dst, ' ')
+	dst = append(dst, http.StatusText(code)...)
+	dst = append(dst, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(msg)+1), 10)
+	dst = append(dst, "\r\n"...)
+	if retryAfter != "" {
+		dst = append(dst, "Retry-After: "...)
+		dst = append(dst, retryAfter...)
+		dst = append(dst, "\r\n"...)
+	}
+	if closing {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, msg...)
+	return append(dst, '\n')
+}

@@ -1,0 +1,498 @@
+package h1
+
+import (
+	"bytes"
+	"errors"
+)
+
+// Parsing errors; each maps to the status the client gets.
+var (
+	errMalformed   = errors.New("malformed message")
+	errHeadTooBig  = errors.New("message head too large")
+	errVersion     = errors.New("unsupported HTTP version")
+	errCoding      = errors.New("unsupported transfer coding")
+	errBodyTooBig  = errors.New("request body too large")
+	errBadChunk    = errors.New("malformed chunked body")
+	errBadResponse = errors.New("malformed response from backend")
+)
+
+// field is one header field; both slices point into the head's buffer.
+type field struct {
+	name, value []byte
+	kind        uint8 // what the engine does with it (kind* constants)
+}
+
+// Field kinds: which fields are framing, hop-by-hop or rewritten by the
+// proxy. kindOther fields pass through.
+const (
+	kindOther uint8 = iota
+	kindHost
+	kindContentLength
+	kindTransferEncoding
+	kindConnection
+	kindHop // Keep-Alive, Proxy-*, TE, Trailer, Upgrade
+	kindXFF
+	kindXFHost
+	kindXFProto
+	kindForwarded
+	kindExpect
+	kindDropped // named by Connection, or replaced by the proxy
+)
+
+// head is a parsed request or response head. Its slices point into buf,
+// which the head owns, so they stay valid while the body is read.
+type head struct {
+	buf []byte
+
+	// Request line (requests) or status line (responses).
+	method, target []byte
+	status         int
+	reason         []byte
+	minor          int // HTTP/1.minor
+
+	fields []field
+
+	contentLength int64 // -1: none
+	chunked       bool  // Transfer-Encoding ends in chunked
+	otherCoding   bool  // Transfer-Encoding present, not ending in chunked
+	close         bool  // the sender will close, or asks to
+	keepAlive     bool  // "Connection: keep-alive" (HTTP/1.0)
+	upgrade       bool  // "Connection: upgrade" with an Upgrade field
+	hasUpgradeHdr bool
+	expect100     bool
+	connTokens    bool // Connection names other fields
+	upgradeValue  []byte
+	host          []byte
+}
+
+func (h *head) reset() {
+	buf, fields := h.buf[:0], h.fields[:0]
+	*h = head{buf: buf, fields: fields, contentLength: -1}
+}
+
+// findEnd returns the length of the head at the start of b (through the
+// empty line), or -1 if b does not hold a whole head yet.
+func findEnd(b []byte) int {
+	if i := bytes.Index(b, crlfcrlf); i >= 0 {
+		return i + 4
+	}
+	return -1
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// parseRequest parses the request head in raw (as found by findEnd),
+// copying it into h.buf first.
+func (h *head) parseRequest(raw []byte) error {
+	h.reset()
+	h.buf = append(h.buf, raw...)
+	line, rest, err := firstLine(h.buf)
+	if err != nil {
+		return err
+	}
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return errMalformed
+	}
+	sp2 := bytes.IndexByte(line[sp1+1:], ' ')
+	if sp2 <= 0 {
+		return errMalformed
+	}
+	sp2 += sp1 + 1
+	h.method, h.target = line[:sp1], line[sp1+1:sp2]
+	if !isToken(h.method) || !validTarget(h.target) {
+		return errMalformed
+	}
+	if h.minor, err = parseVersion(line[sp2+1:]); err != nil {
+		return err
+	}
+	if err := h.parseFields(rest); err != nil {
+		return err
+	}
+	if h.minor == 0 {
+		h.close = h.close || !h.keepAlive
+		if h.chunked || h.otherCoding {
+			return errMalformed // no transfer codings in HTTP/1.0
+		}
+	}
+	if h.otherCoding {
+		return errCoding
+	}
+	if h.chunked && h.contentLength >= 0 {
+		return errMalformed // both framings: refuse rather than guess
+	}
+	h.upgrade = h.upgrade && h.hasUpgradeHdr
+	return nil
+}
+
+// parseResponse parses a response head in raw, copying it into h.buf.
+func (h *head) parseResponse(raw []byte) error {
+	h.reset()
+	h.buf = append(h.buf, raw...)
+	line, rest, err := firstLine(h.buf)
+	if err != nil {
+		return errBadResponse
+	}
+	// HTTP/1.x SP 3DIGIT [SP reason]
+	if len(line) < 12 || line[8] != ' ' {
+		return errBadResponse
+	}
+	if h.minor, err = parseVersion(line[:8]); err != nil {
+		return errBadResponse
+	}
+	c := line[9:12]
+	if c[0] < '1' || c[0] > '5' || c[1] < '0' || c[1] > '9' || c[2] < '0' || c[2] > '9' {
+		return errBadResponse
+	}
+	h.status = int(c[0]-'0')*100 + int(c[1]-'0')*10 + int(c[2]-'0')
+	if len(line) > 12 {
+		if line[12] != ' ' {
+			return errBadResponse
+		}
+		h.reason = line[13:]
+	}
+	if err := h.parseFields(rest); err != nil {
+		return errBadResponse
+	}
+	if h.minor == 0 && !h.keepAlive {
+		h.close = true
+	}
+	if h.chunked || h.otherCoding {
+		// Transfer-Encoding wins over Content-Length; the connection is
+		// not reused after such a message (RFC 9112 6.3).
+		if h.contentLength >= 0 {
+			h.close = true
+		}
+		h.contentLength = -1
+		if h.otherCoding {
+			h.chunked = false
+			h.close = true // the body ends when the connection does
+		}
+	}
+	return nil
+}
+
+// firstLine splits the start line from the fields.
+func firstLine(b []byte) (line, rest []byte, err error) {
+	i := bytes.Index(b, crlf)
+	if i < 0 {
+		return nil, nil, errMalformed
+	}
+	return b[:i], b[i+2:], nil
+}
+
+var crlf = []byte("\r\n")
+
+func parseVersion(v []byte) (int, error) {
+	if len(v) != 8 || string(v[:7]) != "HTTP/1." {
+		if len(v) >= 5 && string(v[:5]) == "HTTP/" {
+			return 0, errVersion
+		}
+		return 0, errMalformed
+	}
+	switch v[7] {
+	case '0':
+		return 0, nil
+	case '1':
+		return 1, nil
+	}
+	return 0, errVersion
+}
+
+// parseFields parses header fields up to the empty line ending b.
+func (h *head) parseFields(b []byte) error {
+	for {
+		i := bytes.Index(b, crlf)
+		if i < 0 {
+			return errMalformed
+		}
+		if i == 0 {
+			return nil
+		}
+		line := b[:i]
+		b = b[i+2:]
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return errMalformed // also obs-fold: a line starting with space
+		}
+		name := line[:colon]
+		if !isToken(name) {
+			return errMalformed
+		}
+		value := trimOWS(line[colon+1:])
+		if !validValue(value) {
+			return errMalformed
+		}
+		f := field{name: name, value: value, kind: classify(name)}
+		if err := h.note(&f); err != nil {
+			return err
+		}
+		h.fields = append(h.fields, f)
+	}
+}
+
+// note records what a framing or connection field says.
+func (h *head) note(f *field) error {
+	switch f.kind {
+	case kindHost:
+		h.host = f.value
+	case kindContentLength:
+		n, ok := parseContentLength(f.value)
+		if !ok || (h.contentLength >= 0 && n != h.contentLength) {
+			return errMalformed
+		}
+		h.contentLength = n
+	case kindTransferEncoding:
+		// The last coding decides; anything but chunked is not decoded.
+		for tok := range tokens(f.value) {
+			if equalFold(tok, "chunked") {
+				if h.chunked {
+					return errMalformed // chunked twice
+				}
+				h.chunked, h.otherCoding = true, false
+			} else if len(tok) > 0 {
+				h.otherCoding = true
+				if h.chunked {
+					h.chunked = false
+				}
+			}
+		}
+	case kindConnection:
+		for tok := range tokens(f.value) {
+			switch {
+			case equalFold(tok, "close"):
+				h.close = true
+			case equalFold(tok, "keep-alive"):
+				h.keepAlive = true
+			case equalFold(tok, "upgrade"):
+				h.upgrade = true
+			case len(tok) > 0:
+				h.connTokens = true
+			}
+		}
+	case kindHop:
+		if equalFold(f.name, "upgrade") {
+			h.hasUpgradeHdr = true
+			h.upgradeValue = f.value
+		}
+	case kindExpect:
+		if equalFold(f.value, "100-continue") {
+			h.expect100 = true
+		}
+	}
+	return nil
+}
+
+// dropConnectionTokens marks the fields the Connection fields name as
+// hop-by-hop.
+func (h *head) dropConnectionTokens() {
+	if !h.connTokens {
+		return
+	}
+	for _, c := range h.fields {
+		if c.kind != kindConnection {
+			continue
+		}
+		for tok := range tokens(c.value) {
+			for i := range h.fields {
+				if h.fields[i].kind == kindOther && equalFoldBytes(h.fields[i].name, tok) {
+					h.fields[i].kind = kindDropped
+				}
+			}
+		}
+	}
+}
+
+// classify says what kind of field a name is.
+func classify(name []byte) uint8 {
+	switch len(name) {
+	case 2:
+		if equalFold(name, "te") {
+			return kindHop
+		}
+	case 4:
+		if equalFold(name, "host") {
+			return kindHost
+		}
+	case 6:
+		if equalFold(name, "expect") {
+			return kindExpect
+		}
+	case 7:
+		if equalFold(name, "upgrade") || equalFold(name, "trailer") {
+			return kindHop
+		}
+	case 9:
+		if equalFold(name, "forwarded") {
+			return kindForwarded
+		}
+	case 10:
+		if equalFold(name, "connection") {
+			return kindConnection
+		}
+		if equalFold(name, "keep-alive") {
+			return kindHop
+		}
+	case 14:
+		if equalFold(name, "content-length") {
+			return kindContentLength
+		}
+	case 15:
+		if equalFold(name, "x-forwarded-for") {
+			return kindXFF
+		}
+	case 16:
+		if equalFold(name, "x-forwarded-host") {
+			return kindXFHost
+		}
+		if equalFold(name, "proxy-connection") {
+			return kindHop
+		}
+	case 17:
+		if equalFold(name, "transfer-encoding") {
+			return kindTransferEncoding
+		}
+		if equalFold(name, "x-forwarded-proto") {
+			return kindXFProto
+		}
+	case 18:
+		if equalFold(name, "proxy-authenticate") {
+			return kindHop
+		}
+	case 19:
+		if equalFold(name, "proxy-authorization") {
+			return kindHop
+		}
+	}
+	return kindOther
+}
+
+// parseContentLength accepts only digits (no sign, no spaces), at most 18.
+func parseContentLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// tokens yields the comma-separated elements of a list field, trimmed.
+func tokens(v []byte) func(func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		for len(v) > 0 {
+			i := bytes.IndexByte(v, ',')
+			if i < 0 {
+				i = len(v)
+			}
+			if !yield(trimOWS(v[:i])) {
+				return
+			}
+			if i < len(v) {
+				i++
+			}
+			v = v[i:]
+		}
+	}
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// equalFold compares b with the lower-case ASCII s, ignoring b's case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalFoldBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// tchar per RFC 9110 5.6.2.
+var tchar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tchar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// validTarget accepts any visible ASCII (and obs-text) request target.
+func validTarget(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue rejects control characters other than HTAB in field values.
+func validValue(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
