@@ -50,8 +50,8 @@ type Config struct {
 	AccessLog bool
 
 	// Engine is the HTTP engine of the proxy listener (key "engine"):
-	// "fasthttp" (default), a fast HTTP/1.1 engine that buffers request
-	// bodies (up to 32 MiB) and streams large or chunked responses; or
+	// "native" (default), geoproxy's own HTTP/1.1 engine, which buffers
+	// request bodies (up to 32 MiB) and streams responses; or
 	// "nethttp", Go's net/http, which also serves HTTP/2 over cleartext (h2c)
 	// and streams request bodies of any size. Both route, retry and report
 	// alike.
@@ -246,8 +246,6 @@ type Backend struct {
 const (
 	// EngineNative is geoproxy's own HTTP/1.1 engine (package h1).
 	EngineNative = "native"
-	// EngineFast is the fasthttp-based HTTP/1.1 engine.
-	EngineFast = "fasthttp"
 	// EngineNetHTTP is the net/http engine.
 	EngineNetHTTP = "nethttp"
 )

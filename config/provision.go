@@ -50,8 +50,12 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	cfg.Listen = c.str(root.key("listen"), raw.Listen, defaultListen)
 	cfg.AccessLog = c.bool(root.key("access_log"), raw.AccessLog, true)
 	cfg.Engine = c.str(root.key("engine"), raw.Engine, EngineNative)
-	if cfg.Engine != EngineNative && cfg.Engine != EngineFast && cfg.Engine != EngineNetHTTP {
-		c.errorf(root.key("engine"), "must be %q, %q or %q, got %q", EngineNative, EngineFast, EngineNetHTTP, cfg.Engine)
+	switch cfg.Engine {
+	case EngineNative, EngineNetHTTP:
+	case "fasthttp":
+		c.errorf(root.key("engine"), "%q is no longer available: use %q (the default), geoproxy's own HTTP/1.1 engine, which is faster", cfg.Engine, EngineNative)
+	default:
+		c.errorf(root.key("engine"), "must be %q or %q, got %q", EngineNative, EngineNetHTTP, cfg.Engine)
 	}
 
 	p := root.key("admin")

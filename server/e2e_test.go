@@ -27,15 +27,8 @@ import (
 	"github.com/geoproxy/geoproxy/server"
 )
 
-// fasthttp's connection and worker cleaners sleep up to a minute before they
-// notice their pool is closed and exit; they are bounded, not leaks. Its
-// Date header ticker is one goroutine per process, started once.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 // Addresses of testdata/geoip2-city.mmdb (see testdata/gen).
@@ -171,7 +164,7 @@ func start(t *testing.T, o envOpts) *env {
 		o.trusted = "[127.0.0.0/8]"
 	}
 	if o.engine == "" {
-		o.engine = config.EngineFast
+		o.engine = config.EngineNative
 	}
 	if o.interval == "" {
 		o.interval = "100ms"
@@ -572,7 +565,7 @@ func TestRetryableStatusMovesToTheNextRegion(t *testing.T) {
 
 // forEachEngine runs a test against both HTTP engines.
 func forEachEngine(t *testing.T, test func(t *testing.T, engine string)) {
-	for _, engine := range []string{config.EngineNative, config.EngineFast, config.EngineNetHTTP} {
+	for _, engine := range []string{config.EngineNative, config.EngineNetHTTP} {
 		t.Run(engine, func(t *testing.T) { test(t, engine) })
 	}
 }

@@ -15,13 +15,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/clientip"
 	"github.com/geoproxy/geoproxy/config"
-	"github.com/geoproxy/geoproxy/fastproxy"
 	"github.com/geoproxy/geoproxy/geo"
 	"github.com/geoproxy/geoproxy/h1"
 	"github.com/geoproxy/geoproxy/health"
@@ -55,14 +53,12 @@ type Server struct {
 	targets  []health.Target
 	router   *balancer.Router
 	bal      *balancer.Balancer
-	handler  *proxy.Handler     // engine nethttp
-	fast     *fastproxy.Handler // engine fasthttp
-	native   *h1.Engine         // engine native
+	handler  *proxy.Handler // engine nethttp
+	native   *h1.Engine     // engine native
 	started  time.Time
 
 	proxyLn, adminLn   net.Listener
 	proxySrv, adminSrv *http.Server
-	fastSrv            *fasthttp.Server
 	cancel             context.CancelFunc
 	wg                 sync.WaitGroup
 	ready              chan struct{}
@@ -134,10 +130,6 @@ func New(o Options) (*Server, error) {
 		s.handler = proxy.New(proxy.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
 		})
-	case config.EngineFast:
-		s.fast = fastproxy.New(fastproxy.Options{
-			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
-		})
 	default:
 		s.native = h1.New(h1.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
@@ -190,15 +182,6 @@ func (s *Server) Handler() http.Handler {
 		return nil
 	}
 	return s.handler
-}
-
-// FastHandler returns the fasthttp request handler; nil unless the engine
-// is fasthttp.
-func (s *Server) FastHandler() fasthttp.RequestHandler {
-	if s.fast == nil {
-		return nil
-	}
-	return s.fast.Serve
 }
 
 // Registry returns the server's metrics registry.
@@ -268,22 +251,8 @@ func (s *Server) Start(ctx context.Context) error {
 			Protocols:         protocols,
 		}
 		serve(s.proxyLn, s.proxySrv.Serve)
-	} else if s.native != nil {
-		serve(s.proxyLn, s.native.Serve)
 	} else {
-		s.fastSrv = &fasthttp.Server{
-			Handler:               s.fast.Serve,
-			Name:                  "geoproxy",
-			NoDefaultServerHeader: true,
-			NoDefaultContentType:  true,
-			ReadTimeout:           60 * time.Second,
-			IdleTimeout:           120 * time.Second,
-			ReadBufferSize:        16 << 10,
-			MaxRequestBodySize:    fastproxy.MaxRequestBody,
-			CloseOnShutdown:       true,
-			Logger:                fastLogger{s.log.Named("http")},
-		}
-		serve(s.proxyLn, s.fastSrv.Serve)
+		serve(s.proxyLn, s.native.Serve)
 	}
 	close(s.ready)
 	info := s.db.Info()
@@ -316,11 +285,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if s.fastSrv != nil {
-		if err := s.fastSrv.ShutdownWithContext(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	for _, srv := range []*http.Server{s.proxySrv, s.adminSrv} {
 		if srv == nil {
 			continue
@@ -333,9 +297,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop()
 	if s.handler != nil {
 		s.handler.Close()
-	}
-	if s.fast != nil {
-		s.fast.Close()
 	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, err)
@@ -369,13 +330,4 @@ func (s *Server) Run(ctx context.Context, grace time.Duration) error {
 // Explain says where a direct client at addr would go now.
 func (s *Server) Explain(addr netip.Addr) balancer.Explanation {
 	return balancer.Explain(s.locator, s.router.Snapshot(), addr)
-}
-
-// fastLogger sends fasthttp's messages to zap at debug level.
-type fastLogger struct{ log *zap.Logger }
-
-func (l fastLogger) Printf(format string, args ...any) {
-	if ce := l.log.Check(zap.DebugLevel, "fasthttp"); ce != nil {
-		ce.Write(zap.String("detail", fmt.Sprintf(format, args...)))
-	}
 }
