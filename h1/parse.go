@@ -199,33 +199,54 @@ func parseVersion(v []byte) (int, error) {
 	return 0, errVersion
 }
 
-// parseFields parses header fields up to the empty line ending b.
+// parseFields parses header fields up to the empty line ending b. One pass
+// per line checks the name's characters, finds the colon, and checks the
+// value's characters while looking for its end.
 func (h *head) parseFields(b []byte) error {
 	for {
-		i := bytes.Index(b, crlf)
-		if i < 0 {
+		if len(b) < 2 {
 			return errMalformed
 		}
-		if i == 0 {
-			return nil
+		if b[0] == '\r' {
+			if b[1] == '\n' {
+				return nil
+			}
+			return errMalformed
 		}
-		line := b[:i]
+		i := 0
+		for i < len(b) && tchar[b[i]] {
+			i++
+		}
+		// No name, or anything but a colon after it: a space before the
+		// colon, obs-fold (a line starting with a space) or a bad byte.
+		if i == 0 || i == len(b) || b[i] != ':' {
+			return errMalformed
+		}
+		name := b[:i]
+		i++
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+			i++
+		}
+		vs := i
+		for i < len(b) && b[i] != '\r' {
+			if c := b[i]; (c < ' ' && c != '\t') || c == 0x7f {
+				return errMalformed
+			}
+			i++
+		}
+		if i+1 >= len(b) || b[i+1] != '\n' {
+			return errMalformed
+		}
+		value := b[vs:i]
+		for len(value) > 0 && (value[len(value)-1] == ' ' || value[len(value)-1] == '\t') {
+			value = value[:len(value)-1]
+		}
 		b = b[i+2:]
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return errMalformed // also obs-fold: a line starting with space
-		}
-		name := line[:colon]
-		if !isToken(name) {
-			return errMalformed
-		}
-		value := trimOWS(line[colon+1:])
-		if !validValue(value) {
-			return errMalformed
-		}
 		f := field{name: name, value: value, kind: classify(name)}
-		if err := h.note(&f); err != nil {
-			return err
+		if f.kind != kindOther {
+			if err := h.note(&f); err != nil {
+				return err
+			}
 		}
 		h.fields = append(h.fields, f)
 	}
@@ -481,16 +502,6 @@ func validTarget(b []byte) bool {
 	}
 	for _, c := range b {
 		if c <= ' ' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// validValue rejects control characters other than HTAB in field values.
-func validValue(b []byte) bool {
-	for _, c := range b {
-		if (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
 	}
