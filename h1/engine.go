@@ -259,14 +259,16 @@ type conn struct {
 	d    balancer.Decision
 	vals [8]string
 
-	now      time.Time // the latest clock reading
-	armed    time.Time // when the read deadline was last set
-	hasBody  bool
-	xff      []byte
-	xfHost   bool // keep the client's X-Forwarded-Host
-	xfProto  bool // keep the client's X-Forwarded-Proto
-	trusted  bool
-	wantsEnd bool // close after this response
+	now       time.Time // the latest clock reading
+	armed     time.Time // when the read deadline was last set
+	wArmed    time.Time // when the write deadline was last set; zero: none
+	streaming bool      // a body is being streamed to the client
+	hasBody   bool
+	xff       []byte
+	xfHost    bool // keep the client's X-Forwarded-Host
+	xfProto   bool // keep the client's X-Forwarded-Proto
+	trusted   bool
+	wantsEnd  bool // close after this response
 }
 
 func (e *Engine) newConn(nc net.Conn) *conn {

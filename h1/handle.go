@@ -541,11 +541,14 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 		return status, true, c.flush()
 	}
 
-	// Streamed: no deadline on the body, only on heads.
+	// Streamed: no deadline on reading the body, only on heads; the
+	// client must keep reading (see flush).
 	if !bc.armed.IsZero() {
 		_ = bc.nc.SetReadDeadline(time.Time{})
 		bc.armed = time.Time{}
 	}
+	c.streaming = true
+	defer c.endStreaming()
 	switch framing {
 	case length:
 		err = c.copyN(br, rs.contentLength)
@@ -629,10 +632,19 @@ func equalFold2(b []byte, s string) bool {
 	return equalFoldBytes(b, unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
-// flush writes c.out to the client.
+// flush writes c.out to the client. While a body is streamed, a client
+// that stops reading for the client timeout is cut off (the deadline is
+// moved coarsely, like the read deadline).
 func (c *conn) flush() error {
 	if len(c.out) == 0 {
 		return nil
+	}
+	if c.streaming {
+		now, t := time.Now(), c.e.clientTimeout
+		if now.Sub(c.wArmed) > t/4 {
+			_ = c.nc.SetWriteDeadline(now.Add(t))
+			c.wArmed = now
+		}
 	}
 	_, err := c.nc.Write(c.out)
 	c.out = c.out[:0]
@@ -640,6 +652,17 @@ func (c *conn) flush() error {
 		return errors.Join(errClient, err)
 	}
 	return nil
+}
+
+// endStreaming drops the write deadline a streamed body set, so it cannot
+// fire on a later, small answer.
+func (c *conn) endStreaming() {
+	c.streaming = false
+	if !c.wArmed.IsZero() {
+		_ = c.nc.SetWriteDeadline(time.Time{})
+		c.wArmed = time.Time{}
+	}
+	c.now = time.Now()
 }
 
 // fill makes sure br has buffered data, flushing what is pending for the
