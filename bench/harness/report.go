@@ -317,6 +317,7 @@ func (rp *report) markdown() string {
 	w("  samples of a run. Added p99 = p99(target) − p99(direct) at the same rate.\n")
 	w("- Everything shares %d cores: wrk or the pacer, the backend and the target. Compare within one run;\n", runtime.NumCPU())
 	w("  numbers from different runs or machines are not comparable.\n")
+	w("\nWhere geoproxy's CPU goes, and what changed it: [profiling.md](profiling.md).\n")
 	return b.String()
 }
 
