@@ -362,6 +362,8 @@ func (c *conn) refuse(err error) {
 		code = http.StatusNotImplemented
 	case errBodyTooBig:
 		code = http.StatusRequestEntityTooLarge
+	case errConnect:
+		code = http.StatusMethodNotAllowed
 	}
 	c.wantsEnd = true
 	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), "", true)

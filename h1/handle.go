@@ -32,9 +32,6 @@ func (c *conn) handle(raw []byte) bool {
 	}
 	start := time.Now()
 	c.now = start
-	e.inFlight.Inc()
-	defer e.inFlight.Dec()
-
 	r := &c.req
 	r.dropConnectionTokens()
 	c.wantsEnd = r.close || e.closing.Load()
@@ -42,6 +39,7 @@ func (c *conn) handle(raw []byte) bool {
 		c.refuse(err)
 		return false
 	}
+	e.inFlight.Inc()
 
 	// Where the client is, from the peer and the forwarding headers.
 	n, nf := 0, 0
@@ -106,11 +104,7 @@ func (c *conn) handle(raw []byte) bool {
 		}
 		c.out = appendPlain(c.out[:0], code, msg, retryAfter, c.wantsEnd)
 		status = code
-		if _, err := c.nc.Write(c.out); err != nil {
-			keep = false
-		} else {
-			keep = !c.wantsEnd
-		}
+		keep = !c.wantsEnd
 	}
 
 	dur := time.Since(start)
@@ -119,7 +113,13 @@ func (c *conn) handle(raw []byte) bool {
 	if e.b.AccessLog() {
 		o.Method, o.Host, o.Path = string(r.method), string(r.host), string(pathOf(r.target))
 	}
+	e.inFlight.Dec()
 	e.b.Report(&c.d, o)
+	// The last bytes go out after the report, so a client that has its
+	// answer finds it counted.
+	if err := c.flush(); err != nil {
+		keep = false
+	}
 	if cap(c.body) > 1<<20 {
 		c.body = nil // do not keep a large buffer on an idle connection
 	}
@@ -526,7 +526,7 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 		} else {
 			_ = bc.nc.Close()
 		}
-		return status, true, c.flush()
+		return status, true, nil // handle writes c.out
 	case framing == length && int64(br.Buffered()) >= rs.contentLength:
 		// The common case: the whole body is here. One write, and the
 		// backend connection goes back first.
@@ -538,7 +538,7 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 		} else {
 			_ = bc.nc.Close()
 		}
-		return status, true, c.flush()
+		return status, true, nil // handle writes c.out
 	}
 
 	// Streamed: no deadline on reading the body, only on heads; the
@@ -695,7 +695,7 @@ func (c *conn) copyN(br *bufio.Reader, n int64) error {
 			}
 		}
 	}
-	return c.flush()
+	return nil // the rest is in c.out, for handle to write
 }
 
 // copyChunked streams a chunked body, re-chunked for the client (chunk
@@ -725,7 +725,7 @@ func (c *conn) copyChunked(br *bufio.Reader, chunk bool) error {
 					c.out = append(c.out, line...)
 				}
 				if len(line) == 2 && line[0] == '\r' {
-					return c.flush()
+					return nil // the rest is in c.out, for handle to write
 				}
 			}
 		}
@@ -785,7 +785,7 @@ func (c *conn) copyUntilEOF(br *bufio.Reader, chunk bool) error {
 				if chunk {
 					c.out = append(c.out, "0\r\n\r\n"...)
 				}
-				return c.flush()
+				return nil // the rest is in c.out, for handle to write
 			}
 			return err
 		}

@@ -14,6 +14,7 @@ var (
 	errBodyTooBig  = errors.New("request body too large")
 	errBadChunk    = errors.New("malformed chunked body")
 	errBadResponse = errors.New("malformed response from backend")
+	errConnect     = errors.New("CONNECT is not served: this is a reverse proxy")
 )
 
 // field is one header field; both slices point into the head's buffer.
@@ -109,6 +110,18 @@ func (h *head) parseRequest(raw []byte) error {
 	if err := h.parseFields(rest); err != nil {
 		return err
 	}
+	if string(h.method) == "CONNECT" {
+		return errConnect
+	}
+	if h.target[0] != '/' && h.target[0] != '*' {
+		// Absolute form (RFC 9112 3.2.2): its authority replaces Host,
+		// and the backend gets the origin form.
+		authority, path, ok := splitAbsolute(h.target)
+		if !ok {
+			return errMalformed
+		}
+		h.host, h.target = authority, path
+	}
 	if h.minor == 0 {
 		h.close = h.close || !h.keepAlive
 		if h.chunked || h.otherCoding {
@@ -171,6 +184,27 @@ func (h *head) parseResponse(raw []byte) error {
 	}
 	return nil
 }
+
+// splitAbsolute splits an absolute-form target (http://authority/path?q)
+// into its authority and origin-form rest ("/" when the path is empty).
+func splitAbsolute(t []byte) (authority, path []byte, ok bool) {
+	i := bytes.Index(t, []byte("://"))
+	if i <= 0 || !(equalFold(t[:i], "http") || equalFold(t[:i], "https")) {
+		return nil, nil, false
+	}
+	rest := t[i+3:]
+	end := bytes.IndexAny(rest, "/?")
+	if end < 0 {
+		return rest, slash, len(rest) > 0
+	}
+	authority, path = rest[:end], rest[end:]
+	if path[0] == '?' {
+		return authority, nil, false // "/?q" would need a copy; rare enough to refuse
+	}
+	return authority, path, len(authority) > 0
+}
+
+var slash = []byte("/")
 
 // firstLine splits the start line from the fields.
 func firstLine(b []byte) (line, rest []byte, err error) {
@@ -256,6 +290,9 @@ func (h *head) parseFields(b []byte) error {
 func (h *head) note(f *field) error {
 	switch f.kind {
 	case kindHost:
+		if h.host != nil {
+			return errMalformed // two Host fields
+		}
 		h.host = f.value
 	case kindContentLength:
 		n, ok := parseContentLength(f.value)
