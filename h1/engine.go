@@ -200,6 +200,9 @@ loop:
 			e.mu.Lock()
 			for c := range e.conns {
 				_ = c.nc.Close()
+				if bc := c.inUse.Load(); bc != nil {
+					_ = bc.nc.Close()
+				}
 			}
 			e.mu.Unlock()
 			<-done
@@ -249,6 +252,9 @@ type conn struct {
 	br   *bufio.Reader
 	peer netip.Addr
 	idle atomic.Bool // waiting for a request (Shutdown may close it)
+	// inUse is the backend connection the current request is on, closed
+	// by a Shutdown that runs out of time.
+	inUse atomic.Pointer[bconn]
 
 	req  head
 	resp head

@@ -69,10 +69,13 @@ func (c *conn) handle(raw []byte) bool {
 		status  int
 		sent    bool
 	)
-	for {
+	for attempt := 0; ; attempt++ {
 		rg, b := e.b.Next(&c.d)
 		if b == nil {
 			break
+		}
+		if attempt > 0 {
+			c.now = time.Now() // the last attempt may have taken a while
 		}
 		p := e.pools[b]
 		var err error
@@ -384,6 +387,8 @@ func (c *conn) forward(p *pool, region *route.Region, method string) (status int
 			return 0, false, err
 		}
 	}
+	c.inUse.Store(bc)
+	defer c.inUse.Store(nil)
 	p.be.Acquire()
 	defer p.be.Release()
 	c.out = c.appendRequest(c.out[:0], p, region, false)
@@ -394,6 +399,7 @@ func (c *conn) forward(p *pool, region *route.Region, method string) (status int
 		if bc, err = c.dial(p); err != nil {
 			return 0, false, err
 		}
+		c.inUse.Store(bc)
 		_, err = c.exchange(bc)
 	}
 	if err != nil {
@@ -612,8 +618,17 @@ func (c *conn) appendResponseHead(dst []byte, region *route.Region, chunked, bod
 		dst = append(dst, "Content-Length: "...)
 		dst = strconv.AppendInt(dst, rs.contentLength, 10)
 		dst = append(dst, "\r\n"...)
+	case chunked && len(rs.codings) > 0:
+		dst = append(dst, "Transfer-Encoding: "...)
+		dst = append(dst, rs.codings...)
+		dst = append(dst, ", chunked\r\n"...)
 	case chunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	case len(rs.codings) > 0 && !bodiless:
+		// To an HTTP/1.0 client, the body as coded, until close.
+		dst = append(dst, "Transfer-Encoding: "...)
+		dst = append(dst, rs.codings...)
+		dst = append(dst, "\r\n"...)
 	}
 	switch {
 	case c.wantsEnd:
@@ -811,6 +826,8 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 	if err != nil {
 		return 0, false, err
 	}
+	c.inUse.Store(bc)
+	defer c.inUse.Store(nil)
 	c.out = c.appendRequest(c.out[:0], p, region, true)
 	if _, err = c.exchange(bc); err != nil {
 		_ = bc.nc.Close()

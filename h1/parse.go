@@ -53,12 +53,13 @@ type head struct {
 
 	fields []field
 
-	contentLength int64 // -1: none
-	chunked       bool  // Transfer-Encoding ends in chunked
-	otherCoding   bool  // Transfer-Encoding present, not ending in chunked
-	close         bool  // the sender will close, or asks to
-	keepAlive     bool  // "Connection: keep-alive" (HTTP/1.0)
-	upgrade       bool  // "Connection: upgrade" with an Upgrade field
+	contentLength int64  // -1: none
+	chunked       bool   // Transfer-Encoding ends in chunked
+	otherCoding   bool   // Transfer-Encoding lists codings other than chunked
+	codings       []byte // those codings, comma-separated
+	close         bool   // the sender will close, or asks to
+	keepAlive     bool   // "Connection: keep-alive" (HTTP/1.0)
+	upgrade       bool   // "Connection: upgrade" with an Upgrade field
 	hasUpgradeHdr bool
 	expect100     bool
 	connTokens    bool // Connection names other fields
@@ -67,8 +68,8 @@ type head struct {
 }
 
 func (h *head) reset() {
-	buf, fields := h.buf[:0], h.fields[:0]
-	*h = head{buf: buf, fields: fields, contentLength: -1}
+	buf, fields, codings := h.buf[:0], h.fields[:0], h.codings[:0]
+	*h = head{buf: buf, fields: fields, codings: codings, contentLength: -1}
 }
 
 // findEnd returns the length of the head at the start of b (through the
@@ -134,6 +135,9 @@ func (h *head) parseRequest(raw []byte) error {
 	if h.chunked && h.contentLength >= 0 {
 		return errMalformed // both framings: refuse rather than guess
 	}
+	if h.minor == 1 && h.host == nil {
+		return errMalformed // RFC 9112 3.2: an HTTP/1.1 request has a Host
+	}
 	h.upgrade = h.upgrade && h.hasUpgradeHdr
 	return nil
 }
@@ -163,6 +167,11 @@ func (h *head) parseResponse(raw []byte) error {
 			return errBadResponse
 		}
 		h.reason = line[13:]
+		for _, ch := range h.reason {
+			if (ch < ' ' && ch != '\t') || ch == 0x7f {
+				return errBadResponse
+			}
+		}
 	}
 	if err := h.parseFields(rest); err != nil {
 		return errBadResponse
@@ -177,8 +186,7 @@ func (h *head) parseResponse(raw []byte) error {
 			h.close = true
 		}
 		h.contentLength = -1
-		if h.otherCoding {
-			h.chunked = false
+		if !h.chunked {
 			h.close = true // the body ends when the connection does
 		}
 	}
@@ -217,21 +225,22 @@ func firstLine(b []byte) (line, rest []byte, err error) {
 
 var crlf = []byte("\r\n")
 
+// parseVersion accepts HTTP/1.0 and HTTP/1.1; another well-formed version
+// is errVersion (505), anything else errMalformed.
 func parseVersion(v []byte) (int, error) {
-	if len(v) != 8 || string(v[:7]) != "HTTP/1." {
-		if len(v) >= 5 && string(v[:5]) == "HTTP/" {
-			return 0, errVersion
-		}
+	if len(v) != 8 || string(v[:5]) != "HTTP/" || v[6] != '.' || !isDigit(v[5]) || !isDigit(v[7]) {
 		return 0, errMalformed
 	}
-	switch v[7] {
-	case '0':
+	if v[5] == '1' && v[7] == '0' {
 		return 0, nil
-	case '1':
+	}
+	if v[5] == '1' && v[7] == '1' {
 		return 1, nil
 	}
 	return 0, errVersion
 }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // parseFields parses header fields up to the empty line ending b. One pass
 // per line checks the name's characters, finds the colon, and checks the
@@ -301,18 +310,21 @@ func (h *head) note(f *field) error {
 		}
 		h.contentLength = n
 	case kindTransferEncoding:
-		// The last coding decides; anything but chunked is not decoded.
+		// chunked, if there, must be the last coding and only once; the
+		// other codings are listed in h.codings and never decoded here.
 		for tok := range tokens(f.value) {
-			if equalFold(tok, "chunked") {
-				if h.chunked {
-					return errMalformed // chunked twice
-				}
-				h.chunked, h.otherCoding = true, false
-			} else if len(tok) > 0 {
+			switch {
+			case len(tok) == 0:
+			case h.chunked:
+				return errMalformed // a coding after chunked
+			case equalFold(tok, "chunked"):
+				h.chunked = true
+			default:
 				h.otherCoding = true
-				if h.chunked {
-					h.chunked = false
+				if len(h.codings) > 0 {
+					h.codings = append(h.codings, ", "...)
 				}
+				h.codings = append(h.codings, tok...)
 			}
 		}
 	case kindConnection:
