@@ -169,10 +169,10 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// Shutdown stops accepting, closes idle client connections, lets requests
-// in flight finish (their connections close after the response) until ctx
-// ends, then closes whatever is left, tunnels included, and every idle
-// backend connection.
+// Shutdown stops accepting, ends tunnels, closes idle client connections,
+// lets requests in flight finish (their connections close after the
+// response) until ctx ends, then closes whatever is left, backend
+// connections in use included, and every idle backend connection.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.closing.Store(true)
@@ -314,7 +314,7 @@ func (c *conn) serve() {
 		raw, err := c.readHead()
 		c.idle.Store(false)
 		if err != nil {
-			if raw == nil && err != errHeadTooBig {
+			if raw == nil {
 				return // closed, timed out or reset while idle
 			}
 			c.refuse(err)
@@ -339,19 +339,30 @@ func (c *conn) armRead() {
 // readHead waits for a whole request head in the read buffer. It returns
 // a nil head with the error if the connection ended before any byte came.
 func (c *conn) readHead() ([]byte, error) {
+	return readHead(c.br, errHeadTooBig, readErr)
+}
+
+// readHead waits for a whole head in br's buffer, searching only the new
+// bytes each time more arrive. It returns a nil head with the error if the
+// connection ended before any byte came; tooBig is the error of a head
+// that fills the buffer, mapErr turns a failed read into the error
+// returned.
+func readHead(br *bufio.Reader, tooBig error, mapErr func(error) error) ([]byte, error) {
+	from := 0
 	for {
-		buf, _ := c.br.Peek(c.br.Buffered())
-		if n := findEnd(buf); n >= 0 {
-			return buf[:n], nil
+		buf, _ := br.Peek(br.Buffered())
+		if n := findEnd(buf[from:]); n >= 0 {
+			return buf[:from+n], nil
 		}
 		if len(buf) >= MaxHead {
-			return buf, errHeadTooBig
+			return buf, tooBig
 		}
-		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+		from = max(0, len(buf)-3)
+		if _, err := br.Peek(len(buf) + 1); err != nil {
 			if len(buf) == 0 {
 				return nil, err
 			}
-			return buf, errMalformed
+			return buf, mapErr(err)
 		}
 	}
 }
@@ -370,10 +381,13 @@ func (c *conn) refuse(err error) {
 		code = http.StatusRequestEntityTooLarge
 	case errConnect:
 		code = http.StatusMethodNotAllowed
+	case errTimeout:
+		code = http.StatusRequestTimeout
 	}
 	c.wantsEnd = true
 	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), "", true)
-	_, _ = c.nc.Write(c.out)
+	c.now = time.Now() // a slow client may have taken a while
+	_ = c.flush()
 }
 
 // appendPlain appends a one-line text answer.

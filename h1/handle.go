@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -93,6 +95,9 @@ func (c *conn) handle(raw []byte) bool {
 			region, be = rg, b
 			break
 		}
+		if err == errShuttingDown {
+			break
+		}
 		e.b.UpstreamError(b)
 		if !balancer.MayRetry(err, method) {
 			break
@@ -141,6 +146,7 @@ func (c *conn) readBody() error {
 		return errBodyTooBig
 	}
 	if r.expect100 && r.minor == 1 && c.br.Buffered() == 0 {
+		c.armWrite(c.now)
 		if _, err := c.nc.Write(continue100); err != nil {
 			return err
 		}
@@ -155,12 +161,9 @@ func (c *conn) readBody() error {
 	} else {
 		n := int(r.contentLength)
 		waited = c.br.Buffered() < n
-		if cap(c.body) < n {
-			c.body = make([]byte, n)
-		}
-		c.body = c.body[:n]
-		if _, err := io.ReadFull(c.br, c.body); err != nil {
-			return errMalformed
+		var err error
+		if c.body, err = readN(c.br, c.body, n); err != nil {
+			return err
 		}
 	}
 	if waited {
@@ -170,6 +173,35 @@ func (c *conn) readBody() error {
 }
 
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+// readN appends n bytes from br to dst. The buffer grows with what arrives,
+// not with what the client announced, so a large Content-Length costs
+// memory only once its bytes come.
+func readN(br *bufio.Reader, dst []byte, n int) ([]byte, error) {
+	for n > 0 {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, min(n, max(cap(dst), 64<<10)))
+		}
+		k := min(n, cap(dst)-len(dst))
+		m, err := io.ReadFull(br, dst[len(dst):len(dst)+k])
+		dst = dst[:len(dst)+m]
+		n -= m
+		if err != nil {
+			return dst, readErr(err)
+		}
+	}
+	return dst, nil
+}
+
+// readErr maps a failed read of a request to the error its answer names:
+// 408 for a client too slow, 400 for one that ended mid-message.
+func readErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return errTimeout
+	}
+	return errMalformed
+}
 
 // readChunked decodes a chunked body from br, appending it to dst; waited
 // says whether it had to wait for the network.
@@ -182,7 +214,7 @@ func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) 
 			return dst, waited, err
 		}
 		if size == 0 {
-			// Trailer fields, dropped, up to the empty line.
+			// Trailer fields, checked and dropped, up to the empty line.
 			for {
 				line, err := br.ReadSlice('\n')
 				if err != nil {
@@ -191,15 +223,20 @@ func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) 
 				if len(line) == 2 && line[0] == '\r' {
 					return dst, waited, nil
 				}
+				if !validFieldLine(line) {
+					return dst, waited, errBadChunk
+				}
 			}
 		}
 		if len(dst)+size > limit {
 			return dst, waited, errBodyTooBig
 		}
 		waited = waited || br.Buffered() < size+2
-		dst = append(dst, make([]byte, size)...)
-		if _, err := io.ReadFull(br, dst[len(dst)-size:]); err != nil {
-			return dst, waited, errBadChunk
+		if dst, err = readN(br, dst, size); err != nil {
+			if err != errTimeout {
+				err = errBadChunk
+			}
+			return dst, waited, err
 		}
 		if err := chunkEnd(br); err != nil {
 			return dst, waited, err
@@ -236,6 +273,9 @@ func chunkSize(br *bufio.Reader) (int, error) {
 		}
 		n = n<<4 | int(v)
 	}
+	if n > 1<<30 {
+		return 0, errBadChunk // beyond any limit, and beyond int on 32-bit
+	}
 	return n, nil
 }
 
@@ -270,6 +310,12 @@ func (c *conn) prepare() {
 		case kindXFProto:
 			c.xfProto = c.xfProto || c.trusted
 		case kindOther:
+			if bytes.IndexByte(f.name, '_') >= 0 {
+				// Apps behind CGI-style gateways read X_Forwarded_For as
+				// X-Forwarded-For: such names are dropped, as nginx does.
+				f.kind = kindDropped
+				continue
+			}
 			for _, name := range e.geoNames {
 				if equalFoldBytes(f.name, name) {
 					f.kind = kindDropped
@@ -330,7 +376,7 @@ func (c *conn) appendRequest(dst []byte, p *pool, region *route.Region, upgrade 
 	}
 	for i, hd := range c.e.opts.RequestHeaders {
 		c.tmp = balancer.AppendHeader(c.tmp[:0], hd.Template, &c.d, region)
-		if len(c.tmp) > 0 {
+		if len(c.tmp) > 0 && validValue(c.tmp) {
 			dst = appendField(dst, c.e.geoNames[i], c.tmp)
 		}
 	}
@@ -370,17 +416,21 @@ func (c *conn) dial(p *pool) (*bconn, error) {
 	if err != nil {
 		return nil, err
 	}
+	bc := &bconn{nc: nc}
 	if p.tls {
-		nc = tls.Client(nc, &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12})
+		bc.nc = tls.Client(nc, &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12})
+	} else if sc, ok := nc.(syscall.Conn); ok {
+		bc.raw, _ = sc.SyscallConn()
 	}
-	return &bconn{nc: nc, br: bufio.NewReaderSize(nc, MaxHead)}, nil
+	bc.br = bufio.NewReaderSize(bc.nc, MaxHead)
+	return bc, nil
 }
 
 // forward makes one attempt on a backend of pool p and, on success, sends
 // the response to the client. sent reports that the client got part of an
 // answer (so nothing may be retried).
 func (c *conn) forward(p *pool, region *route.Region, method string) (status int, sent bool, err error) {
-	bc := p.get(c.now)
+	bc := p.get(c.now, !balancer.Idempotent(method))
 	reused := bc != nil
 	if bc == nil {
 		if bc, err = c.dial(p); err != nil {
@@ -393,9 +443,10 @@ func (c *conn) forward(p *pool, region *route.Region, method string) (status int
 	defer p.be.Release()
 	c.out = c.appendRequest(c.out[:0], p, region, false)
 	ok, err := c.exchange(bc)
-	if err != nil && reused && !ok && (errors.Is(err, errNothingWritten) || balancer.Idempotent(method)) {
+	if err != nil && reused && !ok && closedByPeer(err) && (errors.Is(err, errNothingWritten) || balancer.Idempotent(method)) {
 		// The backend closed an idle connection: once more on a new one.
 		_ = bc.nc.Close()
+		c.now = time.Now()
 		if bc, err = c.dial(p); err != nil {
 			return 0, false, err
 		}
@@ -406,12 +457,27 @@ func (c *conn) forward(p *pool, region *route.Region, method string) (status int
 		_ = bc.nc.Close()
 		return 0, false, err
 	}
+	if c.resp.status == http.StatusSwitchingProtocols {
+		// Nobody asked to switch: the connection now speaks something else.
+		_ = bc.nc.Close()
+		return 0, false, errBadResponse
+	}
 	if err := c.e.b.RetryStatus(&c.d, c.resp.status, method, len(c.body) > 0); err != nil {
 		c.discard(p, bc, method)
 		return 0, false, err
 	}
 	return c.relay(p, bc, region, method, true)
 }
+
+// closedByPeer reports the errors of a connection the backend had closed:
+// EOF before any answer, a reset, a broken pipe. A timeout is not one.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// errShuttingDown: a tunnel asked for while the engine shuts down.
+var errShuttingDown = errors.New("shutting down")
 
 // errNothingWritten: the request could not be written at all.
 var errNothingWritten = errors.New("request not written")
@@ -424,6 +490,11 @@ func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 		// Coarse, like the client's: the wait is bounded by 3/4 to 1 of t.
 		_ = bc.nc.SetReadDeadline(c.now.Add(t))
 		bc.armed = c.now
+	}
+	if t := c.e.clientTimeout; c.now.Sub(bc.wArmed) > t/4 {
+		// A backend that stops reading the request is given up on.
+		_ = bc.nc.SetWriteDeadline(c.now.Add(t))
+		bc.wArmed = c.now
 	}
 	if n, err := bc.nc.Write(c.out); err != nil {
 		if n == 0 {
@@ -455,21 +526,16 @@ func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 // readBackendHead waits for a whole response head; the head is nil if the
 // connection ended before any byte came.
 func readBackendHead(br *bufio.Reader) ([]byte, error) {
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		if n := findEnd(buf); n >= 0 {
-			return buf[:n], nil
-		}
-		if len(buf) >= MaxHead {
-			return buf, errBadResponse
-		}
-		if _, err := br.Peek(len(buf) + 1); err != nil {
-			if len(buf) == 0 {
-				return nil, err
-			}
-			return buf, errBadResponse
-		}
+	return readHead(br, errBadResponse, backendReadErr)
+}
+
+// backendReadErr keeps a timeout (504) and turns the rest into 502.
+func backendReadErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
 	}
+	return errBadResponse
 }
 
 // noBody reports whether a response to method with this status has no body.
@@ -624,12 +690,10 @@ func (c *conn) appendResponseHead(dst []byte, region *route.Region, chunked, bod
 		dst = append(dst, ", chunked\r\n"...)
 	case chunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
-	case len(rs.codings) > 0 && !bodiless:
-		// To an HTTP/1.0 client, the body as coded, until close.
-		dst = append(dst, "Transfer-Encoding: "...)
-		dst = append(dst, rs.codings...)
-		dst = append(dst, "\r\n"...)
 	}
+	// To an HTTP/1.0 client, a body with codings other than chunked goes
+	// as coded, until close, without Transfer-Encoding (RFC 9112 6.1).
+	c.wantsEnd = c.wantsEnd || e.closing.Load()
 	switch {
 	case c.wantsEnd:
 		dst = append(dst, "Connection: close\r\n"...)
@@ -655,11 +719,9 @@ func (c *conn) flush() error {
 		return nil
 	}
 	if c.streaming {
-		now, t := time.Now(), c.e.clientTimeout
-		if now.Sub(c.wArmed) > t/4 {
-			_ = c.nc.SetWriteDeadline(now.Add(t))
-			c.wArmed = now
-		}
+		c.armWrite(time.Now())
+	} else {
+		c.armWrite(c.now)
 	}
 	_, err := c.nc.Write(c.out)
 	c.out = c.out[:0]
@@ -669,14 +731,19 @@ func (c *conn) flush() error {
 	return nil
 }
 
-// endStreaming drops the write deadline a streamed body set, so it cannot
-// fire on a later, small answer.
+// armWrite keeps a write deadline of about the client timeout ahead of
+// now, moved at most once per quarter of it: a client that stops reading
+// is cut off, and the common answer costs no timer update.
+func (c *conn) armWrite(now time.Time) {
+	if t := c.e.clientTimeout; now.Sub(c.wArmed) > t/4 {
+		_ = c.nc.SetWriteDeadline(now.Add(t))
+		c.wArmed = now
+	}
+}
+
+// endStreaming ends a streamed body; the clock moved meanwhile.
 func (c *conn) endStreaming() {
 	c.streaming = false
-	if !c.wArmed.IsZero() {
-		_ = c.nc.SetWriteDeadline(time.Time{})
-		c.wArmed = time.Time{}
-	}
 	c.now = time.Now()
 }
 
@@ -736,10 +803,14 @@ func (c *conn) copyChunked(br *bufio.Reader, chunk bool) error {
 				if err != nil {
 					return errBadChunk
 				}
-				if chunk {
+				last := len(line) == 2 && line[0] == '\r'
+				if !last && !validFieldLine(line) {
+					return errBadChunk
+				}
+				if chunk && (last || classify(line[:bytes.IndexByte(line, ':')]) == kindOther) {
 					c.out = append(c.out, line...)
 				}
-				if len(line) == 2 && line[0] == '\r' {
+				if last {
 					return nil // the rest is in c.out, for handle to write
 				}
 			}
@@ -857,16 +928,18 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 	c.out = append(out, "\r\n"...)
 	if !c.e.track(bc.nc) {
 		_ = bc.nc.Close()
-		return 0, false, errors.New("shutting down")
+		return 0, false, errShuttingDown
 	}
 	defer c.e.untrack(bc.nc)
 	defer bc.nc.Close()
+	c.now = time.Now() // the backend may have taken a while to switch
 	if err := c.flush(); err != nil {
 		return status, true, err
 	}
 	c.wantsEnd = true
-	_ = c.nc.SetReadDeadline(time.Time{})
-	_ = bc.nc.SetReadDeadline(time.Time{})
+	// A tunnel lives as long as both sides want: no deadlines.
+	_ = c.nc.SetDeadline(time.Time{})
+	_ = bc.nc.SetDeadline(time.Time{})
 	c.e.wg.Add(1)
 	done := make(chan struct{})
 	go func() {

@@ -15,7 +15,12 @@ var (
 	errBadChunk    = errors.New("malformed chunked body")
 	errBadResponse = errors.New("malformed response from backend")
 	errConnect     = errors.New("CONNECT is not served: this is a reverse proxy")
+	errTimeout     = errors.New("request not received in time")
 )
+
+// maxConnOptions caps the Connection list: each named field is looked for
+// among all the others.
+const maxConnOptions = 32
 
 // field is one header field; both slices point into the head's buffer.
 type field struct {
@@ -63,6 +68,7 @@ type head struct {
 	hasUpgradeHdr bool
 	expect100     bool
 	connTokens    bool // Connection names other fields
+	connOptions   int  // Connection list elements seen
 	upgradeValue  []byte
 	host          []byte
 }
@@ -138,7 +144,10 @@ func (h *head) parseRequest(raw []byte) error {
 	if h.minor == 1 && h.host == nil {
 		return errMalformed // RFC 9112 3.2: an HTTP/1.1 request has a Host
 	}
-	h.upgrade = h.upgrade && h.hasUpgradeHdr
+	if dotSegments(h.target) {
+		return errMalformed // "/app" + "/../admin" would leave a base path
+	}
+	h.upgrade = h.upgrade && h.hasUpgradeHdr && h.minor == 1
 	return nil
 }
 
@@ -191,6 +200,39 @@ func (h *head) parseResponse(raw []byte) error {
 		}
 	}
 	return nil
+}
+
+// dotSegments reports whether a path has a "." or ".." segment, plain or
+// percent-encoded. Browsers remove them; the proxy refuses the rest, so a
+// backend's base path cannot be left by a request.
+func dotSegments(target []byte) bool {
+	path := target
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	for seg := range bytes.SplitSeq(path, slash) {
+		if len(seg) == 0 || len(seg) > 6 || seg[0] != '.' && seg[0] != '%' {
+			continue
+		}
+		dots := 0
+		for len(seg) > 0 {
+			switch {
+			case seg[0] == '.':
+				seg = seg[1:]
+			case len(seg) >= 3 && seg[0] == '%' && seg[1] == '2' && (seg[2] == 'e' || seg[2] == 'E'):
+				seg = seg[3:]
+			default:
+				dots = 3 // not only dots
+				seg = nil
+				continue
+			}
+			dots++
+		}
+		if dots <= 2 {
+			return true
+		}
+	}
+	return false
 }
 
 // splitAbsolute splits an absolute-form target (http://authority/path?q)
@@ -295,6 +337,38 @@ func (h *head) parseFields(b []byte) error {
 	}
 }
 
+// validFieldLine checks one field line, CRLF included, as parseFields
+// would: a token, a colon, a value without control characters, CRLF.
+func validFieldLine(line []byte) bool {
+	if len(line) < 3 || line[len(line)-2] != '\r' || line[len(line)-1] != '\n' {
+		return false
+	}
+	line = line[:len(line)-2]
+	i := 0
+	for i < len(line) && tchar[line[i]] {
+		i++
+	}
+	if i == 0 || i == len(line) || line[i] != ':' {
+		return false
+	}
+	for _, ch := range line[i+1:] {
+		if (ch < ' ' && ch != '\t') || ch == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue rejects control characters other than HTAB.
+func validValue(b []byte) bool {
+	for _, ch := range b {
+		if (ch < ' ' && ch != '\t') || ch == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // note records what a framing or connection field says.
 func (h *head) note(f *field) error {
 	switch f.kind {
@@ -329,6 +403,9 @@ func (h *head) note(f *field) error {
 		}
 	case kindConnection:
 		for tok := range tokens(f.value) {
+			if h.connOptions++; h.connOptions > maxConnOptions {
+				return errMalformed
+			}
 			switch {
 			case equalFold(tok, "close"):
 				h.close = true

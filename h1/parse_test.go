@@ -338,7 +338,7 @@ func TestChunkSizeLines(t *testing.T) {
 		{"A\r\n", 10},
 		{"1F\r\n", 31},
 		{"00000010\r\n", 16},
-		{"ffffffff\r\n", 0xffffffff},
+		{"40000000\r\n", 1 << 30},
 		{"5;name=value\r\n", 5},
 		{"5;a=1;b=\"q;x\"\r\n", 5},
 		{"5 ;ext\r\n", 5},
@@ -364,6 +364,8 @@ func TestChunkSizeLines(t *testing.T) {
 		"5\r", // no LF
 		"5",   // no line end
 		"5\rx\n",
+		"ffffffff\r\n", // beyond any body limit (and int on 32-bit)
+		"40000001\r\n",
 	} {
 		_, err := chunkSize(bufio.NewReader(strings.NewReader(line)))
 		assert.ErrorIs(t, err, errBadChunk, "%q", line)

@@ -2,9 +2,11 @@ package h1
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/url"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/geoproxy/geoproxy/route"
@@ -27,8 +29,37 @@ type pool struct {
 type bconn struct {
 	nc    net.Conn
 	br    *bufio.Reader
-	used  time.Time // when it was last returned to the pool
-	armed time.Time // when its read deadline was set; zero: none set
+	raw   syscall.RawConn // for the liveness probe; nil for TLS
+	used  time.Time       // when it was last returned to the pool
+	armed time.Time       // when its read deadline was set; zero: none set
+	// wArmed is when its write deadline was last set.
+	wArmed time.Time
+}
+
+// probeAfter is how long a connection may sit idle before get checks that
+// the backend has not closed it (or sent something unasked) meanwhile.
+const probeAfter = time.Second
+
+// alive peeks at an idle connection without blocking: EOF means the backend
+// closed it, data means the backend sent something nobody asked for. Both
+// make the connection unusable. One system call, made only for connections
+// idle longer than probeAfter.
+func (bc *bconn) alive() bool {
+	if bc.raw == nil {
+		return true
+	}
+	var (
+		buf [1]byte
+		n   int
+		err error
+	)
+	if cerr := bc.raw.Read(func(fd uintptr) bool {
+		n, _, err = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	}); cerr != nil {
+		return false
+	}
+	return errors.Is(err, syscall.EAGAIN) && n <= 0
 }
 
 func newPool(be *route.Backend) *pool {
@@ -54,35 +85,59 @@ func basePath(u *url.URL) string {
 	return base
 }
 
-// get returns an idle connection, or nil; connections idle for longer than
-// backendIdle are closed on the way.
-func (p *pool) get(now time.Time) *bconn {
-	p.mu.Lock()
-	for n := len(p.idle); n > 0; n = len(p.idle) {
+// get returns an idle connection, or nil. Connections idle for longer than
+// backendIdle are closed on the way; those idle for longer than probeAfter,
+// or all of them when probe is set (a request that could not be repeated
+// if the backend had closed the connection), are checked first.
+func (p *pool) get(now time.Time, probe bool) *bconn {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
 		bc := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		if now.Sub(bc.used) <= backendIdle {
-			p.mu.Unlock()
+		p.mu.Unlock()
+		idle := now.Sub(bc.used)
+		if idle <= backendIdle && (idle <= probeAfter && !probe || bc.alive()) {
 			return bc
 		}
 		_ = bc.nc.Close()
 	}
-	p.mu.Unlock()
-	return nil
 }
 
-// put returns a connection whose last response was read completely.
+// put returns a connection whose last response was read completely. A
+// connection with bytes beyond that response is closed: they would be read
+// as the next request's answer. The oldest idle connection is closed when
+// it has expired, so a pool shrinks after a burst.
 func (p *pool) put(bc *bconn, now time.Time) {
-	bc.used = now
-	p.mu.Lock()
-	if len(p.idle) < maxIdlePerBackend {
-		p.idle = append(p.idle, bc)
-		p.mu.Unlock()
+	if bc.br.Buffered() > 0 {
+		_ = bc.nc.Close()
 		return
 	}
+	bc.used = now
+	var expired *bconn
+	p.mu.Lock()
+	if len(p.idle) > 0 && now.Sub(p.idle[0].used) > backendIdle {
+		expired = p.idle[0]
+		copy(p.idle, p.idle[1:])
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+	}
+	if len(p.idle) < maxIdlePerBackend {
+		p.idle = append(p.idle, bc)
+		bc = nil
+	}
 	p.mu.Unlock()
-	_ = bc.nc.Close()
+	if expired != nil {
+		_ = expired.nc.Close()
+	}
+	if bc != nil {
+		_ = bc.nc.Close()
+	}
 }
 
 func (p *pool) closeAll() {
