@@ -255,6 +255,20 @@ func (rp *report) markdown() string {
 				fmtDur(mx), added, errs, fmtInt(float64(sent)))
 		}
 		w("\nMedians over rounds, except max (the largest seen) and errors (all rounds).\n")
+		if rounds := len(rp.rateSet[0].rate); rounds > 1 {
+			w("\np99 in each round (how much it moves on this machine):\n\n| target |")
+			for i := range rounds {
+				w(" round %d |", i+1)
+			}
+			w("\n|---|%s\n", strings.Repeat("--:|", rounds))
+			for _, t := range rp.rateSet {
+				w("| %s |", t.name)
+				for _, r := range t.rate {
+					w(" %s |", fmtDur(r.P99))
+				}
+				w("\n")
+			}
+		}
 		if len(overloaded) > 0 {
 			w("Overloaded (%s): the target answered less than 95%% of the rate or left requests unanswered; its queue grew\n"+
 				"for the whole run, so its latencies mostly measure the run's length. Unanswered requests count as errors,\n"+
