@@ -203,7 +203,7 @@ type Proxy struct {
 
 	// ResponseHeaderTimeout bounds the wait for a backend's response headers
 	// after the request is sent (key "proxy.response_header_timeout").
-	// Default 0: no limit.
+	// Default 60s; 0 means no limit.
 	ResponseHeaderTimeout time.Duration
 }
 

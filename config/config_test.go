@@ -68,7 +68,7 @@ func TestLoadExample(t *testing.T) {
 	assert.Equal(t, "X-Geoproxy-Region", cfg.Proxy.RegionHeader)
 	assert.Equal(t, 3, cfg.Proxy.MaxAttempts)
 	assert.Equal(t, 2*time.Second, cfg.Proxy.DialTimeout)
-	assert.Equal(t, time.Duration(0), cfg.Proxy.ResponseHeaderTimeout)
+	assert.Equal(t, 60*time.Second, cfg.Proxy.ResponseHeaderTimeout)
 
 	require.Len(t, cfg.Regions, 3)
 	assert.Equal(t, "us-east", cfg.Regions[0].Name)
@@ -165,6 +165,8 @@ func TestDefaults(t *testing.T) {
 			MaxAttempts:   3,
 			RetryOnStatus: []int{502, 503, 504},
 			DialTimeout:   2 * time.Second,
+
+			ResponseHeaderTimeout: 60 * time.Second,
 		},
 		AccessLog: true,
 		Engine:    EngineNative,

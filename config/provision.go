@@ -18,17 +18,18 @@ import (
 
 // Defaults, documented on the Config fields.
 const (
-	defaultListen             = "127.0.0.1:8080"
-	defaultAdminListen        = "127.0.0.1:9090"
-	defaultHealthPath         = "/health"
-	defaultHealthInterval     = 2 * time.Second
-	defaultHealthTimeout      = time.Second
-	defaultHealthyThreshold   = 2
-	defaultUnhealthyThreshold = 2
-	defaultRegionHeader       = "X-Geoproxy-Region"
-	defaultMaxAttempts        = 3
-	defaultDialTimeout        = 2 * time.Second
-	defaultWeight             = 1
+	defaultListen                = "127.0.0.1:8080"
+	defaultAdminListen           = "127.0.0.1:9090"
+	defaultHealthPath            = "/health"
+	defaultHealthInterval        = 2 * time.Second
+	defaultHealthTimeout         = time.Second
+	defaultHealthyThreshold      = 2
+	defaultUnhealthyThreshold    = 2
+	defaultRegionHeader          = "X-Geoproxy-Region"
+	defaultMaxAttempts           = 3
+	defaultDialTimeout           = 2 * time.Second
+	defaultResponseHeaderTimeout = 60 * time.Second
+	defaultWeight                = 1
 )
 
 // defaultRequestHeaders are set when proxy.request_headers is absent.
@@ -152,7 +153,7 @@ func (c *checker) proxy(p fieldPath, o opt[rawProxy]) Proxy {
 		RegionHeader:          c.str(p.key("region_header"), raw.RegionHeader, defaultRegionHeader),
 		MaxAttempts:           c.int(p.key("max_attempts"), raw.MaxAttempts, defaultMaxAttempts),
 		DialTimeout:           c.duration(p.key("dial_timeout"), raw.DialTimeout, defaultDialTimeout),
-		ResponseHeaderTimeout: c.duration(p.key("response_header_timeout"), raw.ResponseHeaderTimeout, 0),
+		ResponseHeaderTimeout: c.duration(p.key("response_header_timeout"), raw.ResponseHeaderTimeout, defaultResponseHeaderTimeout),
 	}
 	rs := p.key("retry_on_status")
 	if list, ok := composite(c, rs, raw.RetryOnStatus); ok {
