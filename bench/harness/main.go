@@ -408,6 +408,9 @@ func run(ctx context.Context, o options) error {
 			if t.proc != nil {
 				pg = t.proc.pid()
 			}
+			if err := settle(ctx); err != nil {
+				return err
+			}
 			meter := startMeter(backend.pid(), pg)
 			res, _, err := runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.duration)
 			if aerr := alive(t); aerr != nil { // a process that died explains a failed run best
@@ -476,6 +479,9 @@ func run(ctx context.Context, o options) error {
 				pg := 0
 				if t.proc != nil {
 					pg = t.proc.pid()
+				}
+				if err := settle(ctx); err != nil {
+					return err
 				}
 				meter := startMeter(backend.pid(), pg)
 				res, err := openLoop(ctx, t.addr(), rate, o.rateConns, o.rateWarmup, o.rateDuration)

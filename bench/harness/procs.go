@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,6 +311,27 @@ func machineCPU() time.Duration {
 		}
 	}
 	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// settle waits, at most 3 s, until the machine is quiet (under 0.1 cores
+// busy over 100 ms), after collecting the harness's own garbage, so that
+// no run inherits the previous one's backlog: an overloaded target still
+// answering, the backend serving it, the pacer's heap.
+func settle(ctx context.Context) error {
+	runtime.GC()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		before, at := machineCPU(), time.Now()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if busy := (machineCPU() - before).Seconds() / time.Since(at).Seconds(); busy < 0.1 {
+			return nil
+		}
+	}
+	return nil
 }
 
 // selfCPU is the harness's own CPU time.

@@ -329,6 +329,8 @@ func (rp *report) markdown() string {
 	w("  connections; latency runs from each request's scheduled time to its answer's last byte, so queueing\n")
 	w("  in front of a busy connection counts (no coordinated omission). Percentiles by nearest rank over all\n")
 	w("  samples of a run. Added p99 = p99(target) − p99(direct) at the same rate.\n")
+	w("- Before each measured run the harness waits (at most 3 s) until the machine is quiet, so that no run\n")
+	w("  inherits the previous one's backlog (an overloaded target still answering, the pacer's garbage).\n")
 	w("- Everything shares %d cores: wrk or the pacer, the backend and the target. Compare within one run;\n", runtime.NumCPU())
 	w("  numbers from different runs or machines are not comparable.\n")
 	w("\nWhere geoproxy's CPU goes, and what changed it: [profiling.md](profiling.md).\n")
