@@ -942,18 +942,45 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 	_ = bc.nc.SetDeadline(time.Time{})
 	c.e.wg.Add(1)
 	done := make(chan struct{})
+	t := c.e.clientTimeout
 	go func() {
 		defer c.e.wg.Done()
 		defer close(done)
-		_, _ = io.Copy(bc.nc, c.br) // the client's bytes, buffered ones first
+		pump(bc.nc, c.br, t) // the client's bytes, buffered ones first
+		// The client is done sending: the backend has the client timeout
+		// to finish, rather than forever.
 		closeWrite(bc.nc)
+		_ = bc.nc.SetReadDeadline(time.Now().Add(t))
 	}()
 	p.be.Acquire()
-	_, _ = io.Copy(c.nc, bc.br)
+	pump(c.nc, bc.br, t)
 	p.be.Release()
 	_ = c.nc.Close()
 	<-done
 	return http.StatusSwitchingProtocols, true, nil
+}
+
+// pump copies a tunnel's bytes from src to dst until either fails. Reading
+// may wait as long as it takes (a quiet WebSocket), but each write must
+// finish within t: a side that stops reading is given up on.
+func pump(dst net.Conn, src io.Reader, t time.Duration) {
+	buf := make([]byte, 32<<10)
+	var armed time.Time
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if now := time.Now(); now.Sub(armed) > t/4 {
+				_ = dst.SetWriteDeadline(now.Add(t))
+				armed = now
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func closeWrite(nc net.Conn) {

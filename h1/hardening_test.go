@@ -244,3 +244,21 @@ func TestTunnelOutlivesTheClientTimeout(t *testing.T) {
 		assert.Equal(t, fmt.Sprintf("ping %d\n", i), line)
 	}
 }
+
+// When the client has finished sending into a tunnel, a backend that never
+// closes its side is given the client timeout, not forever.
+func TestHalfClosedTunnelEnds(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{clientTimeout: 300 * time.Millisecond, handlers: []handler{func(nc net.Conn, r *bReq) bool {
+		_, _ = io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		_, _ = io.Copy(io.Discard, nc) // reads to the end, never closes
+		<-r.quit
+		return false
+	}}})
+	c := p.dial(t)
+	c.send("GET /ws HTTP/1.1\r\nHost: proxy.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	require.Equal(t, 101, c.read("GET").status)
+	c.send("bye\n")
+	require.NoError(t, c.nc.(*net.TCPConn).CloseWrite())
+	c.expectClosed(2 * time.Second)
+}
