@@ -1,0 +1,347 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+	"unsafe"
+
+	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// errClient marks a failure to write to the client: nothing is retried and
+// the connection ends.
+var errClient = errors.New("client connection failed")
+
+// handle serves one request whose head is raw (still in the read buffer);
+// it reports whether the connection may carry another request.
+func (c *conn) handle(raw []byte) bool {
+	e := c.e
+	err := c.req.parseRequest(raw)
+	_, _ = c.br.Discard(len(raw))
+	if err != nil {
+		c.refuse(err)
+		return false
+	}
+	start := time.Now()
+	c.now = start
+	r := &c.req
+	r.dropConnectionTokens()
+	c.wantsEnd = r.close || e.closing.Load()
+	if err := c.readBody(); err != nil {
+		c.refuse(err)
+		return false
+	}
+	e.inFlight.Inc()
+
+	// Where the client is, from the peer and the forwarding headers.
+	n, nf := 0, 0
+	for _, f := range r.fields {
+		if f.kind == kindForwarded && n < len(c.vals) {
+			c.vals[n] = b2s(f.value)
+			n++
+		}
+	}
+	nf = n
+	for _, f := range r.fields {
+		if f.kind == kindXFF && n < len(c.vals) {
+			c.vals[n] = b2s(f.value)
+			n++
+		}
+	}
+	c.d = balancer.Decision{}
+	e.b.Decide(&c.d, c.peer, c.vals[:nf], c.vals[nf:n])
+	clear(c.vals[:n])
+	c.prepare()
+
+	method := b2s(r.method)
+	var (
+		region  *route.Region
+		be      *route.Backend
+		lastErr error
+		status  int
+		sent    bool
+	)
+	for attempt := 0; ; attempt++ {
+		rg, b := e.b.Next(&c.d)
+		if b == nil {
+			break
+		}
+		if attempt > 0 {
+			c.now = time.Now() // the last attempt may have taken a while
+		}
+		p := e.pools[b]
+		var err error
+		if r.upgrade {
+			status, sent, err = c.tunnel(p, rg)
+		} else {
+			status, sent, err = c.forward(p, rg, method)
+		}
+		if err == nil {
+			region, be, lastErr = rg, b, nil
+			break
+		}
+		lastErr = err
+		if sent || errors.Is(err, errClient) {
+			region, be = rg, b
+			break
+		}
+		if err == errShuttingDown {
+			break
+		}
+		e.b.UpstreamError(b)
+		if !balancer.MayRetry(err, method) {
+			break
+		}
+	}
+	keep := !c.wantsEnd && lastErr == nil
+	if be == nil {
+		code, msg := balancer.Failure(&c.d, lastErr)
+		retryAfter := ""
+		if code == http.StatusServiceUnavailable {
+			retryAfter = e.retryAfter
+		}
+		c.out = appendPlain(c.out[:0], code, msg, retryAfter, c.wantsEnd)
+		status = code
+		keep = !c.wantsEnd
+	}
+
+	dur := time.Since(start)
+	c.now = start.Add(dur)
+	o := balancer.Outcome{Status: status, Region: region, Backend: be, Duration: dur, Err: lastErr}
+	if e.b.AccessLog() {
+		o.Method, o.Host, o.Path = string(r.method), string(r.host), string(pathOf(r.target))
+	}
+	e.inFlight.Dec()
+	e.b.Report(&c.d, o)
+	// The last bytes go out after the report, so a client that has its
+	// answer finds it counted.
+	if err := c.flush(); err != nil {
+		keep = false
+	}
+	if cap(c.body) > 1<<20 {
+		c.body = nil // do not keep a large buffer on an idle connection
+	}
+	return keep && !r.upgrade
+}
+
+// readBody reads the request body into c.body.
+func (c *conn) readBody() error {
+	r := &c.req
+	c.body = c.body[:0]
+	c.hasBody = r.chunked || r.contentLength >= 0
+	if !r.chunked && r.contentLength <= 0 {
+		return nil
+	}
+	if r.contentLength > MaxRequestBody {
+		return errBodyTooBig
+	}
+	if r.expect100 && r.minor == 1 && c.br.Buffered() == 0 {
+		c.armWrite(c.now)
+		if _, err := c.nc.Write(continue100); err != nil {
+			return err
+		}
+	}
+	waited := false
+	if r.chunked {
+		var err error
+		c.body, waited, err = readChunked(c.br, c.body, MaxRequestBody)
+		if err != nil {
+			return err
+		}
+	} else {
+		n := int(r.contentLength)
+		waited = c.br.Buffered() < n
+		var err error
+		if c.body, err = readN(c.br, c.body, n); err != nil {
+			return err
+		}
+	}
+	if waited {
+		c.now = time.Now()
+	}
+	return nil
+}
+
+var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+// readN appends n bytes from br to dst. The buffer grows with what arrives,
+// not with what the client announced, so a large Content-Length costs
+// memory only once its bytes come.
+func readN(br *bufio.Reader, dst []byte, n int) ([]byte, error) {
+	for n > 0 {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, min(n, max(cap(dst), 64<<10)))
+		}
+		k := min(n, cap(dst)-len(dst))
+		m, err := io.ReadFull(br, dst[len(dst):len(dst)+k])
+		dst = dst[:len(dst)+m]
+		n -= m
+		if err != nil {
+			return dst, readErr(err)
+		}
+	}
+	return dst, nil
+}
+
+// readErr maps a failed read of a request to the error its answer names:
+// 408 for a client too slow, 400 for one that ended mid-message.
+func readErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return errTimeout
+	}
+	return errMalformed
+}
+
+// readChunked decodes a chunked body from br, appending it to dst; waited
+// says whether it had to wait for the network.
+func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) {
+	waited := false
+	for {
+		waited = waited || br.Buffered() == 0
+		size, err := chunkSize(br)
+		if err != nil {
+			return dst, waited, err
+		}
+		if size == 0 {
+			// Trailer fields, checked and dropped, up to the empty line.
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return dst, waited, errBadChunk
+				}
+				if len(line) == 2 && line[0] == '\r' {
+					return dst, waited, nil
+				}
+				if !validFieldLine(line) {
+					return dst, waited, errBadChunk
+				}
+			}
+		}
+		if len(dst)+size > limit {
+			return dst, waited, errBodyTooBig
+		}
+		waited = waited || br.Buffered() < size+2
+		if dst, err = readN(br, dst, size); err != nil {
+			if err != errTimeout {
+				err = errBadChunk
+			}
+			return dst, waited, err
+		}
+		if err := chunkEnd(br); err != nil {
+			return dst, waited, err
+		}
+	}
+}
+
+// chunkSize reads a chunk-size line (extensions ignored).
+func chunkSize(br *bufio.Reader) (int, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil || len(line) < 3 || line[len(line)-2] != '\r' {
+		return 0, errBadChunk
+	}
+	line = line[:len(line)-2]
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	line = trimOWS(line)
+	if len(line) == 0 || len(line) > 8 {
+		return 0, errBadChunk
+	}
+	n := 0
+	for _, ch := range line {
+		var v byte
+		switch {
+		case '0' <= ch && ch <= '9':
+			v = ch - '0'
+		case 'a' <= ch && ch <= 'f':
+			v = ch - 'a' + 10
+		case 'A' <= ch && ch <= 'F':
+			v = ch - 'A' + 10
+		default:
+			return 0, errBadChunk
+		}
+		n = n<<4 | int(v)
+	}
+	if n > 1<<30 {
+		return 0, errBadChunk // beyond any limit, and beyond int on 32-bit
+	}
+	return n, nil
+}
+
+func chunkEnd(br *bufio.Reader) error {
+	b, err := br.Peek(2)
+	if err != nil || b[0] != '\r' || b[1] != '\n' {
+		return errBadChunk
+	}
+	_, _ = br.Discard(2)
+	return nil
+}
+
+// prepare decides the forwarding headers and marks the client fields the
+// proxy replaces.
+func (c *conn) prepare() {
+	e, r := c.e, &c.req
+	c.trusted = c.peer.IsValid() && e.b.Resolver().Trusted(c.peer)
+	c.xfHost, c.xfProto = false, false
+	xff := c.xff[:0]
+	for i := range r.fields {
+		f := &r.fields[i]
+		switch f.kind {
+		case kindXFF:
+			if c.trusted {
+				if len(xff) > 0 {
+					xff = append(xff, ", "...)
+				}
+				xff = append(xff, f.value...)
+			}
+		case kindXFHost:
+			c.xfHost = c.xfHost || c.trusted
+		case kindXFProto:
+			c.xfProto = c.xfProto || c.trusted
+		case kindOther:
+			if bytes.IndexByte(f.name, '_') >= 0 {
+				// Apps behind CGI-style gateways read X_Forwarded_For as
+				// X-Forwarded-For: such names are dropped, as nginx does.
+				f.kind = kindDropped
+				continue
+			}
+			for _, name := range e.geoNames {
+				if equalFoldBytes(f.name, name) {
+					f.kind = kindDropped
+					break
+				}
+			}
+		}
+	}
+	if c.peer.IsValid() {
+		if len(xff) > 0 {
+			xff = append(xff, ", "...)
+		}
+		xff = c.peer.AppendTo(xff)
+	}
+	c.xff = xff
+}
+
+// b2s views b as a string without copying; the string must not outlive
+// the request.
+func b2s(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+func pathOf(target []byte) []byte {
+	if i := bytes.IndexByte(target, '?'); i >= 0 {
+		return target[:i]
+	}
+	return target
+}
