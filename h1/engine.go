@@ -86,6 +86,9 @@ type Engine struct {
 	tunnels   map[net.Conn]struct{}
 	closing   atomic.Bool
 	wg        sync.WaitGroup
+
+	reaper     sync.Once
+	stopReaper chan struct{}
 }
 
 // New returns an Engine; Serve it on a listener, Shutdown to stop.
@@ -102,6 +105,7 @@ func New(o Options) *Engine {
 		listeners:     map[net.Listener]struct{}{},
 		conns:         map[*conn]struct{}{},
 		tunnels:       map[net.Conn]struct{}{},
+		stopReaper:    make(chan struct{}),
 	}
 	if e.clientTimeout <= 0 {
 		e.clientTimeout = DefaultClientTimeout
@@ -125,6 +129,10 @@ func (e *Engine) Serve(ln net.Listener) error {
 		return http.ErrServerClosed
 	}
 	e.listeners[ln] = struct{}{}
+	e.reaper.Do(func() {
+		e.wg.Add(1)
+		go e.reap()
+	})
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
@@ -175,7 +183,9 @@ func isTemporary(err error) bool {
 // connections in use included, and every idle backend connection.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
-	e.closing.Store(true)
+	if !e.closing.Swap(true) {
+		close(e.stopReaper)
+	}
 	for ln := range e.listeners {
 		_ = ln.Close()
 	}
@@ -214,6 +224,24 @@ loop:
 		p.closeAll()
 	}
 	return err
+}
+
+// reap closes expired idle backend connections every few seconds, so a
+// pool shrinks even when no request comes to do it, until Shutdown.
+func (e *Engine) reap() {
+	defer e.wg.Done()
+	tick := time.NewTicker(backendIdle / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.stopReaper:
+			return
+		case now := <-tick.C:
+			for _, p := range e.pools {
+				p.reap(now)
+			}
+		}
+	}
 }
 
 // closeIdle closes client connections waiting for a request.

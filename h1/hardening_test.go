@@ -262,3 +262,25 @@ func TestHalfClosedTunnelEnds(t *testing.T) {
 	require.NoError(t, c.nc.(*net.TCPConn).CloseWrite())
 	c.expectClosed(2 * time.Second)
 }
+
+// Idle backend connections past backendIdle are closed by the reaper even
+// when no request comes to notice them; fresh ones stay.
+func TestExpiredIdleBackendConnectionsAreReaped(t *testing.T) {
+	now := time.Now()
+	p := &pool{}
+	var ends []net.Conn
+	for _, age := range []time.Duration{2 * backendIdle, backendIdle / 2, backendIdle + time.Second, 0} {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+		p.idle = append(p.idle, &bconn{nc: a, used: now.Add(-age)})
+		ends = append(ends, b)
+	}
+	p.reap(now)
+	require.Len(t, p.idle, 2)
+	for i, b := range ends {
+		_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := b.Read(make([]byte, 1))
+		closed := err == io.EOF
+		assert.Equal(t, i == 0 || i == 2, closed, "connection %d", i)
+	}
+}

@@ -140,6 +140,26 @@ func (p *pool) put(bc *bconn, now time.Time) {
 	}
 }
 
+// reap closes the idle connections that have expired.
+func (p *pool) reap(now time.Time) {
+	p.mu.Lock()
+	keep := p.idle[:0]
+	var expired []*bconn
+	for _, bc := range p.idle {
+		if now.Sub(bc.used) > backendIdle {
+			expired = append(expired, bc)
+		} else {
+			keep = append(keep, bc)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	p.mu.Unlock()
+	for _, bc := range expired {
+		_ = bc.nc.Close()
+	}
+}
+
 func (p *pool) closeAll() {
 	p.mu.Lock()
 	idle := p.idle
