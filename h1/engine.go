@@ -424,6 +424,8 @@ func appendPlain(dst []byte, code int, msg, retryAfter string, closing bool) []b
 	dst = strconv.AppendInt(dst, int64(code), 10)
 	dst = append(dst, ' ')
 	dst = append(dst, http.StatusText(code)...)
+	dst = append(dst, "\r\nDate: "...)
+	dst = time.Now().UTC().AppendFormat(dst, http.TimeFormat)
 	dst = append(dst, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: "...)
 	dst = strconv.AppendInt(dst, int64(len(msg)+1), 10)
 	dst = append(dst, "\r\n"...)

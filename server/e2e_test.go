@@ -418,6 +418,10 @@ func TestAllRegionsDownGives503(t *testing.T) {
 		resp, body := e.get(london, "/")
 		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 		assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+		date, err := http.ParseTime(resp.Header.Get("Date"))
+		if assert.NoError(t, err, "a Date header") {
+			assert.WithinDuration(t, time.Now(), date, time.Minute)
+		}
 		assert.Equal(t, "geoproxy: no healthy region can serve this request\n", body)
 
 		code, ready := e.adminGet("/readyz")
