@@ -15,8 +15,10 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -78,7 +80,7 @@ type Engine struct {
 	inFlight      prometheus.Gauge
 	log           *zap.Logger
 	dialer        net.Dialer
-	bufs          sync.Pool // *[]byte, copy buffers for streamed bodies
+	works         sync.Pool // *work
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -110,7 +112,7 @@ func New(o Options) *Engine {
 	if e.clientTimeout <= 0 {
 		e.clientTimeout = DefaultClientTimeout
 	}
-	e.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	e.works.New = newWork
 	for _, be := range o.Backends {
 		e.pools[be] = newPool(be)
 	}
@@ -284,43 +286,74 @@ type conn struct {
 	// by a Shutdown that runs out of time.
 	inUse atomic.Pointer[bconn]
 
-	req  head
-	resp head
-	out  []byte // what is written next to the client or backend
-	body []byte // the request body
-	tmp  []byte // header values being built
-
-	d    balancer.Decision
-	vals [8]string
+	// work is the state of the request being served, nil while idle.
+	*work
 
 	now       time.Time // the latest clock reading
 	armed     time.Time // when the read deadline was last set
 	wArmed    time.Time // when the write deadline was last set; zero: none
 	streaming bool      // a body is being streamed to the client
-	hasBody   bool
-	xff       []byte
-	xfHost    bool // keep the client's X-Forwarded-Host
-	xfProto   bool // keep the client's X-Forwarded-Proto
-	trusted   bool
-	wantsEnd  bool // close after this response
+	wantsEnd  bool      // close after this response
 }
+
+// work is what serving one request takes. Connections borrow it from a
+// pool for each request, so an idle connection holds only its read buffer.
+type work struct {
+	req  head
+	resp head
+	out  []byte // what is written next to the client or backend
+	body []byte // the request body
+	tmp  []byte // header values being built
+	xff  []byte
+
+	d    balancer.Decision
+	vals [8]string
+
+	hasBody bool
+	xfHost  bool // keep the client's X-Forwarded-Host
+	xfProto bool // keep the client's X-Forwarded-Proto
+	trusted bool
+}
+
+func newWork() any {
+	w := &work{out: make([]byte, 0, 4096), tmp: make([]byte, 0, 256)}
+	w.req.fields = make([]field, 0, 32)
+	w.resp.fields = make([]field, 0, 32)
+	w.req.buf = make([]byte, 0, 1024)
+	w.resp.buf = make([]byte, 0, 1024)
+	return w
+}
+
+// borrow gives the connection the state to serve a request.
+func (c *conn) borrow() { c.work = c.e.works.Get().(*work) }
+
+// giveBack returns it, without buffers grown large by one request.
+func (c *conn) giveBack() {
+	w := c.work
+	c.work = nil
+	if cap(w.body) > 1<<20 {
+		w.body = nil
+	}
+	if cap(w.out) > 64<<10 {
+		w.out = make([]byte, 0, 4096)
+	}
+	c.e.works.Put(w)
+}
+
+// initialRead is a client connection's read buffer until a head needs
+// more (up to MaxHead).
+const initialRead = 4 << 10
 
 func (e *Engine) newConn(nc net.Conn) *conn {
 	c := &conn{
 		e:   e,
 		nc:  nc,
-		br:  bufio.NewReaderSize(nc, MaxHead),
-		out: make([]byte, 0, 4096),
-		tmp: make([]byte, 0, 256),
+		br:  bufio.NewReaderSize(nc, initialRead),
 		now: time.Now(),
 	}
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.peer = a.AddrPort().Addr().Unmap()
 	}
-	c.req.fields = make([]field, 0, 32)
-	c.resp.fields = make([]field, 0, 32)
-	c.req.buf = make([]byte, 0, 1024)
-	c.resp.buf = make([]byte, 0, 1024)
 	return c
 }
 
@@ -345,10 +378,15 @@ func (c *conn) serve() {
 			if raw == nil {
 				return // closed, timed out or reset while idle
 			}
+			c.borrow()
 			c.refuse(err)
+			c.giveBack()
 			return
 		}
-		if !c.handle(raw) {
+		c.borrow()
+		keep := c.handle(raw)
+		c.giveBack()
+		if !keep {
 			return
 		}
 	}
@@ -367,7 +405,15 @@ func (c *conn) armRead() {
 // readHead waits for a whole request head in the read buffer. It returns
 // a nil head with the error if the connection ended before any byte came.
 func (c *conn) readHead() ([]byte, error) {
-	return readHead(c.br, errHeadTooBig, readErr)
+	for {
+		raw, err := readHead(c.br, errHeadTooBig, readErr)
+		if err != errHeadTooBig || c.br.Size() >= MaxHead {
+			return raw, err
+		}
+		// A head larger than the buffer: a larger buffer for the rest of
+		// the connection, starting with what was read.
+		c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(raw)), c.nc), MaxHead)
+	}
 }
 
 // readHead waits for a whole head in br's buffer, searching only the new
@@ -382,7 +428,7 @@ func readHead(br *bufio.Reader, tooBig error, mapErr func(error) error) ([]byte,
 		if n := findEnd(buf[from:]); n >= 0 {
 			return buf[:from+n], nil
 		}
-		if len(buf) >= MaxHead {
+		if len(buf) >= br.Size() {
 			return buf, tooBig
 		}
 		from = max(0, len(buf)-3)

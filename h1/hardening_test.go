@@ -284,3 +284,21 @@ func TestExpiredIdleBackendConnectionsAreReaped(t *testing.T) {
 		assert.Equal(t, i == 0 || i == 2, closed, "connection %d", i)
 	}
 }
+
+// A head larger than the connection's first read buffer is served, and so
+// is the request pipelined right behind it.
+func TestLargeHeadThenPipelinedRequest(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{handlers: []handler{okHandler}})
+	c := p.dial(t)
+	big := "GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 10<<10) + "\r\n\r\n"
+	c.send(big + get("/next"))
+	r1 := c.read("GET")
+	require.Equal(t, 200, r1.status)
+	assert.Equal(t, "ok GET /big HTTP/1.1", string(r1.body))
+	r2 := c.read("GET")
+	require.Equal(t, 200, r2.status)
+	assert.Equal(t, "ok GET /next HTTP/1.1", string(r2.body))
+	c.send(get("/third"))
+	assert.Equal(t, "ok GET /third HTTP/1.1", string(c.read("GET").body))
+}

@@ -125,9 +125,6 @@ func (c *conn) handle(raw []byte) bool {
 	if err := c.flush(); err != nil {
 		keep = false
 	}
-	if cap(c.body) > 1<<20 {
-		c.body = nil // do not keep a large buffer on an idle connection
-	}
 	return keep && !r.upgrade
 }
 
