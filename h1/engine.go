@@ -89,6 +89,8 @@ type Engine struct {
 	closing   atomic.Bool
 	wg        sync.WaitGroup
 
+	panics atomic.Int64 // recovered in connection goroutines (tests check it)
+
 	reaper     sync.Once
 	stopReaper chan struct{}
 }
@@ -360,6 +362,15 @@ func (e *Engine) newConn(nc net.Conn) *conn {
 func (c *conn) serve() {
 	e := c.e
 	defer func() {
+		if r := recover(); r != nil {
+			// A bug must cost one connection, never the proxy.
+			e.panics.Add(1)
+			e.log.Error("panic serving a connection; it was closed",
+				zap.Any("panic", r), zap.Stringer("client", c.nc.RemoteAddr()), zap.StackSkip("stack", 1))
+			if bc := c.inUse.Load(); bc != nil {
+				_ = bc.nc.Close()
+			}
+		}
 		_ = c.nc.Close()
 		e.mu.Lock()
 		delete(e.conns, c)

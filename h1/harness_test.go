@@ -83,7 +83,7 @@ type backend struct {
 	wg   sync.WaitGroup
 }
 
-func newBackend(t *testing.T, h handler) *backend {
+func newBackend(t testing.TB, h handler) *backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -290,7 +290,7 @@ type proxy struct {
 	stopOnce sync.Once
 }
 
-func openCity(t *testing.T) *geo.Database {
+func openCity(t testing.TB) *geo.Database {
 	t.Helper()
 	db, err := geo.Open("../testdata/geoip2-city.mmdb")
 	require.NoError(t, err)
@@ -301,7 +301,7 @@ func openCity(t *testing.T) *geo.Database {
 // newProxy starts raw backends and an engine in front of them; everything
 // stops when the test ends (backends first, so that no request is left
 // waiting on one, then the engine).
-func newProxy(t *testing.T, o proxyOpts) *proxy {
+func newProxy(t testing.TB, o proxyOpts) *proxy {
 	t.Helper()
 	require.NotEmpty(t, o.handlers)
 	require.LessOrEqual(t, len(o.handlers), len(regionSpecs))
@@ -390,7 +390,7 @@ func newProxy(t *testing.T, o proxyOpts) *proxy {
 }
 
 // shutdown stops the engine (once) and waits for Serve to return.
-func (p *proxy) shutdown(t *testing.T, within time.Duration) {
+func (p *proxy) shutdown(t testing.TB, within time.Duration) {
 	p.stopOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), within)
 		defer cancel()
