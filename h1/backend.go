@@ -120,7 +120,13 @@ func (c *conn) forward(p *pool, region *route.Region, method string) (status int
 		}
 	}
 	c.inUse.Store(bc)
-	defer c.inUse.Store(nil)
+	defer func() {
+		if r := recover(); r != nil {
+			_ = c.inUse.Load().nc.Close() // a panic: the connection's state is unknown
+			panic(r)
+		}
+		c.inUse.Store(nil)
+	}()
 	p.be.Acquire()
 	defer p.be.Release()
 	c.out = c.appendRequest(c.out[:0], p, region, false)

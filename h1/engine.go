@@ -421,10 +421,19 @@ func (c *conn) readHead() ([]byte, error) {
 		if err != errHeadTooBig || c.br.Size() >= MaxHead {
 			return raw, err
 		}
-		// A head larger than the buffer: a larger buffer for the rest of
-		// the connection, starting with what was read.
-		c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(raw)), c.nc), MaxHead)
+		c.growReader()
 	}
+}
+
+// growReader gives the connection a MaxHead read buffer for the rest of its
+// life, starting with what the small one holds: a head, a chunk-size or a
+// trailer line larger than the first buffer.
+func (c *conn) growReader() {
+	if c.br.Size() >= MaxHead {
+		return
+	}
+	held, _ := c.br.Peek(c.br.Buffered())
+	c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.nc), MaxHead)
 }
 
 // readHead waits for a whole head in br's buffer, searching only the new

@@ -302,3 +302,61 @@ func TestLargeHeadThenPipelinedRequest(t *testing.T) {
 	c.send(get("/third"))
 	assert.Equal(t, "ok GET /third HTTP/1.1", string(c.read("GET").body))
 }
+
+// Every spelling a backend could resolve to a dot segment is refused: plain,
+// percent-encoded, with path parameters (servlet containers strip ";x"),
+// or ended by a backslash or an encoded slash.
+func TestDotSegmentSpellings(t *testing.T) {
+	for path, refused := range map[string]bool{
+		"/a/../b": true, "/a/./b": true, "/..": true, "/a/%2e%2E/b": true, "/a/.%2e": true,
+		"/..;/manager": true, "/..;x=1/m": true, "/%2e%2e;/m": true, "/..\\m": true, "/..%2fm": true, "/..%5Cm": true,
+		"/a%2ebin": false, "/a.b": false, "/...": false, "/a/b?x=/../": false, "/.well-known/x": false,
+		"/": false, "*": false, "/a;b/c": false, "/a%2fb": false,
+	} {
+		assert.Equal(t, refused, dotSegments([]byte(path)), path)
+	}
+}
+
+// A keep-alive client that idles for most of the client timeout still gets
+// the whole timeout for its next request's body.
+func TestIdleThenSlowUploadIsNotCutShort(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{handlers: []handler{okHandler}, clientTimeout: time.Second})
+	c := p.dial(t)
+	c.send(get("/one"))
+	require.Equal(t, 200, c.read("GET").status)
+	c.send(get("/two"))
+	require.Equal(t, 200, c.read("GET").status)
+	time.Sleep(700 * time.Millisecond) // idle, most of the timeout
+	c.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+	time.Sleep(500 * time.Millisecond) // a slow body: past the first deadline
+	c.send("def")
+	r := c.read("POST")
+	assert.Equal(t, 200, r.status, "%s%s", r.head, r.body)
+}
+
+// A pooled connection whose read deadline passed while it was idle is
+// still reused: the liveness check clears the old deadline first.
+func TestPooledConnectionOutlivesItsOldDeadline(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{handlers: []handler{okHandler}, responseHeaderTimeout: 300 * time.Millisecond})
+	c := p.dial(t)
+	c.send(get("/one"))
+	require.Equal(t, 200, c.read("GET").status)
+	time.Sleep(1200 * time.Millisecond) // past the deadline and the probe threshold
+	c.send("POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+	require.Equal(t, 200, c.read("POST").status)
+	assert.EqualValues(t, 1, p.backends[0].conns.Load(), "one backend connection served both")
+}
+
+// Chunk-size and trailer lines may be as long as a head, even on a
+// connection whose first read buffer is smaller.
+func TestLongTrailerLineInARequest(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{handlers: []handler{okHandler}})
+	c := p.dial(t)
+	c.send("POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Long: " +
+		strings.Repeat("v", 5000) + "\r\n\r\n")
+	r := c.read("POST")
+	assert.Equal(t, 200, r.status, "%s%s", r.head, r.body)
+}

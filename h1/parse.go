@@ -210,7 +210,26 @@ func dotSegments(target []byte) bool {
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	for seg := range bytes.SplitSeq(path, slash) {
+	// Segments end at "/", and also where some backends see a separator:
+	// "\", an encoded slash or backslash. A ";" starts path parameters,
+	// which servlet containers strip ("..;x" is "..").
+	for len(path) > 0 {
+		end, next := len(path), len(path)
+		for i := 0; i < len(path); i++ {
+			if path[i] == '/' || path[i] == '\\' {
+				end, next = i, i+1
+				break
+			}
+			if path[i] == '%' && i+2 < len(path) && (path[i+1] == '2' && (path[i+2]|0x20) == 'f' || path[i+1] == '5' && (path[i+2]|0x20) == 'c') {
+				end, next = i, i+3
+				break
+			}
+		}
+		seg := path[:end]
+		path = path[next:]
+		if i := bytes.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
 		if len(seg) == 0 || len(seg) > 6 || seg[0] != '.' && seg[0] != '%' {
 			continue
 		}

@@ -48,6 +48,12 @@ func (bc *bconn) alive() bool {
 	if bc.raw == nil {
 		return true
 	}
+	if !bc.armed.IsZero() {
+		// A read deadline left from the last answer may have passed; the
+		// peek must not mistake it for a dead connection.
+		_ = bc.nc.SetReadDeadline(time.Time{})
+		bc.armed = time.Time{}
+	}
 	var (
 		buf [1]byte
 		n   int

@@ -31,6 +31,7 @@ func (c *conn) handle(raw []byte) bool {
 	}
 	start := time.Now()
 	c.now = start
+	c.armRead() // after a long idle wait, the request gets the full timeout
 	r := &c.req
 	r.dropConnectionTokens()
 	c.wantsEnd = r.close || e.closing.Load()
@@ -39,6 +40,12 @@ func (c *conn) handle(raw []byte) bool {
 		return false
 	}
 	e.inFlight.Inc()
+	counted := true
+	defer func() {
+		if counted { // a panic on the way
+			e.inFlight.Dec()
+		}
+	}()
 
 	// Where the client is, from the peer and the forwarding headers.
 	n, nf := 0, 0
@@ -119,6 +126,7 @@ func (c *conn) handle(raw []byte) bool {
 		o.Method, o.Host, o.Path = string(r.method), string(r.host), string(pathOf(r.target))
 	}
 	e.inFlight.Dec()
+	counted = false
 	e.b.Report(&c.d, o)
 	// The last bytes go out after the report, so a client that has its
 	// answer finds it counted.
@@ -147,6 +155,7 @@ func (c *conn) readBody() error {
 	}
 	waited := false
 	if r.chunked {
+		c.growReader() // chunk-size and trailer lines may be as long as a head
 		var err error
 		c.body, waited, err = readChunked(c.br, c.body, MaxRequestBody)
 		if err != nil {
@@ -241,7 +250,13 @@ func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) 
 // chunkSize reads a chunk-size line (extensions ignored).
 func chunkSize(br *bufio.Reader) (int, error) {
 	line, err := br.ReadSlice('\n')
-	if err != nil || len(line) < 3 || line[len(line)-2] != '\r' {
+	if err != nil {
+		if readErr(err) == errTimeout {
+			return 0, errTimeout
+		}
+		return 0, errBadChunk
+	}
+	if len(line) < 3 || line[len(line)-2] != '\r' {
 		return 0, errBadChunk
 	}
 	line = line[:len(line)-2]

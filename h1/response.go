@@ -93,7 +93,7 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 		}
 	}
 	if err == nil && reusable {
-		p.put(bc, c.now)
+		p.put(bc, time.Now()) // the stream took a while
 	} else {
 		_ = bc.nc.Close()
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -18,7 +20,13 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 		return 0, false, err
 	}
 	c.inUse.Store(bc)
-	defer c.inUse.Store(nil)
+	defer func() {
+		if r := recover(); r != nil {
+			_ = bc.nc.Close()
+			panic(r)
+		}
+		c.inUse.Store(nil)
+	}()
 	c.out = c.appendRequest(c.out[:0], p, region, true)
 	if _, err = c.exchange(bc); err != nil {
 		_ = bc.nc.Close()
@@ -66,6 +74,14 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 	go func() {
 		defer c.e.wg.Done()
 		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				c.e.panics.Add(1)
+				c.e.log.Error("panic in a tunnel; it was closed", zap.Any("panic", r), zap.StackSkip("stack", 1))
+				_ = c.nc.Close()
+				_ = bc.nc.Close()
+			}
+		}()
 		pump(bc.nc, c.br, t) // the client's bytes, buffered ones first
 		// The client is done sending: the backend has the client timeout
 		// to finish, rather than forever.
