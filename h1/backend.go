@@ -194,6 +194,12 @@ func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 		if _, err := bc.nc.Write(c.body); err != nil {
 			return false, err
 		}
+		// The header timeout runs from the end of the request.
+		if t := c.e.opts.ResponseHeaderTimeout; t > 0 {
+			c.now = time.Now()
+			_ = bc.nc.SetReadDeadline(c.now.Add(t))
+			bc.armed = c.now
+		}
 	}
 	for {
 		raw, err := readBackendHead(bc.br)
