@@ -8,7 +8,6 @@
 // See README.md for what it measured and how.
 //
 //	eventloop LISTEN_PORT BACKEND_PORT   (both on 127.0.0.1)
-//
 package main
 
 import (
