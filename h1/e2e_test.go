@@ -130,7 +130,7 @@ func TestChunkedRequestBodyIsForwardedWithALength(t *testing.T) {
 	assert.Equal(t, "hello, world 0123456789", string(got.body))
 	cl, _ := got.get("Content-Length")
 	assert.Equal(t, "23", cl)
-	assert.False(t, got.has("Transfer-Encoding"), "%v", got.fields)
+	assert.False(t, got.has("Transfer-Encoding"), "%v", got.fieldList)
 	assert.False(t, got.has("X-Trailer"))
 
 	// The connection carries on.
@@ -180,7 +180,7 @@ func TestExpect100Continue(t *testing.T) {
 
 	got := b.next(t)
 	assert.Equal(t, "hello", string(got.body))
-	assert.False(t, got.has("Expect"), "the proxy answered the expectation itself: %v", got.fields)
+	assert.False(t, got.has("Expect"), "the proxy answered the expectation itself: %v", got.fieldList)
 }
 
 func TestHeadAnswerHasLengthButNoBody(t *testing.T) {
@@ -409,7 +409,7 @@ func TestHopByHopFieldsStayOnTheirHop(t *testing.T) {
 		assert.False(t, r.has(name), "%s reached the client: %q", name, r.head)
 	}
 	var regions, codings []string
-	for _, f := range r.fields {
+	for _, f := range r.fieldList {
 		switch strings.ToLower(f[0]) {
 		case "x-geoproxy-region":
 			regions = append(regions, f[1])
@@ -423,12 +423,12 @@ func TestHopByHopFieldsStayOnTheirHop(t *testing.T) {
 	// What the backend gets.
 	got := p.backends[0].next(t)
 	for _, name := range []string{"Connection", "X-Foo", "Keep-Alive", "TE", "Proxy-Authorization", "Proxy-Connection", "Upgrade"} {
-		assert.False(t, got.has(name), "%s reached the backend: %v", name, got.fields)
+		assert.False(t, got.has(name), "%s reached the backend: %v", name, got.fieldList)
 	}
 	v, _ := got.get("X-Keep")
 	assert.Equal(t, "kept", v)
 	var cities, countries, nearest []string
-	for _, f := range got.fields {
+	for _, f := range got.fieldList {
 		switch strings.ToLower(f[0]) {
 		case "x-city":
 			cities = append(cities, f[1])
@@ -693,7 +693,7 @@ func TestTransferCodingsOtherThanChunkedAreNotLost(t *testing.T) {
 		if r.status == 200 {
 			got := p.backends[0].next(t)
 			te, _ := got.get("Transfer-Encoding")
-			assert.Contains(t, strings.ToLower(te), "gzip", "the backend got %d gzip bytes as plain content: %v", len(got.body), got.fields)
+			assert.Contains(t, strings.ToLower(te), "gzip", "the backend got %d gzip bytes as plain content: %v", len(got.body), got.fieldList)
 			return
 		}
 		assert.Equal(t, 501, r.status, r.head)

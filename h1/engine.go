@@ -296,6 +296,7 @@ type conn struct {
 	wArmed    time.Time // when the write deadline was last set; zero: none
 	streaming bool      // a body is being streamed to the client
 	wantsEnd  bool      // close after this response
+	trusted   bool      // the peer is a trusted proxy (it cannot change)
 }
 
 // work is what serving one request takes. Connections borrow it from a
@@ -308,13 +309,13 @@ type work struct {
 	tmp  []byte // header values being built
 	xff  []byte
 
-	d    balancer.Decision
-	vals [8]string
+	d balancer.Decision
+	// The Forwarded and X-Forwarded-For values handed to the balancer.
+	fwdVals, xffVals [8]string
 
 	hasBody bool
 	xfHost  bool // keep the client's X-Forwarded-Host
 	xfProto bool // keep the client's X-Forwarded-Proto
-	trusted bool
 }
 
 func newWork() any {
@@ -356,6 +357,7 @@ func (e *Engine) newConn(nc net.Conn) *conn {
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.peer = a.AddrPort().Addr().Unmap()
 	}
+	c.trusted = c.peer.IsValid() && e.b.Resolver().Trusted(c.peer)
 	return c
 }
 

@@ -43,18 +43,12 @@ const ioTimeout = 5 * time.Second
 // ---------------------------------------------------------------------------
 // Raw backends
 
-// bReq is a request as a raw backend read it off the wire.
-type bReq struct {
-	line   string      // request line
-	fields [][2]string // header fields, names as sent
-	body   []byte
-	conn   int             // which accepted connection (1-based) carried it
-	quit   <-chan struct{} // closed when the backend stops
-}
+// fieldList is a head's fields as read off the wire, names as sent.
+type fieldList [][2]string
 
 // get returns the first value of the field named name (any case).
-func (r *bReq) get(name string) (string, bool) {
-	for _, f := range r.fields {
+func (l fieldList) get(name string) (string, bool) {
+	for _, f := range l {
 		if strings.EqualFold(f[0], name) {
 			return f[1], true
 		}
@@ -62,7 +56,18 @@ func (r *bReq) get(name string) (string, bool) {
 	return "", false
 }
 
-func (r *bReq) has(name string) bool { _, ok := r.get(name); return ok }
+func (l fieldList) has(name string) bool { _, ok := l.get(name); return ok }
+
+func (l fieldList) value(name string) string { v, _ := l.get(name); return v }
+
+// bReq is a request as a raw backend read it off the wire.
+type bReq struct {
+	line string // request line
+	fieldList
+	body []byte
+	conn int             // which accepted connection (1-based) carried it
+	quit <-chan struct{} // closed when the backend stops
+}
 
 // handler answers one request by writing raw bytes on nc; it returns false
 // to close the connection afterwards.
@@ -181,7 +186,7 @@ func readRequest(br *bufio.Reader) (*bReq, error) {
 		if !ok {
 			return nil, fmt.Errorf("bad field %q", l)
 		}
-		r.fields = append(r.fields, [2]string{name, strings.TrimSpace(value)})
+		r.fieldList = append(r.fieldList, [2]string{name, strings.TrimSpace(value)})
 	}
 	if te, ok := r.get("Transfer-Encoding"); ok && strings.EqualFold(te, "chunked") {
 		r.body, _, err = readChunkedBody(br)
@@ -434,25 +439,12 @@ func (c *client) send(s string) {
 type resp struct {
 	statusLine string
 	status     int
-	fields     [][2]string
-	body       []byte
-	chunked    bool   // framed with chunked
-	trailer    string // raw trailer section of a chunked body
-	head       string // the head as received
+	fieldList
+	body    []byte
+	chunked bool   // framed with chunked
+	trailer string // raw trailer section of a chunked body
+	head    string // the head as received
 }
-
-func (r *resp) get(name string) (string, bool) {
-	for _, f := range r.fields {
-		if strings.EqualFold(f[0], name) {
-			return f[1], true
-		}
-	}
-	return "", false
-}
-
-func (r *resp) has(name string) bool { _, ok := r.get(name); return ok }
-
-func (r *resp) value(name string) string { v, _ := r.get(name); return v }
 
 // read reads one response to a request with method; bodiless statuses and
 // HEAD have no body; without length or chunked it reads to EOF.
@@ -492,7 +484,7 @@ func readResponse(br *bufio.Reader, method string) (*resp, error) {
 		if !ok {
 			return nil, fmt.Errorf("bad field %q", l)
 		}
-		r.fields = append(r.fields, [2]string{name, strings.TrimSpace(value)})
+		r.fieldList = append(r.fieldList, [2]string{name, strings.TrimSpace(value)})
 	}
 	if method == "HEAD" || r.status < 200 || r.status == 204 || r.status == 304 {
 		return r, nil

@@ -176,10 +176,8 @@ func (h *head) parseResponse(raw []byte) error {
 			return errBadResponse
 		}
 		h.reason = line[13:]
-		for _, ch := range h.reason {
-			if (ch < ' ' && ch != '\t') || ch == 0x7f {
-				return errBadResponse
-			}
+		if !validValue(h.reason) {
+			return errBadResponse
 		}
 	}
 	if err := h.parseFields(rest); err != nil {
@@ -317,35 +315,11 @@ func (h *head) parseFields(b []byte) error {
 			}
 			return errMalformed
 		}
-		i := 0
-		for i < len(b) && tchar[b[i]] {
-			i++
-		}
-		// No name, or anything but a colon after it: a space before the
-		// colon, obs-fold (a line starting with a space) or a bad byte.
-		if i == 0 || i == len(b) || b[i] != ':' {
+		name, value, rest, ok := fieldLine(b)
+		if !ok {
 			return errMalformed
 		}
-		name := b[:i]
-		i++
-		for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
-			i++
-		}
-		vs := i
-		for i < len(b) && b[i] != '\r' {
-			if c := b[i]; (c < ' ' && c != '\t') || c == 0x7f {
-				return errMalformed
-			}
-			i++
-		}
-		if i+1 >= len(b) || b[i+1] != '\n' {
-			return errMalformed
-		}
-		value := b[vs:i]
-		for len(value) > 0 && (value[len(value)-1] == ' ' || value[len(value)-1] == '\t') {
-			value = value[:len(value)-1]
-		}
-		b = b[i+2:]
+		b = rest
 		f := field{name: name, value: value, kind: classify(name)}
 		if f.kind != kindOther {
 			if err := h.note(&f); err != nil {
@@ -356,37 +330,52 @@ func (h *head) parseFields(b []byte) error {
 	}
 }
 
-// validFieldLine checks one field line, CRLF included, as parseFields
-// would: a token, a colon, a value without control characters, CRLF.
-func validFieldLine(line []byte) bool {
-	if len(line) < 3 || line[len(line)-2] != '\r' || line[len(line)-1] != '\n' {
-		return false
-	}
-	line = line[:len(line)-2]
+// fieldLine parses the field line at the start of b, CRLF included: a
+// token, a colon, a value without control characters. It returns the name,
+// the value without surrounding spaces, and what follows the line. Anything
+// else, such as a space before the colon or obs-fold (a line starting with
+// a space), is not ok.
+func fieldLine(b []byte) (name, value, rest []byte, ok bool) {
 	i := 0
-	for i < len(line) && tchar[line[i]] {
+	for i < len(b) && tchar[b[i]] {
 		i++
 	}
-	if i == 0 || i == len(line) || line[i] != ':' {
-		return false
+	if i == 0 || i == len(b) || b[i] != ':' {
+		return nil, nil, nil, false
 	}
-	for _, ch := range line[i+1:] {
-		if (ch < ' ' && ch != '\t') || ch == 0x7f {
+	name = b[:i]
+	i++
+	vs := i
+	for i < len(b) && b[i] != '\r' {
+		if isCTL(b[i]) {
+			return nil, nil, nil, false
+		}
+		i++
+	}
+	if i+1 >= len(b) || b[i+1] != '\n' {
+		return nil, nil, nil, false
+	}
+	return name, trimOWS(b[vs:i]), b[i+2:], true
+}
+
+// validFieldLine checks one whole line, CRLF included, as parseFields would.
+func validFieldLine(line []byte) bool {
+	_, _, rest, ok := fieldLine(line)
+	return ok && len(rest) == 0
+}
+
+// validValue rejects control characters other than HTAB.
+func validValue(b []byte) bool {
+	for _, ch := range b {
+		if isCTL(ch) {
 			return false
 		}
 	}
 	return true
 }
 
-// validValue rejects control characters other than HTAB.
-func validValue(b []byte) bool {
-	for _, ch := range b {
-		if (ch < ' ' && ch != '\t') || ch == 0x7f {
-			return false
-		}
-	}
-	return true
-}
+// isCTL reports a control character other than HTAB.
+func isCTL(c byte) bool { return (c < ' ' && c != '\t') || c == 0x7f }
 
 // note records what a framing or connection field says.
 func (h *head) note(f *field) error {

@@ -48,24 +48,10 @@ func (c *conn) handle(raw []byte) bool {
 	}()
 
 	// Where the client is, from the peer and the forwarding headers.
-	n, nf := 0, 0
-	for _, f := range r.fields {
-		if f.kind == kindForwarded && n < len(c.vals) {
-			c.vals[n] = b2s(f.value)
-			n++
-		}
-	}
-	nf = n
-	for _, f := range r.fields {
-		if f.kind == kindXFF && n < len(c.vals) {
-			c.vals[n] = b2s(f.value)
-			n++
-		}
-	}
-	c.d = balancer.Decision{}
-	e.b.Decide(&c.d, c.peer, c.vals[:nf], c.vals[nf:n])
-	clear(c.vals[:n])
-	c.prepare()
+	nf, nx := c.prepare()
+	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx]) // resets c.d
+	clear(c.fwdVals[:nf])
+	clear(c.xffVals[:nx])
 
 	method := b2s(r.method)
 	var (
@@ -298,16 +284,26 @@ func chunkEnd(br *bufio.Reader) error {
 }
 
 // prepare decides the forwarding headers and marks the client fields the
-// proxy replaces.
-func (c *conn) prepare() {
+// proxy replaces, in one pass over the fields. It also collects the
+// Forwarded and X-Forwarded-For values the client is located from, into
+// c.fwdVals[:nf] and c.xffVals[:nx].
+func (c *conn) prepare() (nf, nx int) {
 	e, r := c.e, &c.req
-	c.trusted = c.peer.IsValid() && e.b.Resolver().Trusted(c.peer)
 	c.xfHost, c.xfProto = false, false
 	xff := c.xff[:0]
 	for i := range r.fields {
 		f := &r.fields[i]
 		switch f.kind {
+		case kindForwarded:
+			if nf < len(c.fwdVals) {
+				c.fwdVals[nf] = b2s(f.value)
+				nf++
+			}
 		case kindXFF:
+			if nx < len(c.xffVals) {
+				c.xffVals[nx] = b2s(f.value)
+				nx++
+			}
 			if c.trusted {
 				if len(xff) > 0 {
 					xff = append(xff, ", "...)
@@ -340,6 +336,7 @@ func (c *conn) prepare() {
 		xff = c.peer.AppendTo(xff)
 	}
 	c.xff = xff
+	return nf, nx
 }
 
 // b2s views b as a string without copying; the string must not outlive

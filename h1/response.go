@@ -77,18 +77,12 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 	switch framing {
 	case length:
 		err = c.copyN(br, rs.contentLength)
-	case chunked:
+	default: // chunked to an HTTP/1.1 client, until close to an HTTP/1.0 one
+		toChunks := framing == chunked
 		if rs.chunked {
-			err = c.copyChunked(br, true)
+			err = c.copyChunked(br, toChunks)
 		} else {
-			err = c.copyUntilEOF(br, true)
-			reusable = false
-		}
-	case untilClose:
-		if rs.chunked {
-			err = c.copyChunked(br, false)
-		} else {
-			err = c.copyUntilEOF(br, false)
+			err = c.copyUntilEOF(br, toChunks)
 			reusable = false
 		}
 	}
