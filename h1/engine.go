@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,10 @@ type Options struct {
 	RetryAfter time.Duration
 	// ClientTimeout: see DefaultClientTimeout (used when zero).
 	ClientTimeout time.Duration
+	// Loops is how many event loops serve connections: 0 means one per
+	// GOMAXPROCS, a negative number none (every connection then gets a
+	// goroutine). Loops are not used when a backend speaks TLS.
+	Loops int
 	Metrics       *metrics.Metrics
 	Log           *zap.Logger
 }
@@ -81,6 +86,9 @@ type Engine struct {
 	log           *zap.Logger
 	dialer        net.Dialer
 	works         sync.Pool // *work
+	nloops        int
+	loops         []*loop
+	next          atomic.Uint32 // the loop that gets the next connection
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -115,6 +123,12 @@ func New(o Options) *Engine {
 		e.clientTimeout = DefaultClientTimeout
 	}
 	e.works.New = newWork
+	switch {
+	case o.Loops == 0:
+		e.nloops = loopsFor(o, runtime.GOMAXPROCS(0))
+	case o.Loops > 0:
+		e.nloops = loopsFor(o, o.Loops)
+	}
 	for _, be := range o.Backends {
 		e.pools[be] = newPool(be)
 	}
@@ -136,6 +150,7 @@ func (e *Engine) Serve(ln net.Listener) error {
 	e.reaper.Do(func() {
 		e.wg.Add(1)
 		go e.reap()
+		e.startLoops()
 	})
 	e.mu.Unlock()
 	defer func() {
@@ -160,6 +175,9 @@ func (e *Engine) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if e.toLoop(nc) {
+			continue
+		}
 		c := e.newConn(nc)
 		e.mu.Lock()
 		if e.closing.Load() {
@@ -197,6 +215,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		_ = t.Close()
 	}
 	e.mu.Unlock()
+	e.signalLoops(false)
 
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
@@ -211,6 +230,7 @@ loop:
 			break loop
 		case <-ctx.Done():
 			err = ctx.Err()
+			e.signalLoops(true)
 			e.mu.Lock()
 			for c := range e.conns {
 				_ = c.nc.Close()
@@ -282,6 +302,7 @@ type conn struct {
 	e    *Engine
 	nc   net.Conn
 	br   *bufio.Reader
+	src  io.Reader // what br reads: nc, after any bytes read before
 	peer netip.Addr
 	idle atomic.Bool // waiting for a request (Shutdown may close it)
 	// inUse is the backend connection the current request is on, closed
@@ -290,6 +311,8 @@ type conn struct {
 
 	// work is the state of the request being served, nil while idle.
 	*work
+	// loopState is the state of a connection an event loop serves.
+	loopState
 
 	now       time.Time // the latest clock reading
 	armed     time.Time // when the read deadline was last set
@@ -316,6 +339,18 @@ type work struct {
 	hasBody bool
 	xfHost  bool // keep the client's X-Forwarded-Host
 	xfProto bool // keep the client's X-Forwarded-Proto
+
+	// Kept across events by the event loops, and handed over with the
+	// request when a loop passes it to a goroutine (see resume).
+	start    time.Time
+	method   string         // the request's method, viewing req.buf
+	region   *route.Region  // of the attempt in progress, or that served
+	be       *route.Backend // likewise
+	lastErr  error          // of the last failed attempt
+	status   int            // of the answer
+	reused   bool           // the attempt is on a pooled connection
+	redialed bool           // the attempt already replaced a stale one
+	handBC   *bconn         // backend connection with an answer to relay
 }
 
 func newWork() any {
@@ -334,6 +369,7 @@ func (c *conn) borrow() { c.work = c.e.works.Get().(*work) }
 func (c *conn) giveBack() {
 	w := c.work
 	c.work = nil
+	w.region, w.be, w.lastErr, w.handBC, w.method = nil, nil, nil, nil, ""
 	if cap(w.body) > 1<<20 {
 		w.body = nil
 	}
@@ -348,17 +384,31 @@ func (c *conn) giveBack() {
 const initialRead = 4 << 10
 
 func (e *Engine) newConn(nc net.Conn) *conn {
-	c := &conn{
-		e:   e,
-		nc:  nc,
-		br:  bufio.NewReaderSize(nc, initialRead),
-		now: time.Now(),
-	}
+	c := e.connFor(nc)
+	c.nc, c.src = nc, nc
+	c.br = bufio.NewReaderSize(nc, initialRead)
+	return c
+}
+
+// connFor returns the state of a client connection, without its reader.
+func (e *Engine) connFor(nc net.Conn) *conn {
+	c := &conn{e: e, now: time.Now()}
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.peer = a.AddrPort().Addr().Unmap()
 	}
 	c.trusted = c.peer.IsValid() && e.b.Resolver().Trusted(c.peer)
 	return c
+}
+
+// goServe serves a connection an event loop handed over on a goroutine of
+// its own; c.br holds what the loop had read.
+func (e *Engine) goServe(c *conn, nc net.Conn) {
+	c.nc, c.lp = nc, nil
+	e.mu.Lock()
+	e.conns[c] = struct{}{}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go c.serve()
 }
 
 func (c *conn) serve() {
@@ -379,6 +429,14 @@ func (c *conn) serve() {
 		e.mu.Unlock()
 		e.wg.Done()
 	}()
+	if c.work != nil {
+		// Handed over by an event loop with an answer to stream.
+		keep := c.resume()
+		c.giveBack()
+		if !keep {
+			return
+		}
+	}
 	for {
 		c.idle.Store(true)
 		if e.closing.Load() {
@@ -435,7 +493,7 @@ func (c *conn) growReader() {
 		return
 	}
 	held, _ := c.br.Peek(c.br.Buffered())
-	c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.nc), MaxHead)
+	c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.src), MaxHead)
 }
 
 // readHead waits for a whole head in br's buffer, searching only the new

@@ -95,31 +95,44 @@ func (c *conn) handle(raw []byte) bool {
 	}
 	keep := !c.wantsEnd && lastErr == nil
 	if be == nil {
-		code, msg := balancer.Failure(&c.d, lastErr)
-		retryAfter := ""
-		if code == http.StatusServiceUnavailable {
-			retryAfter = e.retryAfter
-		}
-		c.out = appendPlain(c.out[:0], code, msg, retryAfter, c.wantsEnd)
-		status = code
+		status = c.failure(lastErr)
 		keep = !c.wantsEnd
 	}
 
 	dur := time.Since(start)
 	c.now = start.Add(dur)
-	o := balancer.Outcome{Status: status, Region: region, Backend: be, Duration: dur, Err: lastErr}
-	if e.b.AccessLog() {
-		o.Method, o.Host, o.Path = string(r.method), string(r.host), string(pathOf(r.target))
-	}
-	e.inFlight.Dec()
 	counted = false
-	e.b.Report(&c.d, o)
+	c.conclude(dur, status, region, be, lastErr)
 	// The last bytes go out after the report, so a client that has its
 	// answer finds it counted.
 	if err := c.flush(); err != nil {
 		keep = false
 	}
 	return keep && !r.upgrade
+}
+
+// failure puts in c.out the answer to a request no backend served, and
+// returns its status.
+func (c *conn) failure(lastErr error) int {
+	code, msg := balancer.Failure(&c.d, lastErr)
+	retryAfter := ""
+	if code == http.StatusServiceUnavailable {
+		retryAfter = c.e.retryAfter
+	}
+	c.out = appendPlain(c.out[:0], code, msg, retryAfter, c.wantsEnd)
+	return code
+}
+
+// conclude counts a request out of flight and reports it: metrics, the
+// access log, passive health.
+func (c *conn) conclude(dur time.Duration, status int, region *route.Region, be *route.Backend, err error) {
+	e, r := c.e, &c.req
+	o := balancer.Outcome{Status: status, Region: region, Backend: be, Duration: dur, Err: err}
+	if e.b.AccessLog() {
+		o.Method, o.Host, o.Path = string(r.method), string(r.host), string(pathOf(r.target))
+	}
+	e.inFlight.Dec()
+	e.b.Report(&c.d, o)
 }
 
 // readBody reads the request body into c.body.

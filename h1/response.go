@@ -97,6 +97,36 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 	return status, true, err
 }
 
+// resume finishes, on the connection's own goroutine, a request an event
+// loop handed over because its answer must be streamed: c.resp holds the
+// response head and c.handBC the backend connection, with what the loop
+// read of the body still buffered. It reports whether the connection may
+// carry another request.
+func (c *conn) resume() bool {
+	e := c.e
+	counted := true
+	defer func() {
+		if counted { // a panic on the way
+			e.inFlight.Dec()
+		}
+	}()
+	bc, be := c.handBC, c.be
+	c.handBC = nil
+	c.inUse.Store(bc)
+	status, _, err := c.relay(e.pools[be], bc, c.region, c.method, true)
+	c.inUse.Store(nil)
+	be.Release()
+	dur := time.Since(c.start)
+	c.now = c.start.Add(dur)
+	counted = false
+	c.conclude(dur, status, c.region, be, err)
+	keep := !c.wantsEnd && err == nil
+	if err := c.flush(); err != nil {
+		keep = false
+	}
+	return keep
+}
+
 // appendResponseHead appends the head sent to the client.
 func (c *conn) appendResponseHead(dst []byte, region *route.Region, chunked, bodiless bool) []byte {
 	rs, e := &c.resp, c.e

@@ -1,0 +1,1275 @@
+//go:build linux
+
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// Event loops serve the common request without a goroutine of its own: a
+// request with a small body or none, answered with a small Content-Length
+// body or none. Each loop owns an epoll set with its client and backend
+// sockets, reads each socket only when epoll says it has bytes, and serves
+// a whole batch of events before it waits again; it waits by parking on the
+// epoll descriptor in the runtime's own poller, so an idle loop costs no
+// thread. Whatever else a connection needs (a streamed answer, a large or
+// chunked body, an upgrade, an unreadable head) the loop hands it to a
+// goroutine of its own, which serves it from then on with the code the
+// engine runs without loops.
+
+const (
+	// loopTick is how often a loop checks deadlines.
+	loopTick = 50 * time.Millisecond
+	// loopBody is the largest request body a loop forwards itself.
+	loopBody = 16 << 10
+	// loopAnswer is the largest response body a loop relays itself.
+	loopAnswer = 64 << 10
+	// maxFree caps the spare read buffers a loop keeps.
+	maxFree = 512
+	// sockEvents are the events every socket is registered for, edge
+	// triggered: a loop reads until a short read, and writes until done
+	// or EAGAIN, then waits for the next edge.
+	sockEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	readEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	// hupEvents say the peer has ended: a short read is then no sign that
+	// nothing follows, and reading goes on to the end.
+	hupEvents = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+)
+
+// Client connection states in a loop.
+const (
+	stIdle    uint8 = iota // waiting for a request head
+	stBody                 // head parsed, waiting for the rest of the body
+	stDial                 // waiting for a new backend connection
+	stBackend              // the request is with a backend
+	stWrite                // the answer is being written
+	stClosed               // closed
+	stGone                 // handed to a goroutine
+)
+
+// Backend connection states in a loop.
+const (
+	bIdle  uint8 = iota // in the pool
+	bWrite              // writing a request
+	bHead               // waiting for the response head
+	bBody               // head read, waiting for the rest of a small body
+)
+
+// loopState is a client connection's state while a loop serves it.
+type loopState struct {
+	lp       *loop
+	fd       int
+	in       []byte    // bytes read and not yet consumed
+	st       uint8     // stIdle...
+	slot     int       // index in lp.conns
+	deadline time.Time // when the client has taken too long; zero: none
+	outOff   int       // bytes of c.out already written
+	headLen  int       // length of the parsed head (stBody)
+	scanned  int       // bytes of in searched for the end of a head
+	rdMore   bool      // the last read filled the buffer: read again
+	eof      bool      // the client ended its side or failed
+	keep     bool      // the connection stays open after this answer
+	bk       *lback    // backend connection of the attempt in progress
+}
+
+// lback is a backend connection owned by a loop.
+type lback struct {
+	fd       int // -1: closed
+	p        *lpool
+	in       []byte
+	c        *conn // the client whose request it carries; nil when idle
+	st       uint8
+	outOff   int       // bytes of the request written
+	used     time.Time // when it was last returned to the pool
+	deadline time.Time // when the backend has taken too long; zero: none
+	eof      bool      // the backend has ended its side
+}
+
+// lpool is a loop's idle connections to one backend, newest on top.
+type lpool struct {
+	p    *pool
+	idle []*lback
+}
+
+// item is a message to a loop from another goroutine.
+type item struct {
+	kind uint8
+	c    *conn
+	fd   int
+	lp   *lpool
+	err  error
+}
+
+const (
+	itemConn     uint8 = iota // a new client connection
+	itemDialed                // a backend connection (or the error) for c
+	itemShutdown              // stop taking requests, close idle connections
+	itemForce                 // close everything now
+)
+
+type fdEntry struct {
+	c *conn
+	b *lback
+}
+
+type loop struct {
+	e      *Engine
+	ep     int // epoll descriptor (owned by file)
+	wake   int // eventfd that wakes the loop for its inbox
+	file   *os.File
+	rc     syscall.RawConn
+	events []unix.EpollEvent
+	fds    []fdEntry // by descriptor
+	conns  []*conn   // every client, for deadlines and shutdown
+	pools  map[*route.Backend]*lpool
+	ready  []*conn // idle clients with buffered bytes, served after a batch
+	free   [][]byte
+	now    time.Time // read once per batch of events
+	tick   time.Time // next deadline check
+	armed  time.Time // the file's read deadline
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	closing bool // shutting down: no new requests on idle connections
+	forced  bool // shutting down now
+	dialing int  // dials under way; the loop outlives them
+
+	mu     sync.Mutex
+	inbox  []item
+	spare  []item
+	exited bool
+}
+
+// loopsFor reports how many loops the engine runs: none when a backend
+// speaks TLS (loops speak plain HTTP to backends).
+func loopsFor(o Options, n int) int {
+	for _, be := range o.Backends {
+		if be.URL.Scheme == "https" {
+			return 0
+		}
+	}
+	return n
+}
+
+// startLoops starts the engine's loops; called once, under e.mu.
+func (e *Engine) startLoops() {
+	for range e.nloops {
+		l, err := newLoop(e)
+		if err != nil {
+			e.log.Warn("event loops unavailable; every connection gets a goroutine", zap.Error(err))
+			for _, l := range e.loops {
+				l.close()
+			}
+			e.loops = nil
+			return
+		}
+		e.loops = append(e.loops, l)
+	}
+	for _, l := range e.loops {
+		e.wg.Add(1)
+		go l.run()
+	}
+}
+
+func newLoop(e *Engine) (*loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(ep)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	l := &loop{e: e, ep: ep, wake: wake, events: make([]unix.EpollEvent, 256), pools: map[*route.Backend]*lpool{}}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		l.close()
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		l.close()
+		return nil, fmt.Errorf("epoll descriptor: %w", err)
+	}
+	l.file = os.NewFile(uintptr(ep), "epoll")
+	if l.rc, err = l.file.SyscallConn(); err != nil {
+		l.close()
+		return nil, fmt.Errorf("epoll descriptor: %w", err)
+	}
+	for be, p := range e.pools {
+		l.pools[be] = &lpool{p: p}
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	return l, nil
+}
+
+// close releases the loop's own descriptors.
+func (l *loop) close() {
+	_ = unix.Close(l.wake)
+	if l.file != nil {
+		_ = l.file.Close()
+	} else {
+		_ = unix.Close(l.ep)
+	}
+	if l.cancel != nil {
+		l.cancel()
+	}
+}
+
+// toLoop gives an accepted connection to a loop; false: serve it on a
+// goroutine (not a TCP connection, or out of descriptors).
+func (e *Engine) toLoop(nc net.Conn) bool {
+	if len(e.loops) == 0 {
+		return false
+	}
+	if _, ok := nc.(*net.TCPConn); !ok {
+		return false
+	}
+	c := e.connFor(nc)
+	fd, err := detach(nc)
+	if err != nil {
+		return false
+	}
+	l := e.loops[int(e.next.Add(1))%len(e.loops)]
+	c.lp, c.fd = l, fd
+	if !l.post(item{kind: itemConn, c: c}) {
+		_ = unix.Close(fd)
+	}
+	return true
+}
+
+// signalLoops tells the loops to shut down, or to close everything now.
+func (e *Engine) signalLoops(force bool) {
+	kind := itemShutdown
+	if force {
+		kind = itemForce
+	}
+	for _, l := range e.loops {
+		l.post(item{kind: kind})
+	}
+}
+
+// detach takes a connection's socket away from the runtime's poller: a
+// duplicate descriptor (non-blocking, like the original) replaces it.
+func detach(nc net.Conn) (int, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	_ = nc.Close()
+	return fd, nil
+}
+
+// attach gives a loop's socket back to the runtime as a net.Conn.
+func attach(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	return nc, err
+}
+
+// post hands it to the loop; false if the loop has ended.
+func (l *loop) post(it item) bool {
+	l.mu.Lock()
+	if l.exited {
+		l.mu.Unlock()
+		return false
+	}
+	l.inbox = append(l.inbox, it)
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.wake, one[:])
+	return true
+}
+
+// run serves events until the engine shuts down and the loop's
+// connections are gone.
+func (l *loop) run() {
+	defer l.e.wg.Done()
+	l.now = time.Now()
+	l.tick = l.now.Add(loopTick)
+	for {
+		n := l.poll()
+		if n == 0 {
+			if l.finished() {
+				return
+			}
+			n = l.park()
+		}
+		l.now = time.Now()
+		for i := range n {
+			l.dispatch(l.events[i])
+		}
+		for len(l.ready) > 0 {
+			c := l.ready[len(l.ready)-1]
+			l.ready = l.ready[:len(l.ready)-1]
+			l.resumeIdle(c)
+		}
+		if !l.now.Before(l.tick) {
+			l.timers()
+		}
+	}
+}
+
+// poll collects ready events without waiting.
+func (l *loop) poll() int {
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.ep),
+		uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+	if errno != 0 {
+		return 0
+	}
+	return int(r)
+}
+
+// park waits in the runtime's poller until the epoll set has events or
+// the next deadline check is due.
+func (l *loop) park() int {
+	if !l.tick.Equal(l.armed) {
+		_ = l.file.SetReadDeadline(l.tick)
+		l.armed = l.tick
+	}
+	n := 0
+	_ = l.rc.Read(func(uintptr) bool {
+		n = l.poll()
+		return n > 0
+	})
+	return n
+}
+
+// finished reports, when the loop has nothing to do, whether it may end;
+// if so it refuses further items and closes what it still holds.
+func (l *loop) finished() bool {
+	if !(l.forced || l.closing && len(l.conns) == 0) || l.dialing > 0 {
+		return false
+	}
+	l.mu.Lock()
+	if len(l.inbox) > 0 {
+		l.mu.Unlock()
+		return false
+	}
+	l.exited = true
+	l.mu.Unlock()
+	for _, c := range l.conns {
+		l.closeClient(c)
+	}
+	for _, lp := range l.pools {
+		for _, bk := range lp.idle {
+			l.closeBack(bk)
+		}
+		lp.idle = nil
+	}
+	l.close()
+	return true
+}
+
+// dispatch serves one event. A panic costs the connection, not the proxy.
+func (l *loop) dispatch(ev unix.EpollEvent) {
+	fd := int(ev.Fd)
+	if fd == l.wake {
+		l.drain()
+		return
+	}
+	if fd >= len(l.fds) {
+		return
+	}
+	ent := l.fds[fd]
+	defer func() {
+		if r := recover(); r != nil {
+			l.panicked(r, ent)
+		}
+	}()
+	switch {
+	case ent.c != nil:
+		c := ent.c
+		if ev.Events&unix.EPOLLOUT != 0 && c.st == stWrite {
+			l.writeClient(c)
+		}
+		if ev.Events&readEvents != 0 && c.st != stClosed && c.st != stGone {
+			l.readClient(c, ev.Events&hupEvents != 0)
+		}
+	case ent.b != nil:
+		bk := ent.b
+		if ev.Events&unix.EPOLLOUT != 0 && bk.st == bWrite && bk.c != nil {
+			l.writeBack(bk)
+		}
+		if ev.Events&readEvents != 0 && bk.fd >= 0 {
+			l.readBack(bk, ev.Events&hupEvents != 0)
+		}
+	}
+}
+
+func (l *loop) panicked(r any, ent fdEntry) {
+	e := l.e
+	e.panics.Add(1)
+	e.log.Error("panic serving a connection; it was closed", zap.Any("panic", r), zap.StackSkip("stack", 2))
+	c := ent.c
+	if ent.b != nil {
+		if c == nil {
+			c = ent.b.c
+		}
+		if ent.b.fd >= 0 {
+			if ent.b.c != nil {
+				ent.b.c.bk = nil
+			}
+			l.closeBack(ent.b)
+		}
+	}
+	if c != nil && c.lp == l {
+		l.closeClient(c)
+	}
+}
+
+// drain takes the loop's inbox.
+func (l *loop) drain() {
+	var buf [8]byte
+	_, _ = unix.Read(l.wake, buf[:])
+	l.mu.Lock()
+	items := l.inbox
+	l.inbox = l.spare[:0]
+	l.mu.Unlock()
+	for i := range items {
+		it := &items[i]
+		switch it.kind {
+		case itemConn:
+			l.adopt(it.c)
+		case itemDialed:
+			l.dialed(it)
+		case itemShutdown:
+			l.closing = true
+			l.closeIdle()
+		case itemForce:
+			l.closing, l.forced = true, true
+			l.cancel()
+			for len(l.conns) > 0 {
+				l.closeClient(l.conns[len(l.conns)-1])
+			}
+		}
+		*it = item{}
+	}
+	l.spare = items[:0]
+}
+
+// register adds a socket to the epoll set.
+func (l *loop) register(fd int, ent fdEntry) error {
+	if fd >= len(l.fds) {
+		l.fds = append(l.fds, make([]fdEntry, fd+1-len(l.fds)+len(l.fds)/2)...)
+	}
+	l.fds[fd] = ent
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: sockEvents, Fd: int32(fd)}); err != nil {
+		l.fds[fd] = fdEntry{}
+		return err
+	}
+	return nil
+}
+
+// adopt starts serving a new client connection.
+func (l *loop) adopt(c *conn) {
+	if l.closing {
+		_ = unix.Close(c.fd)
+		return
+	}
+	if err := l.register(c.fd, fdEntry{c: c}); err != nil {
+		l.e.log.Warn("cannot watch a client connection; closed", zap.Error(err))
+		_ = unix.Close(c.fd)
+		return
+	}
+	c.slot = len(l.conns)
+	l.conns = append(l.conns, c)
+	c.st = stIdle
+	c.deadline = l.now.Add(l.e.clientTimeout)
+}
+
+// buffer returns a read buffer of initialRead bytes.
+func (l *loop) buffer() []byte {
+	if n := len(l.free); n > 0 {
+		b := l.free[n-1]
+		l.free = l.free[:n-1]
+		return b
+	}
+	return make([]byte, 0, initialRead)
+}
+
+// recycle keeps an emptied read buffer for the next connection that reads.
+func (l *loop) recycle(b []byte) {
+	if cap(b) == initialRead && len(l.free) < maxFree {
+		l.free = append(l.free, b[:0])
+	}
+}
+
+// Client side.
+
+// readClient reads what the client sent and serves what it can; hup: the
+// client has ended its side.
+func (l *loop) readClient(c *conn, hup bool) {
+	for !c.eof {
+		if c.in == nil {
+			c.in = l.buffer()
+		}
+		if len(c.in) == cap(c.in) && !l.growIn(c) {
+			c.rdMore = true
+			break
+		}
+		n, err := recv(c.fd, c.in[len(c.in):cap(c.in)])
+		if err == unix.EAGAIN {
+			c.rdMore = false
+			break
+		}
+		if n <= 0 {
+			c.eof = true // its last requests are still served
+			break
+		}
+		c.in = c.in[:len(c.in)+n]
+		if len(c.in) < cap(c.in) && !hup {
+			c.rdMore = false
+			break
+		}
+	}
+	if c.st == stIdle || c.st == stBody {
+		l.request(c)
+	}
+	if c.eof && (c.st == stIdle || c.st == stBody) {
+		l.clientEnded(c)
+	}
+}
+
+// growIn makes room for more of a request: a head up to MaxHead and a
+// body up to loopBody. Between requests, pipelined bytes wait in what
+// there is.
+func (l *loop) growIn(c *conn) bool {
+	limit := MaxHead + loopBody
+	switch c.st {
+	case stIdle:
+	case stBody:
+		limit = c.headLen + int(c.req.contentLength)
+	default:
+		return false
+	}
+	if cap(c.in) >= limit {
+		return false
+	}
+	b := make([]byte, len(c.in), min(2*cap(c.in), limit))
+	copy(b, c.in)
+	l.recycle(c.in)
+	c.in = b
+	return true
+}
+
+// clientEnded ends a connection whose client has ended its side, once no
+// whole request is left: a partial head or body goes to a goroutine, which
+// answers 400 as it finds the end.
+func (l *loop) clientEnded(c *conn) {
+	if c.st == stIdle && len(c.in) == 0 {
+		l.closeClient(c)
+		return
+	}
+	l.handoff(c)
+}
+
+// resumeIdle serves the next pipelined request of a connection that just
+// sent an answer.
+func (l *loop) resumeIdle(c *conn) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.panicked(r, fdEntry{c: c})
+		}
+	}()
+	if c.st != stIdle {
+		return
+	}
+	if c.rdMore || c.eof {
+		l.readClient(c, false)
+	} else if len(c.in) > 0 {
+		l.request(c)
+	}
+}
+
+// request serves the request at the start of c.in once it is whole, or
+// hands the connection to a goroutine when the loop cannot serve it.
+func (l *loop) request(c *conn) {
+	if c.st == stIdle {
+		from := max(0, c.scanned-3)
+		n := findEnd(c.in[from:])
+		if n < 0 {
+			c.scanned = len(c.in)
+			switch {
+			case len(c.in) >= MaxHead:
+				l.handoff(c) // answered 431 there
+			case len(c.in) == 0 && !c.rdMore:
+				l.recycle(c.in)
+				c.in = nil
+			}
+			return
+		}
+		n += from
+		c.scanned = 0
+		if n > MaxHead {
+			l.handoff(c) // answered 431 there
+			return
+		}
+		c.borrow()
+		r := &c.req
+		if err := r.parseRequest(c.in[:n]); err != nil || r.upgrade || r.chunked || r.expect100 || r.contentLength > loopBody {
+			c.giveBack()
+			l.handoff(c)
+			return
+		}
+		c.headLen = n
+		c.st = stBody
+		// After a long idle wait, the request gets the full timeout.
+		c.deadline = l.now.Add(l.e.clientTimeout)
+	}
+	need := c.headLen + int(max(c.req.contentLength, 0))
+	if len(c.in) < need {
+		return
+	}
+	l.start(c, need)
+}
+
+// start begins serving a whole request: need bytes of c.in.
+func (l *loop) start(c *conn, need int) {
+	e, r := l.e, &c.req
+	c.start, c.now = l.now, l.now
+	r.dropConnectionTokens()
+	c.wantsEnd = r.close || l.closing
+	c.hasBody = r.contentLength >= 0
+	c.body = append(c.body[:0], c.in[c.headLen:need]...)
+	c.in = c.in[:copy(c.in, c.in[need:])]
+	if len(c.in) == 0 && !c.rdMore {
+		l.recycle(c.in)
+		c.in = nil
+	}
+	c.headLen = 0
+	c.deadline = time.Time{}
+	c.st = stBackend
+	e.inFlight.Inc()
+	nf, nx := c.prepare()
+	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx])
+	clear(c.fwdVals[:nf])
+	clear(c.xffVals[:nx])
+	c.method = b2s(r.method)
+	c.lastErr = nil
+	l.attempt(c)
+}
+
+// attempt sends the request to the next backend, or answers that none
+// could serve it.
+func (l *loop) attempt(c *conn) {
+	rg, b := l.e.b.Next(&c.d)
+	if b == nil {
+		l.fail(c)
+		return
+	}
+	c.region, c.be = rg, b
+	b.Acquire()
+	lp := l.pools[b]
+	if bk := lp.get(l, !balancer.Idempotent(c.method)); bk != nil {
+		c.reused = true
+		l.send(c, bk)
+		return
+	}
+	c.reused = false
+	l.dial(c, lp)
+}
+
+// dial connects to a backend on a goroutine (the resolver and connect may
+// take a while), which posts the connection back.
+func (l *loop) dial(c *conn, lp *lpool) {
+	c.st = stDial
+	l.dialing++
+	ctx, d, addr := l.ctx, &l.e.dialer, lp.p.addr
+	go func() {
+		nc, err := d.DialContext(ctx, "tcp", addr)
+		fd := -1
+		if err == nil {
+			if fd, err = detach(nc); err != nil {
+				_ = nc.Close()
+			}
+		}
+		if !l.post(item{kind: itemDialed, c: c, lp: lp, fd: fd, err: err}) && fd >= 0 {
+			_ = unix.Close(fd)
+		}
+	}()
+}
+
+// dialed takes a dial's outcome.
+func (l *loop) dialed(it *item) {
+	l.dialing--
+	c := it.c
+	var bk *lback
+	if it.err == nil {
+		bk = &lback{fd: it.fd, p: it.lp}
+		if err := l.register(it.fd, fdEntry{b: bk}); err != nil {
+			_ = unix.Close(it.fd)
+			bk, it.err = nil, err
+		}
+	}
+	if c.st != stDial || c.lp != l {
+		// The client went away meanwhile: keep the connection for another.
+		if bk != nil {
+			if l.closing {
+				l.closeBack(bk)
+			} else {
+				it.lp.put(l, bk)
+			}
+		}
+		return
+	}
+	if bk == nil {
+		l.attemptFailed(c, it.err)
+		return
+	}
+	l.send(c, bk)
+}
+
+// send writes the request to bk.
+func (l *loop) send(c *conn, bk *lback) {
+	c.bk, bk.c = bk, c
+	c.st = stBackend
+	c.out = c.appendRequest(c.out[:0], bk.p.p, c.region, false)
+	bk.st, bk.outOff = bWrite, 0
+	bk.deadline = l.now.Add(l.e.clientTimeout) // a backend that stops reading
+	l.writeBack(bk)
+}
+
+// writeBack writes what is left of the request.
+func (l *loop) writeBack(bk *lback) {
+	c := bk.c
+	for bk.outOff < len(c.out) {
+		n, err := send(bk.fd, c.out[bk.outOff:])
+		if err == unix.EAGAIN {
+			return // the next EPOLLOUT edge continues
+		}
+		if err != nil {
+			if bk.outOff == 0 {
+				err = errors.Join(errNothingWritten, err)
+			}
+			l.backFailed(bk, err)
+			return
+		}
+		bk.outOff += n
+	}
+	bk.st = bHead
+	bk.deadline = time.Time{}
+	if t := l.e.opts.ResponseHeaderTimeout; t > 0 {
+		bk.deadline = l.now.Add(t)
+	}
+	if len(bk.in) > 0 {
+		l.parseBack(bk) // it answered before reading everything
+	}
+}
+
+// readBack reads what a backend sent; hup: the backend has ended its side.
+func (l *loop) readBack(bk *lback, hup bool) {
+	if bk.c == nil {
+		// Idle: the backend closed it, or sent something unasked, unless
+		// the event is stale.
+		if !bk.alive() {
+			l.dropIdle(bk)
+		}
+		return
+	}
+	const limit = MaxHead + loopAnswer
+	for {
+		if bk.in == nil {
+			bk.in = l.buffer()
+		}
+		if len(bk.in) == cap(bk.in) {
+			if cap(bk.in) >= limit {
+				break // streamed by a goroutine, which reads the rest
+			}
+			b := make([]byte, len(bk.in), min(2*cap(bk.in), limit))
+			copy(b, bk.in)
+			l.recycle(bk.in)
+			bk.in = b
+		}
+		n, err := recv(bk.fd, bk.in[len(bk.in):cap(bk.in)])
+		if err == unix.EAGAIN {
+			break
+		}
+		if n <= 0 {
+			if len(bk.in) > 0 || bk.st == bBody {
+				bk.eof = true // the answer may end here; parseBack decides
+				break
+			}
+			if err == nil {
+				err = io.EOF
+			}
+			l.backFailed(bk, err)
+			return
+		}
+		bk.in = bk.in[:len(bk.in)+n]
+		if len(bk.in) < cap(bk.in) && !hup {
+			break
+		}
+	}
+	if bk.st != bWrite {
+		l.parseBack(bk)
+	}
+}
+
+// parseBack reads the answer's head and, when the body is here, relays it.
+func (l *loop) parseBack(bk *lback) {
+	c := bk.c
+	rs := &c.resp
+	for bk.st == bHead {
+		n := findEnd(bk.in)
+		if n < 0 {
+			if len(bk.in) >= MaxHead || bk.eof {
+				l.backFailed(bk, errBadResponse)
+			}
+			return
+		}
+		err := rs.parseResponse(bk.in[:n])
+		bk.consume(n)
+		if err != nil {
+			l.backFailed(bk, err)
+			return
+		}
+		if rs.status < 200 && rs.status != 101 {
+			continue // informational
+		}
+		if rs.status == 101 {
+			// Nobody asked to switch: the connection now speaks something else.
+			l.backFailed(bk, errBadResponse)
+			return
+		}
+		if err := l.e.b.RetryStatus(&c.d, rs.status, c.method, len(c.body) > 0); err != nil {
+			l.discard(bk)
+			l.attemptFailed(c, err)
+			return
+		}
+		bk.st = bBody
+		bk.deadline = time.Time{} // a body may take its time, as when streamed
+	}
+	nb := noBody(c.method, rs.status)
+	switch {
+	case nb:
+	case rs.contentLength < 0 || rs.contentLength > loopAnswer:
+		l.handoffAnswer(c, bk)
+		return
+	case int64(len(bk.in)) < rs.contentLength:
+		if bk.eof {
+			l.backFailed(bk, errBadResponse) // ended mid-body
+		}
+		return // the rest is on its way
+	}
+	l.respond(c, bk, nb)
+}
+
+// respond sends a whole small answer, the backend connection back first.
+func (l *loop) respond(c *conn, bk *lback, bodiless bool) {
+	rs := &c.resp
+	rs.dropConnectionTokens()
+	c.out = c.appendResponseHead(c.out[:0], c.region, false, bodiless)
+	if !bodiless {
+		n := int(rs.contentLength)
+		c.out = append(c.out, bk.in[:n]...)
+		bk.consume(n)
+	}
+	c.status = rs.status
+	c.bk, bk.c = nil, nil
+	c.be.Release()
+	if !rs.close && !bk.eof && len(bk.in) == 0 {
+		bk.p.put(l, bk)
+	} else {
+		l.closeBack(bk) // more bytes than the answer: they would answer the next request
+	}
+	l.finish(c, !c.wantsEnd)
+}
+
+// discard drops an answer that is retried elsewhere, keeping the backend
+// connection when its body is already here.
+func (l *loop) discard(bk *lback) {
+	c := bk.c
+	rs := &c.resp
+	c.bk, bk.c = nil, nil
+	switch {
+	case rs.close || bk.eof:
+	case noBody(c.method, rs.status):
+		if len(bk.in) == 0 {
+			bk.p.put(l, bk)
+			return
+		}
+	case rs.contentLength >= 0 && int64(len(bk.in)) == rs.contentLength:
+		bk.consume(len(bk.in))
+		bk.p.put(l, bk)
+		return
+	}
+	l.closeBack(bk)
+}
+
+// backFailed ends an attempt whose backend connection failed. A pooled
+// connection the backend had closed is replaced once, as the goroutine
+// engine does.
+func (l *loop) backFailed(bk *lback, err error) {
+	c := bk.c
+	c.bk, bk.c = nil, nil
+	l.closeBack(bk)
+	if c.reused && closedByPeer(err) && (errors.Is(err, errNothingWritten) || balancer.Idempotent(c.method)) {
+		c.reused = false
+		l.dial(c, bk.p)
+		return
+	}
+	l.attemptFailed(c, err)
+}
+
+// attemptFailed moves a request on to the next backend when it may be
+// repeated, or answers the failure.
+func (l *loop) attemptFailed(c *conn, err error) {
+	c.be.Release()
+	c.lastErr = err
+	l.e.b.UpstreamError(c.be)
+	if !balancer.MayRetry(err, c.method) {
+		l.fail(c)
+		return
+	}
+	l.attempt(c)
+}
+
+// fail answers a request no backend served.
+func (l *loop) fail(c *conn) {
+	c.wantsEnd = c.wantsEnd || l.closing
+	c.status = c.failure(c.lastErr)
+	c.region, c.be = nil, nil
+	l.finish(c, !c.wantsEnd)
+}
+
+// finish reports the request and writes its answer in c.out.
+func (l *loop) finish(c *conn, keep bool) {
+	err := c.lastErr
+	if c.be != nil {
+		err = nil // served: earlier attempts' errors are not the outcome
+	}
+	c.conclude(l.now.Sub(c.start), c.status, c.region, c.be, err)
+	c.keep = keep
+	c.st = stWrite
+	c.outOff = 0
+	c.deadline = l.now.Add(l.e.clientTimeout)
+	l.writeClient(c)
+}
+
+// writeClient writes what is left of the answer; once it is out, the
+// connection waits for the next request.
+func (l *loop) writeClient(c *conn) {
+	for c.outOff < len(c.out) {
+		n, err := send(c.fd, c.out[c.outOff:])
+		if err == unix.EAGAIN {
+			return // the next EPOLLOUT edge continues
+		}
+		if err != nil {
+			l.closeClient(c)
+			return
+		}
+		c.outOff += n
+	}
+	c.giveBack()
+	if !c.keep || l.closing {
+		l.closeClient(c)
+		return
+	}
+	c.st = stIdle
+	c.deadline = l.now.Add(l.e.clientTimeout)
+	if len(c.in) > 0 || c.rdMore || c.eof {
+		l.ready = append(l.ready, c)
+	}
+}
+
+// timers enforces deadlines, and expires idle backend connections.
+func (l *loop) timers() {
+	l.tick = l.now.Add(loopTick)
+	for i := 0; i < len(l.conns); i++ {
+		c := l.conns[i]
+		l.expire(c)
+		if i < len(l.conns) && l.conns[i] != c {
+			i-- // c left; another took its place
+		}
+	}
+	for _, lp := range l.pools {
+		for len(lp.idle) > 0 && l.now.Sub(lp.idle[0].used) > backendIdle {
+			bk := lp.idle[0]
+			lp.idle = lp.idle[1:]
+			l.closeBack(bk)
+		}
+	}
+	if l.closing {
+		l.closeIdle()
+	}
+}
+
+// expire enforces c's deadlines and its backend's.
+func (l *loop) expire(c *conn) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.panicked(r, fdEntry{c: c})
+		}
+	}()
+	if bk := c.bk; bk != nil && !bk.deadline.IsZero() && l.now.After(bk.deadline) {
+		l.backFailed(bk, os.ErrDeadlineExceeded)
+		return
+	}
+	if c.deadline.IsZero() || !l.now.After(c.deadline) {
+		return
+	}
+	switch c.st {
+	case stIdle, stBody:
+		if c.st == stIdle && len(c.in) == 0 {
+			l.closeClient(c)
+			return
+		}
+		// Too slow with a head or body: 408, as the goroutine engine does.
+		if c.work == nil {
+			c.borrow()
+		}
+		c.out = appendPlain(c.out[:0], 408, "geoproxy: "+errTimeout.Error(), "", true)
+		_, _ = send(c.fd, c.out)
+		l.closeClient(c)
+	case stWrite:
+		l.closeClient(c) // it stopped reading
+	}
+}
+
+// closeIdle closes the connections waiting for a request.
+func (l *loop) closeIdle() {
+	for i := len(l.conns) - 1; i >= 0; i-- {
+		if i < len(l.conns) && l.conns[i].st == stIdle {
+			l.closeClient(l.conns[i])
+		}
+	}
+}
+
+// closeClient closes a client connection, and the backend connection of a
+// request in flight (a forced shutdown).
+func (l *loop) closeClient(c *conn) {
+	if c.st == stClosed || c.st == stGone {
+		return
+	}
+	if c.st == stDial || c.st == stBackend {
+		c.be.Release()
+		l.e.inFlight.Dec()
+	}
+	if bk := c.bk; bk != nil {
+		c.bk, bk.c = nil, nil
+		l.closeBack(bk)
+	}
+	if c.work != nil {
+		c.giveBack()
+	}
+	l.unlist(c)
+	_ = unix.Close(c.fd)
+	l.recycle(c.in)
+	c.in = nil
+	c.st = stClosed
+}
+
+// unlist forgets a client connection.
+func (l *loop) unlist(c *conn) {
+	l.fds[c.fd] = fdEntry{}
+	last := l.conns[len(l.conns)-1]
+	l.conns[c.slot] = last
+	last.slot = c.slot
+	l.conns[len(l.conns)-1] = nil
+	l.conns = l.conns[:len(l.conns)-1]
+}
+
+// handoff gives a connection between requests to a goroutine of its own,
+// with the bytes read so far.
+func (l *loop) handoff(c *conn) {
+	if c.work != nil {
+		c.giveBack()
+	}
+	nc, err := l.release(c)
+	if err != nil {
+		l.e.log.Warn("cannot hand a connection over; closed", zap.Error(err))
+		return
+	}
+	l.e.goServe(c, nc)
+}
+
+// handoffAnswer gives a connection whose answer must be streamed to a
+// goroutine of its own, with the backend connection.
+func (l *loop) handoffAnswer(c *conn, bk *lback) {
+	held := bk.in
+	bk.in = nil
+	c.bk, bk.c = nil, nil
+	l.fds[bk.fd] = fdEntry{}
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, bk.fd, nil)
+	bnc, berr := attach(bk.fd)
+	bk.fd = -1
+	inFlight := c.st == stBackend
+	nc, err := l.release(c)
+	if err != nil || berr != nil {
+		if bnc != nil {
+			_ = bnc.Close()
+		}
+		if nc != nil {
+			_ = nc.Close()
+		}
+		if inFlight {
+			c.be.Release()
+			l.e.inFlight.Dec()
+		}
+		if c.work != nil {
+			c.giveBack()
+		}
+		l.e.log.Warn("cannot hand a connection over; closed", zap.Error(errors.Join(err, berr)))
+		return
+	}
+	bc := &bconn{nc: bnc, br: bufio.NewReaderSize(prefixed(held, bnc), MaxHead)}
+	if sc, ok := bnc.(syscall.Conn); ok {
+		bc.raw, _ = sc.SyscallConn()
+	}
+	c.handBC = bc
+	l.e.goServe(c, nc)
+}
+
+// release takes a client connection out of the loop as a net.Conn, its
+// read buffer in c.br.
+func (l *loop) release(c *conn) (net.Conn, error) {
+	l.unlist(c)
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+	held := c.in
+	c.in = nil
+	c.st = stGone
+	nc, err := attach(c.fd)
+	if err != nil {
+		return nil, err
+	}
+	c.src = prefixed(held, nc)
+	c.br = bufio.NewReaderSize(c.src, initialRead)
+	c.now = l.now
+	return nc, nil
+}
+
+// prefixed reads held, then r.
+func prefixed(held []byte, r io.Reader) io.Reader {
+	if len(held) == 0 {
+		return r
+	}
+	return io.MultiReader(bytes.NewReader(held), r)
+}
+
+// dropIdle closes an idle pooled connection.
+func (l *loop) dropIdle(bk *lback) {
+	idle := bk.p.idle
+	for i, b := range idle {
+		if b == bk {
+			copy(idle[i:], idle[i+1:])
+			idle[len(idle)-1] = nil
+			bk.p.idle = idle[:len(idle)-1]
+			break
+		}
+	}
+	l.closeBack(bk)
+}
+
+// closeBack closes a backend connection.
+func (l *loop) closeBack(bk *lback) {
+	if bk.fd < 0 {
+		return
+	}
+	l.fds[bk.fd] = fdEntry{}
+	_ = unix.Close(bk.fd)
+	bk.fd = -1
+	l.recycle(bk.in)
+	bk.in = nil
+}
+
+func (bk *lback) consume(n int) {
+	bk.in = bk.in[:copy(bk.in, bk.in[n:])]
+}
+
+// alive peeks at an idle connection without blocking: EOF means the
+// backend closed it, data means it sent something nobody asked for.
+func (bk *lback) alive() bool {
+	var b [1]byte
+	_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(bk.fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno == unix.EAGAIN
+}
+
+// get returns an idle connection, or nil; see pool.get.
+func (lp *lpool) get(l *loop, probe bool) *lback {
+	for n := len(lp.idle); n > 0; n = len(lp.idle) {
+		bk := lp.idle[n-1]
+		lp.idle[n-1] = nil
+		lp.idle = lp.idle[:n-1]
+		idle := l.now.Sub(bk.used)
+		if idle <= backendIdle && (idle <= probeAfter && !probe || bk.alive()) {
+			return bk
+		}
+		l.closeBack(bk)
+	}
+	return nil
+}
+
+// put keeps an idle connection.
+func (lp *lpool) put(l *loop, bk *lback) {
+	if len(lp.idle) >= maxIdlePerBackend {
+		l.closeBack(bk)
+		return
+	}
+	bk.st = bIdle
+	bk.used = l.now
+	bk.deadline = time.Time{}
+	if len(bk.in) == 0 {
+		l.recycle(bk.in)
+		bk.in = nil
+	}
+	lp.idle = append(lp.idle, bk)
+}
+
+// recv and send are the loop's system calls: raw (a non-blocking socket
+// never blocks), on sockets rather than files, and without SIGPIPE.
+func recv(fd int, b []byte) (int, error) {
+	for {
+		r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return -1, errno
+		}
+		return int(r), nil
+	}
+}
+
+func send(fd int, b []byte) (int, error) {
+	for {
+		r, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return -1, errno
+		}
+		return int(r), nil
+	}
+}
