@@ -68,9 +68,9 @@ type Options struct {
 	// Loops is how many event loops serve connections: 0 means one per
 	// GOMAXPROCS, a negative number none (every connection then gets a
 	// goroutine). Loops are not used when a backend speaks TLS.
-	Loops int
-	Metrics       *metrics.Metrics
-	Log           *zap.Logger
+	Loops   int
+	Metrics *metrics.Metrics
+	Log     *zap.Logger
 }
 
 // Engine accepts client connections and forwards their requests to the
