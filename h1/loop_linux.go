@@ -317,12 +317,9 @@ func (l *loop) run() {
 	l.now = time.Now()
 	l.tick = l.now.Add(loopTick)
 	for {
-		n := l.poll()
-		if n == 0 {
-			if l.finished() {
-				return
-			}
-			n = l.park()
+		n := l.park()
+		if n == 0 && l.finished() {
+			return
 		}
 		l.now = time.Now()
 		for i := range n {
@@ -349,9 +346,12 @@ func (l *loop) poll() int {
 	return int(r)
 }
 
-// park waits in the runtime's poller until the epoll set has events or
-// the next deadline check is due.
+// park collects ready events, or waits in the runtime's poller until the
+// epoll set has some or the next deadline check is due.
 func (l *loop) park() int {
+	if l.finishing() {
+		return l.poll() // no waiting: the loop may be done
+	}
 	if !l.tick.Equal(l.armed) {
 		_ = l.file.SetReadDeadline(l.tick)
 		l.armed = l.tick
@@ -364,10 +364,15 @@ func (l *loop) park() int {
 	return n
 }
 
+// finishing reports whether the loop would end if it had nothing to do.
+func (l *loop) finishing() bool {
+	return (l.forced || l.closing && len(l.conns) == 0) && l.dialing == 0
+}
+
 // finished reports, when the loop has nothing to do, whether it may end;
 // if so it refuses further items and closes what it still holds.
 func (l *loop) finished() bool {
-	if !(l.forced || l.closing && len(l.conns) == 0) || l.dialing > 0 {
+	if !l.finishing() {
 		return false
 	}
 	l.mu.Lock()
