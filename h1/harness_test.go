@@ -2,8 +2,10 @@ package h1
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -32,6 +34,11 @@ import (
 	"github.com/geoproxy/geoproxy/metrics"
 	"github.com/geoproxy/geoproxy/route"
 )
+
+// loopsFlag sets the event loops of every engine under test, unless a test
+// sets its own: 0, one per GOMAXPROCS as in production; -1, none, as with
+// TLS backends (go test ./h1 -h1.loops=-1).
+var loopsFlag = flag.Int("h1.loops", 0, "event loops of the engine under test (-1: none)")
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -285,6 +292,7 @@ type proxyOpts struct {
 	clientTimeout         time.Duration
 	responseHeaderTimeout time.Duration // 0: 3 s; <0: none
 	basePath              string        // path of the backend URLs ("/app")
+	loops                 int           // Options.Loops; 0: -h1.loops
 }
 
 type proxy struct {
@@ -373,6 +381,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		Backends:      all,
 		RetryAfter:    time.Second,
 		ClientTimeout: o.clientTimeout,
+		Loops:         cmp.Or(o.loops, *loopsFlag),
 		Metrics:       m,
 		Log:           log,
 	})

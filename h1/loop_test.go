@@ -1,0 +1,193 @@
+package h1
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// mixedHandler answers by path: /small with a short Content-Length body,
+// /chunked with a body in three chunks written apart, /big with a body
+// larger than an event loop relays itself, /close with a short body and
+// Connection: close, /echo with the length of the request body.
+func mixedHandler(nc net.Conn, r *bReq) bool {
+	path := strings.Fields(r.line)[1]
+	var err error
+	switch {
+	case strings.HasPrefix(path, "/small"):
+		body := "small " + path
+		_, err = fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	case strings.HasPrefix(path, "/chunked"):
+		if _, err = io.WriteString(nc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"); err != nil {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+		if _, err = io.WriteString(nc, "1\r\n \r\n"); err != nil {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+		_, err = io.WriteString(nc, "5\r\nworld\r\n0\r\n\r\n")
+	case strings.HasPrefix(path, "/big"):
+		body := strings.Repeat("b", 200<<10)
+		_, err = fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	case strings.HasPrefix(path, "/close"):
+		_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nclose")
+		return false
+	case strings.HasPrefix(path, "/echo"):
+		body := strconv.Itoa(len(r.body))
+		_, err = fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	default:
+		_, err = io.WriteString(nc, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+	}
+	return err == nil
+}
+
+// want is what the client must get for a path of mixedHandler.
+func want(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/small"):
+		return "small " + path
+	case strings.HasPrefix(path, "/chunked"):
+		return "hello world"
+	case strings.HasPrefix(path, "/big"):
+		return strings.Repeat("b", 200<<10)
+	case strings.HasPrefix(path, "/close"):
+		return "close"
+	}
+	return ""
+}
+
+// With event loops, a keep-alive connection with small answers is served
+// without a goroutine of its own, over one pooled backend connection.
+func TestLoopsServeSmallAnswersThemselves(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{handlers: []handler{mixedHandler}, loops: 2})
+	c := p.dial(t)
+	for i := range 5 {
+		path := "/small/" + strconv.Itoa(i)
+		c.send(get(path))
+		r := c.read("GET")
+		require.Equal(t, 200, r.status)
+		require.Equal(t, want(path), string(r.body))
+		assert.Equal(t, "us-east", r.value("X-Geoproxy-Region"))
+	}
+	p.e.mu.Lock()
+	goroutines := len(p.e.conns)
+	p.e.mu.Unlock()
+	assert.Zero(t, goroutines, "no connection was handed to a goroutine")
+	assert.EqualValues(t, 1, p.backends[0].conns.Load())
+}
+
+// An answer a loop cannot relay itself (chunked, or too large) moves the
+// connection to a goroutine in the middle of the response: the client sees
+// one ordinary keep-alive connection throughout, pipelined or not.
+func TestAnswersStreamedAfterLoopAnswers(t *testing.T) {
+	t.Parallel()
+	paths := []string{"/small/1", "/chunked", "/small/2", "/big", "/small/3", "/close"}
+	for _, pipelined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
+			t.Parallel()
+			p := newProxy(t, proxyOpts{handlers: []handler{mixedHandler}})
+			c := p.dial(t)
+			if pipelined {
+				var all strings.Builder
+				for _, path := range paths {
+					all.WriteString(get(path))
+				}
+				c.send(all.String())
+			}
+			for _, path := range paths {
+				if !pipelined {
+					c.send(get(path))
+				}
+				r := c.read("GET")
+				require.Equal(t, 200, r.status, path)
+				require.Equal(t, want(path), string(r.body), path)
+			}
+			// The last answer said close, yet the client connection
+			// stays: only the backend's ends.
+			c.send(get("/small/4"))
+			assert.Equal(t, want("/small/4"), string(c.read("GET").body))
+		})
+	}
+}
+
+// A client that sends its requests and then shuts down its writing side
+// still gets every answer, then the connection closes.
+func TestClientHalfCloseGetsItsAnswers(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{handlers: []handler{mixedHandler}})
+	c := p.dial(t)
+	c.send(get("/small/a") + get("/small/b"))
+	require.NoError(t, c.nc.(*net.TCPConn).CloseWrite())
+	assert.Equal(t, want("/small/a"), string(c.read("GET").body))
+	assert.Equal(t, want("/small/b"), string(c.read("GET").body))
+	c.expectClosed(time.Second)
+}
+
+// Many clients at once, each a keep-alive connection with a random mix of
+// small, streamed, large and closing answers and request bodies: every
+// answer is the right one, on the right connection, and nothing panics.
+func TestMixedLoadOverManyConnections(t *testing.T) {
+	t.Parallel()
+	p := newProxy(t, proxyOpts{handlers: []handler{mixedHandler}})
+	const clients, each = 16, 40
+	paths := []string{"/small", "/small", "/small", "/echo", "/chunked", "/big", "/close"}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- func() error {
+				nc, err := net.Dial("tcp", p.addr)
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+				br := bufio.NewReaderSize(nc, 64<<10)
+				rng := rand.New(rand.NewPCG(uint64(i), 7))
+				for j := range each {
+					path := paths[rng.IntN(len(paths))]
+					if path == "/small" {
+						path += "/" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
+					}
+					req, method, wantBody := get(path), "GET", want(path)
+					if path == "/echo" {
+						n := rng.IntN(12 << 10)
+						req = "POST /echo HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n" + strings.Repeat("p", n)
+						method, wantBody = "POST", strconv.Itoa(n)
+					}
+					if _, err := io.WriteString(nc, req); err != nil {
+						return fmt.Errorf("client %d request %d: %w", i, j, err)
+					}
+					r, err := readResponse(br, method)
+					if err != nil {
+						return fmt.Errorf("client %d request %d (%s): %w", i, j, path, err)
+					}
+					if r.status != 200 || string(r.body) != wantBody {
+						return fmt.Errorf("client %d request %d (%s): status %d, body %.40q", i, j, path, r.status, r.body)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Zero(t, p.e.panics.Load())
+}
