@@ -205,7 +205,18 @@ type Proxy struct {
 	// after the request is sent (key "proxy.response_header_timeout").
 	// Default 60s; 0 means no limit.
 	ResponseHeaderTimeout time.Duration
+
+	// EventLoops is how many event loops the native engine serves
+	// connections with (key "proxy.event_loops"), 1 to MaxEventLoops.
+	// Default 0: automatic, one per CPU the process may use (GOMAXPROCS)
+	// but one, and at least one, so that a CPU is left for everything else
+	// (accepting, health checks, streamed answers, the admin listener).
+	// Ignored by the nethttp engine, and when a backend speaks TLS.
+	EventLoops int
 }
+
+// MaxEventLoops is the largest proxy.event_loops accepted.
+const MaxEventLoops = 256
 
 // Header is one request header to set, with its compiled value template.
 type Header struct {

@@ -69,6 +69,7 @@ func TestLoadExample(t *testing.T) {
 	assert.Equal(t, 3, cfg.Proxy.MaxAttempts)
 	assert.Equal(t, 2*time.Second, cfg.Proxy.DialTimeout)
 	assert.Equal(t, 60*time.Second, cfg.Proxy.ResponseHeaderTimeout)
+	assert.Zero(t, cfg.Proxy.EventLoops, "automatic")
 
 	require.Len(t, cfg.Regions, 3)
 	assert.Equal(t, "us-east", cfg.Regions[0].Name)
@@ -129,6 +130,7 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, []int{503}, px.RetryOnStatus)
 	assert.Equal(t, 500*time.Millisecond, px.DialTimeout)
 	assert.Equal(t, 30*time.Second, px.ResponseHeaderTimeout)
+	assert.Equal(t, 3, px.EventLoops)
 
 	require.Len(t, cfg.Regions, 2)
 	assert.Equal(t, []string{"http://10.1.0.1:8000", "https://us-east-2.example.com/app"}, backendURLs(cfg.Regions[0].Backends))
@@ -374,6 +376,10 @@ func TestBroken(t *testing.T) {
 			[]string{"bad.yaml:2:17: proxy.dial_timeout: must be positive"}},
 		{"negative response_header_timeout", "proxy:\n  response_header_timeout: -1s\n" + minimal,
 			[]string{"bad.yaml:2:28: proxy.response_header_timeout: must not be negative"}},
+		{"negative event_loops", "proxy:\n  event_loops: -1\n" + minimal,
+			[]string{"bad.yaml:2:16: proxy.event_loops: must be 0 (automatic) to 256, got -1"}},
+		{"event_loops not a number", "proxy:\n  event_loops: many\n" + minimal,
+			[]string{"bad.yaml:2:16: proxy.event_loops:"}},
 		{"invalid header name", "proxy:\n  request_headers:\n    X City: \"{city}\"\n" + minimal,
 			[]string{`bad.yaml:3:5: proxy.request_headers["X City"]: invalid header name "X City"`}},
 		{"hop-by-hop header", "proxy:\n  request_headers:\n    X-City: \"{city}\"\n    connection: close\n" + minimal,

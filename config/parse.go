@@ -76,6 +76,7 @@ type rawProxy struct {
 	DialTimeout           scalar                 `yaml:"dial_timeout"`
 	ResponseHeaderTimeout scalar                 `yaml:"response_header_timeout"`
 	RetryOnStatus         opt[[]scalar]          `yaml:"retry_on_status"`
+	EventLoops            scalar                 `yaml:"event_loops"`
 }
 
 type rawRegion struct {

@@ -154,6 +154,7 @@ func (c *checker) proxy(p fieldPath, o opt[rawProxy]) Proxy {
 		MaxAttempts:           c.int(p.key("max_attempts"), raw.MaxAttempts, defaultMaxAttempts),
 		DialTimeout:           c.duration(p.key("dial_timeout"), raw.DialTimeout, defaultDialTimeout),
 		ResponseHeaderTimeout: c.duration(p.key("response_header_timeout"), raw.ResponseHeaderTimeout, defaultResponseHeaderTimeout),
+		EventLoops:            c.int(p.key("event_loops"), raw.EventLoops, 0),
 	}
 	rs := p.key("retry_on_status")
 	if list, ok := composite(c, rs, raw.RetryOnStatus); ok {

@@ -66,8 +66,10 @@ type Options struct {
 	// ClientTimeout: see DefaultClientTimeout (used when zero).
 	ClientTimeout time.Duration
 	// Loops is how many event loops serve connections: 0 means one per
-	// GOMAXPROCS, a negative number none (every connection then gets a
-	// goroutine). Loops are not used when a backend speaks TLS.
+	// GOMAXPROCS but one (at least one), so that a P is always free for
+	// the goroutines that are not loops; a negative number means none
+	// (every connection then gets a goroutine). Loops are not used when a
+	// backend speaks TLS.
 	Loops   int
 	Metrics *metrics.Metrics
 	Log     *zap.Logger
@@ -125,7 +127,7 @@ func New(o Options) *Engine {
 	e.works.New = newWork
 	switch {
 	case o.Loops == 0:
-		e.nloops = loopsFor(o, runtime.GOMAXPROCS(0))
+		e.nloops = loopsFor(o, max(1, runtime.GOMAXPROCS(0)-1))
 	case o.Loops > 0:
 		e.nloops = loopsFor(o, o.Loops)
 	}

@@ -133,6 +133,7 @@ func New(o Options) (*Server, error) {
 	default:
 		s.native = h1.New(h1.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
+			Loops: cfg.Proxy.EventLoops,
 		})
 	}
 	return s, nil
