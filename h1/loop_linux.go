@@ -325,13 +325,13 @@ func (l *loop) run() {
 		for i := range n {
 			l.dispatch(l.events[i])
 		}
+		if !l.now.Before(l.tick) {
+			l.timers()
+		}
 		for len(l.ready) > 0 {
 			c := l.ready[len(l.ready)-1]
 			l.ready = l.ready[:len(l.ready)-1]
 			l.resumeIdle(c)
-		}
-		if !l.now.Before(l.tick) {
-			l.timers()
 		}
 	}
 }
@@ -382,8 +382,8 @@ func (l *loop) finished() bool {
 	}
 	l.exited = true
 	l.mu.Unlock()
-	for _, c := range l.conns {
-		l.closeClient(c)
+	for len(l.conns) > 0 {
+		l.closeClient(l.conns[len(l.conns)-1])
 	}
 	for _, lp := range l.pools {
 		for _, bk := range lp.idle {
