@@ -97,6 +97,7 @@ type Engine struct {
 	conns     map[*conn]struct{}
 	tunnels   map[net.Conn]struct{}
 	closing   atomic.Bool
+	forced    bool // Shutdown ran out of time (under mu)
 	wg        sync.WaitGroup
 
 	panics atomic.Int64 // recovered in connection goroutines (tests check it)
@@ -234,6 +235,7 @@ loop:
 			err = ctx.Err()
 			e.signalLoops(true)
 			e.mu.Lock()
+			e.forced = true
 			for c := range e.conns {
 				_ = c.nc.Close()
 				if bc := c.inUse.Load(); bc != nil {
@@ -344,15 +346,14 @@ type work struct {
 
 	// Kept across events by the event loops, and handed over with the
 	// request when a loop passes it to a goroutine (see resume).
-	start    time.Time
-	method   string         // the request's method, viewing req.buf
-	region   *route.Region  // of the attempt in progress, or that served
-	be       *route.Backend // likewise
-	lastErr  error          // of the last failed attempt
-	status   int            // of the answer
-	reused   bool           // the attempt is on a pooled connection
-	redialed bool           // the attempt already replaced a stale one
-	handBC   *bconn         // backend connection with an answer to relay
+	start   time.Time
+	method  string         // the request's method, viewing req.buf
+	region  *route.Region  // of the attempt in progress, or that served
+	be      *route.Backend // likewise
+	lastErr error          // of the last failed attempt
+	status  int            // of the answer
+	reused  bool           // the attempt is on a pooled connection
+	handBC  *bconn         // backend connection with an answer to relay
 }
 
 func newWork() any {
@@ -407,6 +408,20 @@ func (e *Engine) connFor(nc net.Conn) *conn {
 func (e *Engine) goServe(c *conn, nc net.Conn) {
 	c.nc, c.lp = nc, nil
 	e.mu.Lock()
+	if e.forced {
+		// Shutdown has closed every connection it knew of: not this one.
+		e.mu.Unlock()
+		_ = nc.Close()
+		if bc := c.handBC; bc != nil {
+			_ = bc.nc.Close()
+			c.be.Release()
+			e.inFlight.Dec()
+		}
+		if c.work != nil {
+			c.giveBack()
+		}
+		return
+	}
 	e.conns[c] = struct{}{}
 	e.wg.Add(1)
 	e.mu.Unlock()

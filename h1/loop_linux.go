@@ -84,8 +84,11 @@ type loopState struct {
 	headLen  int       // length of the parsed head (stBody)
 	scanned  int       // bytes of in searched for the end of a head
 	rdMore   bool      // the last read filled the buffer: read again
+	hup      bool      // epoll reported the client's end: read on to it
 	eof      bool      // the client ended its side or failed
 	keep     bool      // the connection stays open after this answer
+	acquired bool      // c.be counts this request in flight (Acquire)
+	counted  bool      // the in-flight gauge counts this request
 	bk       *lback    // backend connection of the attempt in progress
 }
 
@@ -304,9 +307,11 @@ func (l *loop) post(it item) bool {
 		return false
 	}
 	l.inbox = append(l.inbox, it)
-	l.mu.Unlock()
+	// Under the lock: once the loop has exited, its eventfd number may
+	// belong to another file.
 	var one = [8]byte{1}
 	_, _ = unix.Write(l.wake, one[:])
+	l.mu.Unlock()
 	return true
 }
 
@@ -406,13 +411,16 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 		return
 	}
 	ent := l.fds[fd]
+	if ent.c == nil && ent.b != nil {
+		ent.c = ent.b.c // the handlers may part them before a panic
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			l.panicked(r, ent)
 		}
 	}()
 	switch {
-	case ent.c != nil:
+	case ent.b == nil:
 		c := ent.c
 		if ev.Events&unix.EPOLLOUT != 0 && c.st == stWrite {
 			l.writeClient(c)
@@ -420,7 +428,7 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 		if ev.Events&readEvents != 0 && c.st != stClosed && c.st != stGone {
 			l.readClient(c, ev.Events&hupEvents != 0)
 		}
-	case ent.b != nil:
+	default:
 		bk := ent.b
 		if ev.Events&unix.EPOLLOUT != 0 && bk.st == bWrite && bk.c != nil {
 			l.writeBack(bk)
@@ -437,9 +445,6 @@ func (l *loop) panicked(r any, ent fdEntry) {
 	e.log.Error("panic serving a connection; it was closed", zap.Any("panic", r), zap.StackSkip("stack", 2))
 	c := ent.c
 	if ent.b != nil {
-		if c == nil {
-			c = ent.b.c
-		}
 		if ent.b.fd >= 0 {
 			if ent.b.c != nil {
 				ent.b.c.bk = nil
@@ -447,7 +452,7 @@ func (l *loop) panicked(r any, ent fdEntry) {
 			l.closeBack(ent.b)
 		}
 	}
-	if c != nil && c.lp == l {
+	if c != nil && l.owns(c) {
 		l.closeClient(c)
 	}
 }
@@ -461,25 +466,35 @@ func (l *loop) drain() {
 	l.inbox = l.spare[:0]
 	l.mu.Unlock()
 	for i := range items {
-		it := &items[i]
-		switch it.kind {
-		case itemConn:
-			l.adopt(it.c)
-		case itemDialed:
-			l.dialed(it)
-		case itemShutdown:
-			l.closing = true
-			l.closeIdle()
-		case itemForce:
-			l.closing, l.forced = true, true
-			l.cancel()
-			for len(l.conns) > 0 {
-				l.closeClient(l.conns[len(l.conns)-1])
-			}
-		}
-		*it = item{}
+		l.take(&items[i])
+		items[i] = item{}
 	}
 	l.spare = items[:0]
+}
+
+// take handles one item of the inbox. A panic costs the connection, not
+// the proxy.
+func (l *loop) take(it *item) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.panicked(r, fdEntry{c: it.c})
+		}
+	}()
+	switch it.kind {
+	case itemConn:
+		l.adopt(it.c)
+	case itemDialed:
+		l.dialed(it)
+	case itemShutdown:
+		l.closing = true
+		l.closeIdle()
+	case itemForce:
+		l.closing, l.forced = true, true
+		l.cancel()
+		for len(l.conns) > 0 {
+			l.closeClient(l.conns[len(l.conns)-1])
+		}
+	}
 }
 
 // register adds a socket to the epoll set.
@@ -534,6 +549,7 @@ func (l *loop) recycle(b []byte) {
 // readClient reads what the client sent and serves what it can; hup: the
 // client has ended its side.
 func (l *loop) readClient(c *conn, hup bool) {
+	c.hup = c.hup || hup
 	for !c.eof {
 		if c.in == nil {
 			c.in = l.buffer()
@@ -552,7 +568,7 @@ func (l *loop) readClient(c *conn, hup bool) {
 			break
 		}
 		c.in = c.in[:len(c.in)+n]
-		if len(c.in) < cap(c.in) && !hup {
+		if len(c.in) < cap(c.in) && !c.hup {
 			c.rdMore = false
 			break
 		}
@@ -675,6 +691,7 @@ func (l *loop) start(c *conn, need int) {
 	c.deadline = time.Time{}
 	c.st = stBackend
 	e.inFlight.Inc()
+	c.counted = true
 	nf, nx := c.prepare()
 	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx])
 	clear(c.fwdVals[:nf])
@@ -694,6 +711,7 @@ func (l *loop) attempt(c *conn) {
 	}
 	c.region, c.be = rg, b
 	b.Acquire()
+	c.acquired = true
 	lp := l.pools[b]
 	if bk := lp.get(l, !balancer.Idempotent(c.method)); bk != nil {
 		c.reused = true
@@ -852,6 +870,10 @@ func (l *loop) parseBack(bk *lback) {
 			}
 			return
 		}
+		if n > MaxHead {
+			l.backFailed(bk, errBadResponse)
+			return
+		}
 		err := rs.parseResponse(bk.in[:n])
 		bk.consume(n)
 		if err != nil {
@@ -901,7 +923,7 @@ func (l *loop) respond(c *conn, bk *lback, bodiless bool) {
 	}
 	c.status = rs.status
 	c.bk, bk.c = nil, nil
-	c.be.Release()
+	l.release(c)
 	if !rs.close && !bk.eof && len(bk.in) == 0 {
 		bk.p.put(l, bk)
 	} else {
@@ -949,7 +971,7 @@ func (l *loop) backFailed(bk *lback, err error) {
 // attemptFailed moves a request on to the next backend when it may be
 // repeated, or answers the failure.
 func (l *loop) attemptFailed(c *conn, err error) {
-	c.be.Release()
+	l.release(c)
 	c.lastErr = err
 	l.e.b.UpstreamError(c.be)
 	if !balancer.MayRetry(err, c.method) {
@@ -973,6 +995,7 @@ func (l *loop) finish(c *conn, keep bool) {
 	if c.be != nil {
 		err = nil // served: earlier attempts' errors are not the outcome
 	}
+	c.counted = false
 	c.conclude(l.now.Sub(c.start), c.status, c.region, c.be, err)
 	c.keep = keep
 	c.st = stWrite
@@ -1070,14 +1093,28 @@ func (l *loop) closeIdle() {
 	}
 }
 
+// owns reports whether c is one of the loop's connections.
+func (l *loop) owns(c *conn) bool {
+	return c.lp == l && c.slot < len(l.conns) && l.conns[c.slot] == c
+}
+
+// release ends c's hold on the backend of its attempt.
+func (l *loop) release(c *conn) {
+	if c.acquired {
+		c.acquired = false
+		c.be.Release()
+	}
+}
+
 // closeClient closes a client connection, and the backend connection of a
 // request in flight (a forced shutdown).
 func (l *loop) closeClient(c *conn) {
 	if c.st == stClosed || c.st == stGone {
 		return
 	}
-	if c.st == stDial || c.st == stBackend {
-		c.be.Release()
+	l.release(c)
+	if c.counted {
+		c.counted = false
 		l.e.inFlight.Dec()
 	}
 	if bk := c.bk; bk != nil {
@@ -1110,7 +1147,7 @@ func (l *loop) handoff(c *conn) {
 	if c.work != nil {
 		c.giveBack()
 	}
-	nc, err := l.release(c)
+	nc, err := l.detachClient(c)
 	if err != nil {
 		l.e.log.Warn("cannot hand a connection over; closed", zap.Error(err))
 		return
@@ -1128,8 +1165,7 @@ func (l *loop) handoffAnswer(c *conn, bk *lback) {
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, bk.fd, nil)
 	bnc, berr := attach(bk.fd)
 	bk.fd = -1
-	inFlight := c.st == stBackend
-	nc, err := l.release(c)
+	nc, err := l.detachClient(c)
 	if err != nil || berr != nil {
 		if bnc != nil {
 			_ = bnc.Close()
@@ -1137,8 +1173,9 @@ func (l *loop) handoffAnswer(c *conn, bk *lback) {
 		if nc != nil {
 			_ = nc.Close()
 		}
-		if inFlight {
-			c.be.Release()
+		l.release(c)
+		if c.counted {
+			c.counted = false
 			l.e.inFlight.Dec()
 		}
 		if c.work != nil {
@@ -1152,12 +1189,13 @@ func (l *loop) handoffAnswer(c *conn, bk *lback) {
 		bc.raw, _ = sc.SyscallConn()
 	}
 	c.handBC = bc
+	c.acquired, c.counted = false, false // resume releases and reports
 	l.e.goServe(c, nc)
 }
 
-// release takes a client connection out of the loop as a net.Conn, its
-// read buffer in c.br.
-func (l *loop) release(c *conn) (net.Conn, error) {
+// detachClient takes a client connection out of the loop as a net.Conn,
+// its read buffer in c.br.
+func (l *loop) detachClient(c *conn) (net.Conn, error) {
 	l.unlist(c)
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
 	held := c.in

@@ -191,3 +191,70 @@ func TestMixedLoadOverManyConnections(t *testing.T) {
 	}
 	assert.Zero(t, p.e.panics.Load())
 }
+
+// slowThenMixed holds paths with /slow for 200 ms, then answers as mixedHandler.
+func slowThenMixed(nc net.Conn, r *bReq) bool {
+	if strings.Contains(r.line, "/slow") {
+		time.Sleep(200 * time.Millisecond)
+	}
+	return mixedHandler(nc, r)
+}
+
+// pipelineBeyondABuffer returns more than a read buffer of pipelined GETs,
+// and how many.
+func pipelineBeyondABuffer() (string, int) {
+	var b strings.Builder
+	n := 0
+	for b.Len() < 2*initialRead {
+		b.WriteString(get("/small/" + strings.Repeat("x", 40)))
+		n++
+	}
+	return b.String(), n
+}
+
+// A client whose pipelined requests overflow the read buffer while an
+// earlier one is with the backend, and which then shuts down its side,
+// gets every answer and a closed connection at once, not after the client
+// timeout; a partial request at the end gets 400 at once, not 408 later.
+func TestClientEndSeenAfterAFullBuffer(t *testing.T) {
+	t.Parallel()
+	for _, partial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("partial=%v", partial), func(t *testing.T) {
+			t.Parallel()
+			p := newProxy(t, proxyOpts{handlers: []handler{slowThenMixed}, clientTimeout: 4 * time.Second})
+			c := p.dial(t)
+			c.send(get("/small/slow"))
+			time.Sleep(50 * time.Millisecond) // the request is with the backend
+			reqs, n := pipelineBeyondABuffer()
+			if partial {
+				reqs += "GET /partial HTTP/1.1\r\nHost: x\r\n"
+			}
+			c.send(reqs)
+			require.NoError(t, c.nc.(*net.TCPConn).CloseWrite())
+			start := time.Now()
+			for range n + 1 {
+				require.Equal(t, 200, c.read("GET").status)
+			}
+			if partial {
+				r := c.read("GET")
+				assert.Equal(t, 400, r.status, r.head)
+			}
+			c.expectClosed(6 * time.Second)
+			assert.Less(t, time.Since(start), 2*time.Second, "the connection lingered until the client timeout")
+		})
+	}
+}
+
+// A response head over MaxHead is a bad answer (502) however fast it
+// arrives, as on a goroutine.
+func TestResponseHeadOverTheLimitIs502(t *testing.T) {
+	t.Parallel()
+	big := func(nc net.Conn, _ *bReq) bool {
+		_, err := fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 2\r\n\r\nok", strings.Repeat("a", 20<<10))
+		return err == nil
+	}
+	p := newProxy(t, proxyOpts{handlers: []handler{big}})
+	c := p.dial(t)
+	c.send(get("/x"))
+	assert.Equal(t, 502, c.read("GET").status)
+}

@@ -113,9 +113,9 @@ func (c *conn) resume() bool {
 	bc, be := c.handBC, c.be
 	c.handBC = nil
 	c.inUse.Store(bc)
+	defer be.Release()
 	status, _, err := c.relay(e.pools[be], bc, c.region, c.method, true)
 	c.inUse.Store(nil)
-	be.Release()
 	dur := time.Since(c.start)
 	c.now = c.start.Add(dur)
 	counted = false
