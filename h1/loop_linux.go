@@ -138,6 +138,8 @@ type loop struct {
 	wake   int // eventfd that wakes the loop for its inbox
 	file   *os.File
 	rc     syscall.RawConn
+	pollFn func(uintptr) bool // polls into polled: made once, so a wait allocates nothing
+	polled int
 	events []unix.EpollEvent
 	fds    []fdEntry // by descriptor
 	conns  []*conn   // every client, for deadlines and shutdown
@@ -219,6 +221,10 @@ func newLoop(e *Engine) (*loop, error) {
 		l.pools[be] = &lpool{p: p}
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.pollFn = func(uintptr) bool {
+		l.polled = l.poll()
+		return l.polled > 0
+	}
 	return l, nil
 }
 
@@ -361,12 +367,9 @@ func (l *loop) park() int {
 		_ = l.file.SetReadDeadline(l.tick)
 		l.armed = l.tick
 	}
-	n := 0
-	_ = l.rc.Read(func(uintptr) bool {
-		n = l.poll()
-		return n > 0
-	})
-	return n
+	l.polled = 0
+	_ = l.rc.Read(l.pollFn)
+	return l.polled
 }
 
 // finishing reports whether the loop would end if it had nothing to do.
