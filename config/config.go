@@ -211,7 +211,8 @@ type Proxy struct {
 	// Default 0: automatic, one per CPU the process may use (GOMAXPROCS)
 	// but one, and at least one, so that a CPU is left for everything else
 	// (accepting, health checks, streamed answers, the admin listener).
-	// Ignored by the nethttp engine, and when a backend speaks TLS.
+	// -1 turns them off: every connection then gets a goroutine. Ignored
+	// by the nethttp engine, and when a backend speaks TLS.
 	EventLoops int
 }
 

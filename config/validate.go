@@ -140,8 +140,8 @@ func (c *checker) validateProxy(p fieldPath, px *Proxy) {
 	if px.ResponseHeaderTimeout < 0 {
 		c.errorf(p.key("response_header_timeout"), "must not be negative (0 means no limit), got %v", px.ResponseHeaderTimeout)
 	}
-	if px.EventLoops < 0 || px.EventLoops > MaxEventLoops {
-		c.errorf(p.key("event_loops"), "must be 0 (automatic) to %d, got %d", MaxEventLoops, px.EventLoops)
+	if px.EventLoops < -1 || px.EventLoops > MaxEventLoops {
+		c.errorf(p.key("event_loops"), "must be -1 (none), 0 (automatic) or 1 to %d, got %d", MaxEventLoops, px.EventLoops)
 	}
 }
 

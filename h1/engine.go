@@ -70,9 +70,11 @@ type Options struct {
 	// the goroutines that are not loops; a negative number means none
 	// (every connection then gets a goroutine). Loops are not used when a
 	// backend speaks TLS.
-	Loops   int
+	Loops int
+	// Metrics receives the engine's in-flight gauge.
 	Metrics *metrics.Metrics
-	Log     *zap.Logger
+	// Log is the engine's logger (named "proxy").
+	Log *zap.Logger
 }
 
 // Engine accepts client connections and forwards their requests to the

@@ -253,9 +253,10 @@ func (e *Engine) toLoop(nc net.Conn) bool {
 	c := e.connFor(nc)
 	fd, err := detach(nc)
 	if err != nil {
+		e.log.Debug("connection served without a loop", zap.Error(err))
 		return false
 	}
-	l := e.loops[int(e.next.Add(1))%len(e.loops)]
+	l := e.loops[e.next.Add(1)%uint32(len(e.loops))]
 	c.lp, c.fd = l, fd
 	if !l.post(item{kind: itemConn, c: c}) {
 		_ = unix.Close(fd)
@@ -283,12 +284,12 @@ func detach(nc net.Conn) (int, error) {
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return -1, err
+		return -1, fmt.Errorf("socket: %w", err)
 	}
 	fd := -1
 	var derr error
 	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
+		return -1, fmt.Errorf("socket: %w", err)
 	}
 	if derr != nil {
 		return -1, fmt.Errorf("dup: %w", derr)
@@ -414,7 +415,10 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 		return
 	}
 	ent := l.fds[fd]
-	if ent.c == nil && ent.b != nil {
+	if ent.c == nil && ent.b == nil {
+		return // closed earlier in this batch
+	}
+	if ent.c == nil {
 		ent.c = ent.b.c // the handlers may part them before a panic
 	}
 	defer func() {
@@ -754,7 +758,7 @@ func (l *loop) dialed(it *item) {
 		bk = &lback{fd: it.fd, p: it.lp}
 		if err := l.register(it.fd, fdEntry{b: bk}); err != nil {
 			_ = unix.Close(it.fd)
-			bk, it.err = nil, err
+			bk, it.err = nil, fmt.Errorf("watching a backend connection: %w", err)
 		}
 	}
 	if c.st != stDial || c.lp != l {

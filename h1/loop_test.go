@@ -258,3 +258,44 @@ func TestResponseHeadOverTheLimitIs502(t *testing.T) {
 	c.send(get("/x"))
 	assert.Equal(t, 502, c.read("GET").status)
 }
+
+// A graceful Shutdown under keep-alive load closes connections whose
+// events may still be in a loop's batch: every client gets whole answers
+// up to the end, and the engine never panics.
+func TestGracefulShutdownUnderLoad(t *testing.T) {
+	t.Parallel()
+	for i := range 5 {
+		p := newProxy(t, proxyOpts{handlers: []handler{mixedHandler}})
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				nc, err := net.Dial("tcp", p.addr)
+				if err != nil {
+					return
+				}
+				defer nc.Close()
+				_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(nc)
+				for {
+					if _, err := io.WriteString(nc, get("/small/x")); err != nil {
+						return
+					}
+					r, err := readResponse(br, "GET")
+					if err != nil {
+						return // closed by the shutdown, between answers
+					}
+					if r.status != 200 || string(r.body) != want("/small/x") {
+						t.Errorf("status %d, body %q", r.status, r.body)
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(100 * time.Millisecond)
+		p.shutdown(t, 2*time.Second)
+		wg.Wait()
+		require.Zero(t, p.e.panics.Load(), "shutdown %d", i)
+	}
+}
