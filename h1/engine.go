@@ -7,6 +7,11 @@
 // engine and behaves the same: same headers, retries, error answers,
 // metrics and logs.
 //
+// On Linux, event loops serve the common request without a goroutine per
+// connection (loop_linux.go); a connection that needs more is handed to a
+// goroutine of its own, which runs the code in engine.go, request.go,
+// backend.go and response.go.
+//
 // Parsing is strict where leniency lets two parties disagree on where a
 // message ends: a request with both Content-Length and Transfer-Encoding,
 // conflicting Content-Lengths, obsolete line folding, or a field name with
