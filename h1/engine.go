@@ -547,6 +547,14 @@ func readHead(br *bufio.Reader, tooBig error, mapErr func(error) error) ([]byte,
 
 // refuse answers a request the engine cannot read and ends the connection.
 func (c *conn) refuse(err error) {
+	c.refusal(err)
+	c.now = time.Now() // a slow client may have taken a while
+	_ = c.flush()
+}
+
+// refusal puts in c.out the answer to a request the engine cannot read,
+// closing the connection.
+func (c *conn) refusal(err error) {
 	code := http.StatusBadRequest
 	switch err {
 	case errHeadTooBig:
@@ -564,8 +572,6 @@ func (c *conn) refuse(err error) {
 	}
 	c.wantsEnd = true
 	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), "", true)
-	c.now = time.Now() // a slow client may have taken a while
-	_ = c.flush()
 }
 
 // appendPlain appends a one-line text answer.

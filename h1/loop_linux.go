@@ -85,7 +85,6 @@ type loopState struct {
 	rdMore   bool      // the last read filled the buffer: read again
 	hup      bool      // epoll reported the client's end: read on to it
 	eof      bool      // the client ended its side or failed
-	keep     bool      // the connection stays open after this answer
 	acquired bool      // c.be counts this request in flight (Acquire)
 	counted  bool      // the in-flight gauge counts this request
 	bk       *lback    // backend connection of the attempt in progress
@@ -598,7 +597,7 @@ func (l *loop) expire(c *conn) {
 		if c.work == nil {
 			c.borrow()
 		}
-		c.out = appendPlain(c.out[:0], 408, "geoproxy: "+errTimeout.Error(), "", true)
+		c.refusal(errTimeout)
 		_, _ = send(c.fd, c.out)
 		l.closeClient(c)
 	case stWrite:
@@ -609,7 +608,7 @@ func (l *loop) expire(c *conn) {
 // closeIdle closes the connections waiting for a request.
 func (l *loop) closeIdle() {
 	for i := len(l.conns) - 1; i >= 0; i-- {
-		if i < len(l.conns) && l.conns[i].st == stIdle {
+		if l.conns[i].st == stIdle {
 			l.closeClient(l.conns[i])
 		}
 	}
@@ -773,12 +772,7 @@ func (bk *lback) consume(n int) {
 
 // alive peeks at an idle connection without blocking: EOF means the
 // backend closed it, data means it sent something nobody asked for.
-func (bk *lback) alive() bool {
-	var b [1]byte
-	_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(bk.fd), uintptr(unsafe.Pointer(&b[0])), 1,
-		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	return errno == unix.EAGAIN
-}
+func (bk *lback) alive() bool { return quiet(uintptr(bk.fd)) }
 
 // get returns an idle connection, or nil; see pool.get.
 func (lp *lpool) get(l *loop, probe bool) *lback {

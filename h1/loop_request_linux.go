@@ -399,7 +399,7 @@ func (l *loop) respond(c *conn, bk *lback, bodiless bool) {
 	} else {
 		l.closeBack(bk) // more bytes than the answer: they would answer the next request
 	}
-	l.finish(c, !c.wantsEnd)
+	l.finish(c)
 }
 
 // discard drops an answer that is retried elsewhere, keeping the backend
@@ -456,18 +456,17 @@ func (l *loop) fail(c *conn) {
 	c.wantsEnd = c.wantsEnd || l.closing
 	c.status = c.failure(c.lastErr)
 	c.region, c.be = nil, nil
-	l.finish(c, !c.wantsEnd)
+	l.finish(c)
 }
 
 // finish reports the request and writes its answer in c.out.
-func (l *loop) finish(c *conn, keep bool) {
+func (l *loop) finish(c *conn) {
 	err := c.lastErr
 	if c.be != nil {
 		err = nil // served: earlier attempts' errors are not the outcome
 	}
 	c.counted = false
 	c.conclude(l.now.Sub(c.start), c.status, c.region, c.be, err)
-	c.keep = keep
 	c.st = stWrite
 	c.outOff = 0
 	c.deadline = l.now.Add(l.e.clientTimeout)
@@ -489,7 +488,7 @@ func (l *loop) writeClient(c *conn) {
 		c.outOff += n
 	}
 	c.giveBack()
-	if !c.keep || l.closing {
+	if c.wantsEnd || l.closing {
 		l.closeClient(c)
 		return
 	}

@@ -2,12 +2,14 @@ package h1
 
 import (
 	"bufio"
-	"errors"
 	"net"
 	"net/url"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/geoproxy/geoproxy/route"
 )
@@ -54,18 +56,21 @@ func (bc *bconn) alive() bool {
 		_ = bc.nc.SetReadDeadline(time.Time{})
 		bc.armed = time.Time{}
 	}
-	var (
-		buf [1]byte
-		n   int
-		err error
-	)
-	if cerr := bc.raw.Read(func(fd uintptr) bool {
-		n, _, err = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
-	}); cerr != nil {
+	ok := false
+	if err := bc.raw.Control(func(fd uintptr) { ok = quiet(fd) }); err != nil {
 		return false
 	}
-	return errors.Is(err, syscall.EAGAIN) && n <= 0
+	return ok
+}
+
+// quiet peeks at an idle socket without blocking, in one system call: it
+// reports true when there is nothing to read and the peer has not closed
+// it.
+func quiet(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno == unix.EAGAIN
 }
 
 func newPool(be *route.Backend) *pool {
