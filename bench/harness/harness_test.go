@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -69,11 +70,11 @@ func TestPercentile(t *testing.T) {
 func TestOpenLoop(t *testing.T) {
 	for _, chunked := range []bool{false, true} {
 		t.Run(fmt.Sprint("chunked=", chunked), func(t *testing.T) {
-			var n, xff int
+			var n, xff atomic.Int64
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				n++ // one connection: no race
+				n.Add(1)
 				if r.Header.Get("X-Forwarded-For") != "" {
-					xff++
+					xff.Add(1)
 				}
 				if chunked {
 					w.Write([]byte("hello, "))
@@ -90,13 +91,58 @@ func TestOpenLoop(t *testing.T) {
 			if res.Errors != 0 || res.OK < 140 || res.OK > 160 {
 				t.Errorf("%+v: want about 150 answers, no errors", res)
 			}
-			if n < 190 || xff != n {
-				t.Errorf("server saw %d requests, %d with X-Forwarded-For; want about 200, all", n, xff)
+			if n.Load() < 190 || xff.Load() != n.Load() {
+				t.Errorf("server saw %d requests, %d with X-Forwarded-For; want about 200, all", n.Load(), xff.Load())
 			}
 			if res.P50 <= 0 || res.P99 < res.P50 || res.Max < res.P99 {
 				t.Errorf("percentiles out of order: %+v", res)
 			}
+			if res.Load <= 0 || res.Load > 0.5 {
+				t.Errorf("the load used %.2f cores for 500 req/s; want a little above 0", res.Load)
+			}
 		})
+	}
+}
+
+// A request that waits behind a stalled answer counts its wait from its scheduled time:
+// one 100 ms stall on the only connection shows in the tail, not only in one sample.
+func TestOpenLoopCountsTheWait(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 100 { // 200 ms in, inside the measured part
+			time.Sleep(100 * time.Millisecond)
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	defer srv.Close()
+	res, err := openLoop(context.Background(), strings.TrimPrefix(srv.URL, "http://"), 500, 1, 100*time.Millisecond, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 || res.Max < 95*time.Millisecond || res.P99 < 50*time.Millisecond {
+		t.Errorf("%+v: want no errors, max ≥ 95 ms and p99 ≥ 50 ms (the stall's queue)", res)
+	}
+	if res.P50 > 20*time.Millisecond {
+		t.Errorf("p50 %v: the queue behind the stall should have drained", res.P50)
+	}
+}
+
+// A target that closes every connection after its answer: each such answer is an error,
+// and the load reconnects and goes on.
+func TestOpenLoopReconnects(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Header().Set("Connection", "close")
+		w.Write([]byte("ok\n"))
+	}))
+	defer srv.Close()
+	res, err := openLoop(context.Background(), strings.TrimPrefix(srv.URL, "http://"), 200, 4, 0, 300*time.Millisecond)
+	if err == nil && res.OK > 0 {
+		t.Errorf("%+v: answers with Connection: close counted as successes", res)
+	}
+	if n.Load() < 8 {
+		t.Errorf("server saw %d requests; want the load to reconnect and go on", n.Load())
 	}
 }
 

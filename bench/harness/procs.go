@@ -316,7 +316,7 @@ func machineCPU() time.Duration {
 // settle waits, at most 3 s, until the machine is quiet (under 0.1 cores
 // busy over 100 ms), after collecting the harness's own garbage, so that
 // no run inherits the previous one's backlog: an overloaded target still
-// answering, the backend serving it, the pacer's heap.
+// answering, the backend serving it.
 func settle(ctx context.Context) error {
 	runtime.GC()
 	deadline := time.Now().Add(3 * time.Second)

@@ -254,7 +254,14 @@ func (rp *report) markdown() string {
 				fmtDur(t.medRate(func(r rateResult) time.Duration { return r.P999 })),
 				fmtDur(mx), added, errs, fmtInt(float64(sent)))
 		}
-		w("\nMedians over rounds, except max (the largest seen) and errors (all rounds).\n")
+		w("\nMedians over rounds, except max (the largest seen) and errors (all rounds).")
+		var loads []float64
+		for _, t := range rp.rateSet {
+			for _, r := range t.rate {
+				loads = append(loads, r.Load)
+			}
+		}
+		w(" The load itself (one thread) used %.2f cores in the median run, %.2f at most.\n", median(loads), slices.Max(loads))
 		if rounds := len(rp.rateSet[0].rate); rounds > 1 {
 			w("\np99 in each round (how much it moves on this machine):\n\n| target |")
 			for i := range rounds {
@@ -325,13 +332,14 @@ func (rp *report) markdown() string {
 	w("  workers; one process for the others) from `/proc/PID/stat`, read before and after each run, divided\n")
 	w("  by the requests that run completed, times 100,000; median over the rounds.\n")
 	w("- peak RSS: `VmHWM` from `/proc/PID/status`, summed over the target's processes, after the rounds.\n")
-	w("- fixed rate: a pacer in the harness schedules requests at a constant rate over keep-alive\n")
-	w("  connections; latency runs from each request's scheduled time to its answer's last byte, so queueing\n")
-	w("  in front of a busy connection counts (no coordinated omission). Percentiles by nearest rank over all\n")
-	w("  samples of a run. Added p99 = p99(target) − p99(direct) at the same rate.\n")
+	w("- fixed rate: the harness schedules requests at a constant rate over keep-alive connections, from one\n")
+	w("  thread with its own epoll set and a timer (as wrk2 does), so the load costs little CPU; latency runs\n")
+	w("  from each request's scheduled time to its answer's last byte, so queueing in front of a busy\n")
+	w("  connection counts (no coordinated omission). Percentiles by nearest rank over all samples of a run.\n")
+	w("  Added p99 = p99(target) − p99(direct) at the same rate.\n")
 	w("- Before each measured run the harness waits (at most 3 s) until the machine is quiet, so that no run\n")
-	w("  inherits the previous one's backlog (an overloaded target still answering, the pacer's garbage).\n")
-	w("- Everything shares %d cores: wrk or the pacer, the backend and the target. Compare within one run;\n", runtime.NumCPU())
+	w("  inherits the previous one's backlog (an overloaded target still answering).\n")
+	w("- Everything shares %d cores: wrk or the fixed-rate load, the backend and the target. Compare within one run;\n", runtime.NumCPU())
 	w("  numbers from different runs or machines are not comparable.\n")
 	w("\nWhere geoproxy's CPU goes, and what changed it: [profiling.md](profiling.md).\n")
 	return b.String()
