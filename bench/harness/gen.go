@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -162,6 +163,19 @@ func (g *gen) arm(t time.Duration) error {
 	return nil
 }
 
+// wait is epoll_wait without telling the Go scheduler: the thread keeps its P while
+// it waits, so the runtime does not hand the P around at every wait (which cost a futex
+// wake-up each time, more than the wait itself). The wait is short (at most ms
+// milliseconds), and a signal from the runtime (GC, preemption) ends it early.
+func (g *gen) wait(events []unix.EpollEvent, ms int) (int, error) {
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(g.ep),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(ms), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
 func (g *gen) drainTimer() {
 	var b [8]byte
 	_, _ = unix.Read(g.tfd, b[:])
@@ -186,13 +200,18 @@ func (g *gen) send(c *genConn, req []byte, i int) error {
 
 var errClosed = errors.New("target closed the connection")
 
-// receive reads what c has. It reports done when an answer is complete (with an error
-// if it was not a 200 the connection can go on from), an error alone when the connection
-// broke, and neither when more is needed. The caller calls it again after an answer, so
-// that a read that brought more than one is taken whole.
-func (c *genConn) receive() (done bool, err error) {
+// receive takes the next answer from c's buffer, reading the socket once first if fill
+// is set. It reports done when an answer is complete (with an error if it was not a 200
+// the connection can go on from), an error alone when the connection broke, and neither
+// when more is needed. After an answer the caller calls it again without fill, so that a
+// read that brought more than one is taken whole, and no read is spent to learn that
+// nothing more has come (the epoll set is level-triggered).
+func (c *genConn) receive(fill bool) (done bool, err error) {
 	if size, err := c.answer(); err != nil || size > 0 {
 		return c.take(size, err)
+	}
+	if !fill {
+		return false, nil
 	}
 	if c.n == len(c.buf) {
 		if len(c.buf) >= 1<<20 {

@@ -129,7 +129,7 @@ func openLoop(ctx context.Context, addr string, rate float64, conns int, warm, d
 				return res, err
 			}
 		}
-		n, err := unix.EpollWait(g.ep, events, 100)
+		n, err := g.wait(events, 100)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return res, fmt.Errorf("epoll_wait: %w", err)
 		}
@@ -139,8 +139,8 @@ func openLoop(ctx context.Context, addr string, rate float64, conns int, warm, d
 				continue
 			}
 			c := g.conns[ev.Pad]
-			for c.fd >= 0 {
-				done, err := c.receive()
+			for fill := true; c.fd >= 0; fill = false {
+				done, err := c.receive(fill)
 				if !done && err == nil {
 					break // more to come
 				}
