@@ -492,6 +492,9 @@ func (rp *report) noise() string {
 	if len(all) == 0 {
 		return ""
 	}
+	if where == "" {
+		return "Other processes on the machine (not the target, the backend, wrk or the harness) used no measurable CPU in any run."
+	}
 	s := fmt.Sprintf("Other processes on the machine (not the target, the backend, wrk or the harness) used %.2f cores "+
 		"in the median run, %.2f at most (%s).", median(all), worst, where)
 	if worst >= busyCores {
