@@ -42,10 +42,9 @@ type rateResult struct {
 //
 // The whole load runs on one locked OS thread, as wrk2 does: non-blocking sockets in an
 // epoll set, and a timerfd armed for the next request's time. A request due while every
-// connection is busy waits for the first one free. So the load costs one thread a few
-// system calls per request, and leaves the machine's cores to the target: the goroutine per
-// connection this replaces used 1.3 of the 2 cores at 34,000 req/s, and its own scheduling
-// was most of the tail it measured.
+// connection is busy waits for the first one free. It costs about what a goroutine per
+// connection did (0.44 of a core at 34,000 req/s), but adds less latency of its own (a
+// direct p50 of 23 µs, against 74) and moves between CPUs a sixth as often.
 func openLoop(ctx context.Context, addr string, rate float64, conns int, warm, dur time.Duration) (rateResult, error) {
 	const drainMax = 3 * time.Second
 	res := rateResult{Rate: rate}
