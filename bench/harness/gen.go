@@ -54,7 +54,7 @@ func newGen(sa unix.Sockaddr, conns int) (*gen, error) {
 	for i := range conns {
 		c := &genConn{id: i, fd: -1, inflight: -1, buf: make([]byte, 16<<10)}
 		g.conns = append(g.conns, c)
-		if err := g.connect(c); err != nil {
+		if err := g.connect(c, 0); err != nil {
 			g.close()
 			return nil, err
 		}
@@ -64,11 +64,16 @@ func newGen(sa unix.Sockaddr, conns int) (*gen, error) {
 }
 
 // connect opens c's socket (a blocking connect: loopback answers at once, or refuses),
-// then makes it non-blocking and adds it to the epoll set, level-triggered.
-func (g *gen) connect(c *genConn) error {
+// then makes it non-blocking and adds it to the epoll set, level-triggered. A timeout, if
+// set, bounds the connect: a target that stops accepting would hold it for minutes.
+func (g *gen) connect(c *genConn, timeout time.Duration) error {
 	fd, err := unix.Socket(sockFamily(g.sa), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
+	}
+	if timeout > 0 { // SO_SNDTIMEO bounds connect(2) too
+		tv := unix.NsecToTimeval(int64(timeout))
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 	}
 	if err := unix.Connect(fd, g.sa); err != nil {
 		unix.Close(fd)
@@ -139,6 +144,9 @@ func (g *gen) fail(c *genConn) {
 	c.downAt = time.Now()
 }
 
+// down tells whether a connection is waiting to be reconnected.
+func (g *gen) down() bool { return len(g.spare)+g.busy < len(g.conns) }
+
 // revive reconnects the connections that went down, each at most every 50 ms, so that a
 // target that refuses does not turn the load into a loop of connects.
 func (g *gen) revive() {
@@ -146,7 +154,7 @@ func (g *gen) revive() {
 		if c.fd >= 0 || time.Since(c.downAt) < 50*time.Millisecond {
 			continue
 		}
-		if g.connect(c) != nil {
+		if g.connect(c, 100*time.Millisecond) != nil {
 			c.downAt = time.Now()
 			continue
 		}
@@ -248,10 +256,13 @@ func (c *genConn) take(size int, err error) (bool, error) {
 	closes := closing(c.buf[:size])
 	c.n = copy(c.buf, c.buf[size:c.n])
 	switch {
+	case closes: // first: the connection cannot go on, whatever the status
+		if status != "200" {
+			return true, fmt.Errorf("%w: %s, %w", errStatus, status, errClosed)
+		}
+		return true, errClosed
 	case status != "200":
 		return true, fmt.Errorf("%w: %s", errStatus, status)
-	case closes:
-		return true, errClosed
 	}
 	return true, nil
 }
@@ -327,6 +338,9 @@ func chunkedEnd(b []byte, off int) (int, error) {
 					return off, nil
 				}
 			}
+		}
+		if n > int64(len(b)) {
+			return 0, fmt.Errorf("chunk of %d bytes: over what the load reads", n)
 		}
 		if int64(len(b)-off) < n+2 {
 			return 0, nil

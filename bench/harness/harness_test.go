@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -124,6 +125,38 @@ func TestOpenLoopCountsTheWait(t *testing.T) {
 	}
 	if res.P50 > 20*time.Millisecond {
 		t.Errorf("p50 %v: the queue behind the stall should have drained", res.P50)
+	}
+}
+
+// A refusal that keeps the connection open is an error for its request only: the load
+// goes on over the same connection.
+func TestOpenLoopKeepsConnectionAfterRefusal(t *testing.T) {
+	var n, conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%10 == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	res, err := openLoop(context.Background(), strings.TrimPrefix(srv.URL, "http://"), 500, 1, 0, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors < 10 || res.Errors > 20 || res.OK < 120 {
+		t.Errorf("%+v: want about 1 error in 10", res)
+	}
+	if conns.Load() != 1 {
+		t.Errorf("the server saw %d connections; want the one, kept", conns.Load())
+	}
+	if res.P99 > 20*time.Millisecond {
+		t.Errorf("p99 %v: the refusals held the load up", res.P99)
 	}
 }
 

@@ -88,12 +88,15 @@ func openLoop(ctx context.Context, addr string, rate float64, conns int, warm, d
 
 	var ru0 unix.Rusage
 	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru0)
-	start := time.Now().Add(5 * time.Millisecond)
+	// The timer runs on CLOCK_MONOTONIC, Go's clock too. Go's is read first: whatever passes
+	// between the two reads makes the timer late, never early.
+	t0 := time.Now()
 	mono, err := monotonic()
 	if err != nil {
 		return res, err
 	}
-	mono += time.Until(start) // CLOCK_MONOTONIC at start: the timer's clock, and Go's
+	start := t0.Add(5 * time.Millisecond)
+	mono += 5 * time.Millisecond // CLOCK_MONOTONIC at start, or a little after
 	deadline := warm + dur + drainMax
 	next, armed := 0, time.Duration(-1)
 	events := make([]unix.EpollEvent, conns+1)
@@ -128,13 +131,18 @@ func openLoop(ctx context.Context, addr string, rate float64, conns int, warm, d
 				return res, err
 			}
 		}
-		n, err := g.wait(events, 100)
+		wait := 100
+		if g.down() {
+			wait = 10 // so that reconnects keep their pace
+		}
+		n, err := g.wait(events, wait)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return res, fmt.Errorf("epoll_wait: %w", err)
 		}
 		for _, ev := range events[:max(n, 0)] {
 			if int(ev.Fd) == g.tfd {
 				g.drainTimer()
+				armed = -1 // whatever it was armed for, arm again if needed
 				continue
 			}
 			c := g.conns[ev.Pad]
@@ -146,11 +154,11 @@ func openLoop(ctx context.Context, addr string, rate float64, conns int, warm, d
 				if c.inflight >= 0 {
 					record(c.inflight, time.Since(start)-at(c.inflight), err)
 				}
-				if err != nil {
+				if err != nil && (!done || errors.Is(err, errClosed)) {
 					g.fail(c)
 					break
 				}
-				g.release(c)
+				g.release(c) // a whole answer, even a refusal, leaves the connection usable
 			}
 		}
 		g.revive()
