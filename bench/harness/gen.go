@@ -150,6 +150,9 @@ func (g *gen) down() bool { return len(g.spare)+g.busy < len(g.conns) }
 // revive reconnects the connections that went down, each at most every 50 ms, so that a
 // target that refuses does not turn the load into a loop of connects.
 func (g *gen) revive() {
+	if !g.down() {
+		return
+	}
 	for _, c := range g.conns {
 		if c.fd >= 0 || time.Since(c.downAt) < 50*time.Millisecond {
 			continue
@@ -206,8 +209,6 @@ func (g *gen) send(c *genConn, req []byte, i int) error {
 	return nil
 }
 
-var errClosed = errors.New("target closed the connection")
-
 // receive takes the next answer from c's buffer, reading the socket once first if fill
 // is set. It reports done when an answer is complete (with an error if it was not a 200
 // the connection can go on from), an error alone when the connection broke, and neither
@@ -215,74 +216,84 @@ var errClosed = errors.New("target closed the connection")
 // read that brought more than one is taken whole, and no read is spent to learn that
 // nothing more has come (the epoll set is level-triggered).
 func (c *genConn) receive(fill bool) (done bool, err error) {
-	if size, err := c.answer(); err != nil || size > 0 {
-		return c.take(size, err)
+	if fill {
+		if err := c.fill(); err != nil {
+			return false, err
+		}
 	}
-	if !fill {
-		return false, nil
+	size, closes, err := c.answer()
+	if err != nil || size == 0 {
+		return false, err
 	}
+	return c.take(size, closes)
+}
+
+// fill reads what the socket has into c's buffer, growing it if it is full.
+func (c *genConn) fill() error {
 	if c.n == len(c.buf) {
 		if len(c.buf) >= 1<<20 {
-			return false, errors.New("answer over 1 MiB")
+			return errors.New("answer over 1 MiB")
 		}
 		c.buf = append(c.buf, make([]byte, len(c.buf))...)
 	}
-	n, rerr := unix.Read(c.fd, c.buf[c.n:])
+	n, err := unix.Read(c.fd, c.buf[c.n:])
 	switch {
-	case errors.Is(rerr, unix.EAGAIN) || errors.Is(rerr, unix.EINTR):
-		return false, nil
-	case rerr != nil:
-		return false, fmt.Errorf("reading: %w", rerr)
+	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading: %w", err)
 	case n == 0:
-		return false, errClosed
+		return errClosed
 	}
 	c.n += n
-	size, err := c.answer()
-	if err != nil || size > 0 {
-		return c.take(size, err)
-	}
-	return false, nil
+	return nil
 }
 
 // take consumes a complete answer of size bytes.
-func (c *genConn) take(size int, err error) (bool, error) {
-	if err != nil {
-		return false, err
-	}
+func (c *genConn) take(size int, closes bool) (bool, error) {
 	if c.inflight < 0 {
 		return false, errors.New("an answer to no request")
 	}
-	status := string(c.buf[9:12])
-	closes := closing(c.buf[:size])
+	var refused error
+	if status := c.buf[9:12]; !bytes.Equal(status, []byte("200")) {
+		refused = fmt.Errorf("%w: %s", errStatus, status)
+	}
 	c.n = copy(c.buf, c.buf[size:c.n])
 	switch {
 	case closes: // first: the connection cannot go on, whatever the status
-		if status != "200" {
-			return true, fmt.Errorf("%w: %s, %w", errStatus, status, errClosed)
+		if refused != nil {
+			return true, fmt.Errorf("%w, %w", refused, errClosed)
 		}
 		return true, errClosed
-	case status != "200":
-		return true, fmt.Errorf("%w: %s", errStatus, status)
+	case refused != nil:
+		return true, refused
 	}
 	return true, nil
 }
 
-var errStatus = errors.New("status not 200")
+var (
+	errClosed = errors.New("target closed the connection")
+	errStatus = errors.New("status not 200")
+)
 
 // answer returns the size of the complete answer at the start of c's buffer, 0 if more is
-// needed. It reads a Content-Length or chunked body.
-func (c *genConn) answer() (int, error) {
+// needed, and whether it asks to close the connection. It reads a Content-Length or
+// chunked body.
+func (c *genConn) answer() (size int, closes bool, err error) {
 	b := c.buf[:c.n]
 	end := bytes.Index(b, []byte("\r\n\r\n"))
 	if end < 0 {
-		return 0, nil
+		return 0, false, nil
 	}
 	if len(b) < 12 || !bytes.HasPrefix(b, []byte("HTTP/1.")) {
-		return 0, fmt.Errorf("bad status line %q", b[:min(len(b), 40)])
+		return 0, false, fmt.Errorf("bad status line %q", b[:min(len(b), 40)])
 	}
 	body := end + 4
 	length, chunked := int64(-1), false
-	for _, h := range bytes.Split(b[:end], []byte("\r\n"))[1:] {
+	_, rest, _ := bytes.Cut(b[:end], []byte("\r\n")) // past the status line
+	for len(rest) > 0 {
+		var h []byte
+		h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		k, v, ok := bytes.Cut(h, []byte(":"))
 		if !ok {
 			continue
@@ -292,23 +303,26 @@ func (c *genConn) answer() (int, error) {
 		case bytes.EqualFold(k, []byte("Content-Length")):
 			n, err := strconv.ParseInt(string(v), 10, 64)
 			if err != nil || n < 0 {
-				return 0, fmt.Errorf("bad Content-Length %q", v)
+				return 0, false, fmt.Errorf("bad Content-Length %q", v)
 			}
 			length = n
 		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
 			chunked = bytes.Contains(bytes.ToLower(v), []byte("chunked"))
+		case bytes.EqualFold(k, []byte("Connection")):
+			closes = bytes.EqualFold(v, []byte("close"))
 		}
 	}
 	switch {
 	case chunked:
-		return chunkedEnd(b, body)
+		size, err = chunkedEnd(b, body)
+		return size, closes, err
 	case length >= 0:
 		if int64(len(b)-body) < length {
-			return 0, nil
+			return 0, false, nil
 		}
-		return body + int(length), nil
+		return body + int(length), closes, nil
 	}
-	return 0, errors.New("answer without Content-Length or chunked body")
+	return 0, false, errors.New("answer without Content-Length or chunked body")
 }
 
 // chunkedEnd returns where a chunked body starting at off ends in b, 0 if it is not all in.
@@ -347,17 +361,6 @@ func chunkedEnd(b []byte, off int) (int, error) {
 		}
 		off += int(n) + 2
 	}
-}
-
-// closing tells whether an answer's head asks to close the connection.
-func closing(head []byte) bool {
-	for _, h := range bytes.Split(head, []byte("\r\n")) {
-		k, v, ok := bytes.Cut(h, []byte(":"))
-		if ok && bytes.EqualFold(k, []byte("Connection")) && bytes.EqualFold(bytes.TrimSpace(v), []byte("close")) {
-			return true
-		}
-	}
-	return false
 }
 
 // sockaddr resolves "host:port" to a socket address.
