@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh: geoproxy against nginx, HAProxy and Caddy on this machine, one table.
 #
-#   bench/run.sh                         # full run (about 5 minutes), writes docs/benchmarks.md
-#   bench/run.sh -duration 2s -rounds 1  # quick try
+#   bench/run.sh                         # full run (about 6 minutes), writes docs/benchmarks.md
+#   bench/run.sh -duration 2s -rounds 1 -rate-rounds 1   # quick try
 #   bench/run.sh -h                      # every flag of the harness
 #
 # Installs what is missing (Debian: nginx, haproxy, caddy, wrk), builds geoproxy and the harness

@@ -199,3 +199,59 @@ func TestTargetList(t *testing.T) {
 		t.Error("unknown target accepted")
 	}
 }
+
+func TestFlagsRateRounds(t *testing.T) {
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.rounds != 3 || o.rateRounds != 7 {
+		t.Errorf("defaults: %d rounds, %d fixed-rate rounds; want 3 and 7", o.rounds, o.rateRounds)
+	}
+	if o, err = parseFlags([]string{"-rounds", "1", "-rate-rounds", "-1"}); err != nil || o.rateRounds != -1 {
+		t.Errorf("-rate-rounds -1: %d, %v", o.rateRounds, err)
+	}
+	if _, err := parseFlags([]string{"-rate-rounds", "0"}); err == nil || !strings.Contains(err.Error(), "-rate-rounds 0") {
+		t.Errorf("-rate-rounds 0: %v; want an error naming it", err)
+	}
+}
+
+// fakeRuns gives a target closed-loop results with the given median req/s.
+func fakeRuns(name string, rps float64) *target {
+	return &target{name: name, runs: []wrkResult{{RPS: rps - 10}, {RPS: rps}, {RPS: rps + 10}}}
+}
+
+func TestRateTargetsLeavesOutTheTooSlow(t *testing.T) {
+	act := []*target{fakeRuns("direct", 150000), fakeRuns("nginx", 85000), fakeRuns("caddy", 20000),
+		fakeRuns("geoproxy", 80000), fakeRuns("geoproxy-nethttp", 27000)}
+	names := func(ts []*target) string {
+		var n []string
+		for _, t := range ts {
+			n = append(n, t.name)
+		}
+		return strings.Join(n, ",")
+	}
+
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, slow := rateTargets(o, act, 40000)
+	if names(run) != "direct,nginx,geoproxy" || names(slow) != "caddy,geoproxy-nethttp" {
+		t.Errorf("default: run %s, left out %s; want direct,nginx,geoproxy and caddy,geoproxy-nethttp", names(run), names(slow))
+	}
+
+	rp := report{opts: o, targets: act, rate: 40000, rateNote: "set by -rate", rateSet: run, tooSlow: slow}
+	md := rp.markdown()
+	if !strings.Contains(md, "Not run at this rate") || !strings.Contains(md, "caddy (20,000 req/s), geoproxy-nethttp (27,000 req/s)") {
+		t.Errorf("the report does not say which targets were left out of the fixed rate:\n%s", md)
+	}
+
+	if o, err = parseFlags([]string{"-rate-targets", "caddy,geoproxy"}); err != nil {
+		t.Fatal(err)
+	}
+	run, slow = rateTargets(o, act, 40000)
+	if names(run) != "caddy,geoproxy" || len(slow) != 0 {
+		t.Errorf("-rate-targets caddy,geoproxy: run %s, left out %s; want both run", names(run), names(slow))
+	}
+}

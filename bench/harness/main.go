@@ -45,6 +45,7 @@ type options struct {
 	rateFrac     float64
 	rateConns    int
 	rateTargets  []string
+	rateChosen   bool // -rate-targets was given: run those even if they cannot hold the rate
 
 	portBase       int
 	workers        int
@@ -115,11 +116,11 @@ func parseFlags(args []string) (options, error) {
 	targets := fs.String("targets", strings.Join(allTargets, ","), "targets, comma-separated, from: "+strings.Join(allTargets, ", "))
 	fs.DurationVar(&o.rateDuration, "rate-duration", 0, "length of each measured fixed-rate run (default: -duration, at most 5s)")
 	fs.DurationVar(&o.rateWarmup, "rate-warmup", time.Second, "unmeasured start of each fixed-rate run")
-	fs.IntVar(&o.rateRounds, "rate-rounds", 0, "fixed-rate rounds (default: -rounds; -1 = skip the fixed-rate part)")
+	fs.IntVar(&o.rateRounds, "rate-rounds", 7, "fixed-rate rounds (-1 = skip the fixed-rate part)")
 	fs.Float64Var(&o.rate, "rate", 0, "fixed rate in req/s (default: -rate-fraction of geoproxy's median req/s)")
 	fs.Float64Var(&o.rateFrac, "rate-fraction", 0.5, "fixed rate as a fraction of geoproxy's median req/s")
 	fs.IntVar(&o.rateConns, "rate-connections", 0, "connections of the fixed-rate load (default: -connections)")
-	rateTargets := fs.String("rate-targets", "", "targets of the fixed-rate part (default: every target measured)")
+	rateTargets := fs.String("rate-targets", "", "targets of the fixed-rate part (default: every target measured whose median req/s reaches the rate)")
 	fs.IntVar(&o.portBase, "port-base", 18000, "ports used: base+1..3 (backend), base+101..105 (proxies), base+194..195 (geoproxy admin)")
 	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker processes/threads of each proxy (nginx worker_processes, HAProxy nbthread, GOMAXPROCS)")
 	fs.IntVar(&o.backendWorkers, "backend-workers", 1, "worker processes of the backend nginx")
@@ -142,6 +143,8 @@ func parseFlags(args []string) (options, error) {
 		o.rateTargets = o.targets
 	} else if o.rateTargets, err = targetList(*rateTargets); err != nil {
 		return o, fmt.Errorf("-rate-targets: %w", err)
+	} else {
+		o.rateChosen = true
 	}
 	switch {
 	case o.duration < time.Second || o.duration%time.Second != 0:
@@ -150,6 +153,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-warmup %s: use 0 or whole seconds", o.warmup)
 	case o.rounds < 1:
 		return o, fmt.Errorf("-rounds %d: at least 1", o.rounds)
+	case o.rateRounds == 0 || o.rateRounds < -1:
+		return o, fmt.Errorf("-rate-rounds %d: at least 1, or -1 to skip the fixed rate", o.rateRounds)
 	case o.threads < 1 || o.conns < o.threads:
 		return o, fmt.Errorf("-threads %d -connections %d: need 1 <= threads <= connections", o.threads, o.conns)
 	case o.workers < 1 || o.backendWorkers < 1:
@@ -161,9 +166,6 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.rateDuration == 0 {
 		o.rateDuration = min(o.duration, 5*time.Second)
-	}
-	if o.rateRounds == 0 {
-		o.rateRounds = o.rounds
 	}
 	if o.rateConns == 0 {
 		o.rateConns = o.conns
@@ -465,12 +467,7 @@ func run(ctx context.Context, o options) error {
 	} else {
 		rateNote = "skipped (-rate-rounds -1)"
 	}
-	var rateSet []*target
-	for _, t := range act {
-		if slices.Contains(o.rateTargets, t.name) {
-			rateSet = append(rateSet, t)
-		}
-	}
+	rateSet, tooSlow := rateTargets(o, act, rate)
 	if rate > 0 {
 		rate = float64(int(rate))
 		for r := 0; r < o.rateRounds; r++ {
@@ -506,7 +503,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	// Step: report.
-	rep := report{opts: o, targets: targets, rate: rate, rateNote: rateNote, rateSet: rateSet,
+	rep := report{opts: o, targets: targets, rate: rate, rateNote: rateNote, rateSet: rateSet, tooSlow: tooSlow,
 		started: began, elapsed: time.Since(began), machine: machine}
 	md := rep.markdown()
 	fmt.Print(md)
@@ -517,6 +514,23 @@ func run(ctx context.Context, o options) error {
 		progress("wrote %s (run took %s)", o.out, time.Since(began).Round(time.Second))
 	}
 	return nil
+}
+
+// rateTargets splits the measured targets into those the fixed rate runs against and those
+// left out because their median req/s in the closed loop is below the rate. Such a target
+// cannot hold the rate: its queue would grow for the whole run, and its latencies would
+// measure only the run's length. Targets named by -rate-targets run anyway.
+func rateTargets(o options, act []*target, rate float64) (run, tooSlow []*target) {
+	for _, t := range act {
+		switch {
+		case !slices.Contains(o.rateTargets, t.name):
+		case !o.rateChosen && median(rps(t.runs)) < rate:
+			tooSlow = append(tooSlow, t)
+		default:
+			run = append(run, t)
+		}
+	}
+	return run, tooSlow
 }
 
 // check sends one request per client address and checks the answer; for geoproxy it also

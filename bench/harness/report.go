@@ -21,6 +21,7 @@ type report struct {
 	rate     float64
 	rateNote string
 	rateSet  []*target
+	tooSlow  []*target // left out of the fixed rate: their median req/s is below it
 	started  time.Time
 	elapsed  time.Duration
 	machine  [][2]string
@@ -261,7 +262,10 @@ func (rp *report) markdown() string {
 				loads = append(loads, r.Load)
 			}
 		}
-		w(" The load itself (one thread) used %.2f cores in the median run, %.2f at most.\n", median(loads), slices.Max(loads))
+		if len(loads) > 0 {
+			w(" The load itself (one thread) used %.2f cores in the median run, %.2f at most.", median(loads), slices.Max(loads))
+		}
+		w("\n")
 		if rounds := len(rp.rateSet[0].rate); rounds > 1 {
 			w("\np99 in each round (how much it moves on this machine):\n\n| target |")
 			for i := range rounds {
@@ -277,12 +281,21 @@ func (rp *report) markdown() string {
 			}
 		}
 		if len(overloaded) > 0 {
-			w("Overloaded (%s): the target answered less than 95%% of the rate or left requests unanswered; its queue grew\n"+
+			w("\nOverloaded (%s): the target answered less than 95%% of the rate or left requests unanswered; its queue grew\n"+
 				"for the whole run, so its latencies mostly measure the run's length. Unanswered requests count as errors,\n"+
 				"with the time they had waited (a lower bound) as their latency.\n", strings.Join(overloaded, ", "))
 		}
 	} else {
 		w("\n## Fixed rate\n\n%s.\n", rp.rateNote)
+	}
+	if rp.rate > 0 && len(rp.tooSlow) > 0 {
+		var slow []string
+		for _, t := range rp.tooSlow {
+			slow = append(slow, fmt.Sprintf("%s (%s req/s)", t.name, fmtInt(median(rps(t.runs)))))
+		}
+		w("\nNot run at this rate, because their median req/s in the closed loop is below it: %s. Their queue\n"+
+			"would grow for the whole run, and their latencies would measure only its length (`-rate-targets` runs them anyway).\n",
+			strings.Join(slow, ", "))
 	}
 
 	// Targets.
