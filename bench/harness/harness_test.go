@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -253,5 +255,48 @@ func TestRateTargetsLeavesOutTheTooSlow(t *testing.T) {
 	run, slow = rateTargets(o, act, 40000)
 	if names(run) != "caddy,geoproxy" || len(slow) != 0 {
 		t.Errorf("-rate-targets caddy,geoproxy: run %s, left out %s; want both run", names(run), names(slow))
+	}
+}
+
+func TestStallAccounting(t *testing.T) {
+	var s stallResult
+	for _, gap := range []time.Duration{50 * time.Microsecond, 99 * time.Microsecond, 100 * time.Microsecond,
+		600 * time.Microsecond, 2 * time.Millisecond, 1 * time.Millisecond} {
+		s.add(gap)
+	}
+	if s.Over100us != 4 || s.Over500us != 3 || s.Over1ms != 2 || s.Max != 2*time.Millisecond || s.Lost != 3700*time.Microsecond {
+		t.Errorf("got %+v; want 4 over 0.1 ms, 3 over 0.5 ms, 2 over 1 ms, max 2ms, lost 3.7ms", s)
+	}
+}
+
+func TestMeasureStallsSeesAStop(t *testing.T) {
+	// A helper process stops this one for 50 ms while the meter spins: each spinning thread
+	// is held off its core for that long, as a busy hypervisor would hold it.
+	stop := exec.Command("sh", "-c", fmt.Sprintf("sleep 0.1; kill -STOP %d; sleep 0.05; kill -CONT %d", os.Getpid(), os.Getpid()))
+	if err := stop.Start(); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	s := measureStalls(context.Background(), 2, 400*time.Millisecond)
+	took := time.Since(began)
+	if err := stop.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if took < 400*time.Millisecond || took > 3*time.Second {
+		t.Errorf("measuring for 400ms took %s", took)
+	}
+	if s.Threads != 2 || s.Over1ms < 2 || s.Max < 45*time.Millisecond || s.Lost < 90*time.Millisecond {
+		t.Errorf("got %+v; want each of the 2 threads to see the 50 ms stop", s)
+	}
+	if !strings.Contains(s.String(), "each of the 2 cores for 400ms") {
+		t.Errorf("report line: %s", s)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	began = time.Now()
+	measureStalls(ctx, 1, time.Minute)
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("a cancelled measurement took %s", took)
 	}
 }

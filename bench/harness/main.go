@@ -46,6 +46,7 @@ type options struct {
 	rateConns    int
 	rateTargets  []string
 	rateChosen   bool // -rate-targets was given: run those even if they cannot hold the rate
+	stalls       time.Duration
 
 	portBase       int
 	workers        int
@@ -121,6 +122,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Float64Var(&o.rateFrac, "rate-fraction", 0.5, "fixed rate as a fraction of geoproxy's median req/s")
 	fs.IntVar(&o.rateConns, "rate-connections", 0, "connections of the fixed-rate load (default: -connections)")
 	rateTargets := fs.String("rate-targets", "", "targets of the fixed-rate part (default: every target measured whose median req/s reaches the rate)")
+	fs.DurationVar(&o.stalls, "stalls", 3*time.Second, "how long to measure the machine's stalls before the fixed rate, a spinning thread per core (0 = skip)")
 	fs.IntVar(&o.portBase, "port-base", 18000, "ports used: base+1..3 (backend), base+101..105 (proxies), base+194..195 (geoproxy admin)")
 	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker processes/threads of each proxy (nginx worker_processes, HAProxy nbthread, GOMAXPROCS)")
 	fs.IntVar(&o.backendWorkers, "backend-workers", 1, "worker processes of the backend nginx")
@@ -468,6 +470,17 @@ func run(ctx context.Context, o options) error {
 		rateNote = "skipped (-rate-rounds -1)"
 	}
 	rateSet, tooSlow := rateTargets(o, act, rate)
+	var stalls stallResult
+	if rate > 0 && len(rateSet) > 0 && o.stalls > 0 {
+		if err := settle(ctx); err != nil {
+			return err
+		}
+		stalls = measureStalls(ctx, runtime.NumCPU(), o.stalls)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		progress("stalls: %s", stalls)
+	}
 	if rate > 0 {
 		rate = float64(int(rate))
 		for r := 0; r < o.rateRounds; r++ {
@@ -504,6 +517,7 @@ func run(ctx context.Context, o options) error {
 
 	// Step: report.
 	rep := report{opts: o, targets: targets, rate: rate, rateNote: rateNote, rateSet: rateSet, tooSlow: tooSlow,
+		stalls:  stalls,
 		started: began, elapsed: time.Since(began), machine: machine}
 	md := rep.markdown()
 	fmt.Print(md)
@@ -581,6 +595,7 @@ func estimate(o options, n int) time.Duration {
 	d += time.Duration(o.rounds*n) * (o.duration + perRun)
 	if o.rateRounds > 0 {
 		d += time.Duration(o.rateRounds*len(o.rateTargets)) * (o.rateWarmup + o.rateDuration + perRun)
+		d += o.stalls
 	}
 	return d
 }

@@ -22,6 +22,7 @@ type report struct {
 	rateNote string
 	rateSet  []*target
 	tooSlow  []*target // left out of the fixed rate: their median req/s is below it
+	stalls   stallResult
 	started  time.Time
 	elapsed  time.Duration
 	machine  [][2]string
@@ -279,6 +280,10 @@ func (rp *report) markdown() string {
 				}
 				w("\n")
 			}
+		}
+		if rp.stalls.Threads > 0 {
+			w("\nThe machine's own stalls, measured just before these rounds: %s. A request in flight on a thread\n"+
+				"held off its core waits as long; where such stalls take a percent of the time, they alone can set any target's p99.\n", rp.stalls)
 		}
 		if len(overloaded) > 0 {
 			w("\nOverloaded (%s): the target answered less than 95%% of the rate or left requests unanswered; its queue grew\n"+
