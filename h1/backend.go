@@ -98,11 +98,12 @@ func (c *conn) dial(p *pool) (*bconn, error) {
 	if err != nil {
 		return nil, err
 	}
-	bc := &bconn{nc: nc}
+	bc := &bconn{nc: nc, tls: p.tls}
+	if sc, ok := nc.(syscall.Conn); ok {
+		bc.raw, _ = sc.SyscallConn()
+	}
 	if p.tls {
 		bc.nc = tls.Client(nc, &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12})
-	} else if sc, ok := nc.(syscall.Conn); ok {
-		bc.raw, _ = sc.SyscallConn()
 	}
 	bc.br = bufio.NewReaderSize(bc.nc, MaxHead)
 	return bc, nil
@@ -112,7 +113,7 @@ func (c *conn) dial(p *pool) (*bconn, error) {
 // the response to the client. sent reports that the client got part of an
 // answer (so nothing may be retried).
 func (c *conn) forward(p *pool, region *route.Region, method string) (status int, sent bool, err error) {
-	bc := p.get(c.now, !balancer.Idempotent(method))
+	bc := p.get(c.now)
 	reused := bc != nil
 	if bc == nil {
 		if bc, err = c.dial(p); err != nil {

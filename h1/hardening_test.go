@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -48,6 +49,56 @@ func TestBytesBeyondAnAnswerNeverReachAnotherClient(t *testing.T) {
 			require.Equal(t, 200, rb.status, rb.head)
 			assert.Equal(t, "ok GET /victim HTTP/1.1", string(rb.body))
 		})
+	}
+}
+
+// Bytes a backend writes after its answer, late, arrive while the
+// connection waits in the pool: whichever path serves the next request (a
+// loop, or a goroutine after a chunked body) finds them before reuse, and
+// they never become that request's answer.
+func TestLateBytesAfterAnAnswerNeverReachAnotherClient(t *testing.T) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
+	answers := map[string]struct{ method, first string }{
+		"HEAD with a body":    {"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"},
+		"204 with a body":     {"GET", "HTTP/1.1 204 No Content\r\n\r\n"},
+		"304 with a body":     {"GET", "HTTP/1.1 304 Not Modified\r\nContent-Length: 42\r\n\r\n"},
+		"past Content-Length": {"GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+	}
+	next := map[string]string{
+		"GET":          get("/victim"),
+		"chunked POST": "POST /victim HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+	}
+	for name, a := range answers {
+		for kind, req := range next {
+			t.Run(name+", then "+kind, func(t *testing.T) {
+				t.Parallel()
+				var n atomic.Int32
+				wrote := make(chan struct{})
+				p := newProxy(t, proxyOpts{handlers: []handler{func(nc net.Conn, r *bReq) bool {
+					if n.Add(1) > 1 {
+						return okHandler(nc, r)
+					}
+					if _, err := io.WriteString(nc, a.first); err != nil {
+						return false
+					}
+					time.Sleep(30 * time.Millisecond) // the answer is out; the connection is idle
+					_, err := io.WriteString(nc, stray)
+					close(wrote)
+					return err == nil
+				}}})
+				c := p.dial(t)
+				c.send(a.method + " /first HTTP/1.1\r\nHost: x\r\n\r\n")
+				require.Equal(t, a.first[9:12], strconv.Itoa(c.read(a.method).status))
+				<-wrote
+				time.Sleep(10 * time.Millisecond) // let the stray bytes land in the socket
+				c = p.dial(t)
+				c.send(req)
+				r := c.read("GET")
+				require.Equal(t, 200, r.status, "%s%s", r.head, r.body)
+				assert.Contains(t, string(r.body), "ok ")
+				assert.Contains(t, string(r.body), "/victim")
+			})
+		}
 	}
 }
 

@@ -770,18 +770,20 @@ func (bk *lback) consume(n int) {
 	bk.in = bk.in[:copy(bk.in, bk.in[n:])]
 }
 
-// alive peeks at an idle connection without blocking: EOF means the
+// quiet peeks at an idle connection without blocking: EOF means the
 // backend closed it, data means it sent something nobody asked for.
-func (bk *lback) alive() bool { return quiet(uintptr(bk.fd)) }
+func (bk *lback) quiet() bool { return quiet(uintptr(bk.fd)) }
 
-// get returns an idle connection, or nil; see pool.get.
-func (lp *lpool) get(l *loop, probe bool) *lback {
+// get returns a fresh idle connection, or nil; see fresh. An idle
+// connection's socket stays in the epoll set, so bytes that arrive while it
+// waits close it (readBack), but they may arrive after the loop's last
+// wait: the peek sees them.
+func (lp *lpool) get(l *loop) *lback {
 	for n := len(lp.idle); n > 0; n = len(lp.idle) {
 		bk := lp.idle[n-1]
 		lp.idle[n-1] = nil
 		lp.idle = lp.idle[:n-1]
-		idle := l.now.Sub(bk.used)
-		if idle <= backendIdle && (idle <= probeAfter && !probe || bk.alive()) {
+		if fresh(l.now.Sub(bk.used), bk.quiet) {
 			return bk
 		}
 		l.closeBack(bk)

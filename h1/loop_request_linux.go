@@ -183,7 +183,7 @@ func (l *loop) attempt(c *conn) {
 	b.Acquire()
 	c.acquired = true
 	lp := l.pools[b]
-	if bk := lp.get(l, !balancer.Idempotent(c.method)); bk != nil {
+	if bk := lp.get(l); bk != nil {
 		c.reused = true
 		l.send(c, bk)
 		return
@@ -284,7 +284,7 @@ func (l *loop) readBack(bk *lback, hup bool) {
 	if bk.c == nil {
 		// Idle: the backend closed it, or sent something unasked, unless
 		// the event is stale.
-		if !bk.alive() {
+		if !bk.quiet() {
 			l.dropIdle(bk)
 		}
 		return

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/url"
 	"sync"
@@ -31,36 +32,54 @@ type pool struct {
 type bconn struct {
 	nc    net.Conn
 	br    *bufio.Reader
-	raw   syscall.RawConn // for the liveness probe; nil for TLS
+	raw   syscall.RawConn // the TCP socket under nc (and under TLS), for the peek
+	tls   bool            // nc is a TLS client over raw
 	used  time.Time       // when it was last returned to the pool
 	armed time.Time       // when its read deadline was set; zero: none set
 	// wArmed is when its write deadline was last set.
 	wArmed time.Time
 }
 
-// probeAfter is how long a connection may sit idle before get checks that
-// the backend has not closed it (or sent something unasked) meanwhile.
-const probeAfter = time.Second
+// fresh is the one rule for reusing an idle backend connection, on every
+// path of the engine: it has not been idle for longer than backendIdle, and
+// a peek finds nothing on it. Nothing means neither the end of the
+// connection (the backend closed it) nor a byte: a byte nobody asked for,
+// such as a body after a HEAD answer or past a Content-Length written late,
+// would be read as the next request's answer and so reach another client.
+// The peek costs one system call, made at every reuse whatever the age.
+func fresh(idle time.Duration, quiet func() bool) bool {
+	return idle <= backendIdle && quiet()
+}
 
-// alive peeks at an idle connection without blocking: EOF means the backend
-// closed it, data means the backend sent something nobody asked for. Both
-// make the connection unusable. One system call, made only for connections
-// idle longer than probeAfter.
-func (bc *bconn) alive() bool {
-	if bc.raw == nil {
-		return true
+// quiet peeks at the idle connection without blocking; see fresh.
+func (bc *bconn) quiet() bool {
+	if bc.br.Buffered() > 0 || bc.raw == nil {
+		return false
 	}
 	if !bc.armed.IsZero() {
 		// A read deadline left from the last answer may have passed; the
-		// peek must not mistake it for a dead connection.
+		// reads below must not mistake it for a dead connection.
 		_ = bc.nc.SetReadDeadline(time.Time{})
 		bc.armed = time.Time{}
 	}
 	ok := false
-	if err := bc.raw.Control(func(fd uintptr) { ok = quiet(fd) }); err != nil {
+	if err := bc.raw.Control(func(fd uintptr) { ok = quiet(fd) }); err != nil || !ok {
 		return false
 	}
-	return ok
+	if bc.tls {
+		// TLS may hold a whole record it read from the socket with the
+		// last answer. A read with a deadline already passed returns such
+		// a record, and otherwise fails at once without touching the
+		// socket; a timeout does not break a TLS connection.
+		_ = bc.nc.SetReadDeadline(time.Unix(1, 0))
+		_, err := bc.br.Peek(1)
+		_ = bc.nc.SetReadDeadline(time.Time{})
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return false // a record, or the end of the connection
+		}
+	}
+	return true
 }
 
 // quiet peeks at an idle socket without blocking, in one system call: it
@@ -96,11 +115,9 @@ func basePath(u *url.URL) string {
 	return base
 }
 
-// get returns an idle connection, or nil. Connections idle for longer than
-// backendIdle are closed on the way; those idle for longer than probeAfter,
-// or all of them when probe is set (a request that could not be repeated
-// if the backend had closed the connection), are checked first.
-func (p *pool) get(now time.Time, probe bool) *bconn {
+// get returns a fresh idle connection, or nil; the others it finds on the
+// way are closed.
+func (p *pool) get(now time.Time) *bconn {
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -112,8 +129,7 @@ func (p *pool) get(now time.Time, probe bool) *bconn {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		idle := now.Sub(bc.used)
-		if idle <= backendIdle && (idle <= probeAfter && !probe || bc.alive()) {
+		if fresh(now.Sub(bc.used), bc.quiet) {
 			return bc
 		}
 		_ = bc.nc.Close()
