@@ -354,20 +354,6 @@ func TestLargeHeadThenPipelinedRequest(t *testing.T) {
 	assert.Equal(t, "ok GET /third HTTP/1.1", string(c.read("GET").body))
 }
 
-// Every spelling a backend could resolve to a dot segment is refused: plain,
-// percent-encoded, with path parameters (servlet containers strip ";x"),
-// or ended by a backslash or an encoded slash.
-func TestDotSegmentSpellings(t *testing.T) {
-	for path, refused := range map[string]bool{
-		"/a/../b": true, "/a/./b": true, "/..": true, "/a/%2e%2E/b": true, "/a/.%2e": true,
-		"/..;/manager": true, "/..;x=1/m": true, "/%2e%2e;/m": true, "/..\\m": true, "/..%2fm": true, "/..%5Cm": true,
-		"/a%2ebin": false, "/a.b": false, "/...": false, "/a/b?x=/../": false, "/.well-known/x": false,
-		"/": false, "*": false, "/a;b/c": false, "/a%2fb": false,
-	} {
-		assert.Equal(t, refused, dotSegments([]byte(path)), path)
-	}
-}
-
 // A keep-alive client that idles for most of the client timeout still gets
 // the whole timeout for its next request's body.
 func TestIdleThenSlowUploadIsNotCutShort(t *testing.T) {

@@ -3,6 +3,8 @@ package h1
 import (
 	"bytes"
 	"errors"
+
+	"github.com/geoproxy/geoproxy/reqcheck"
 )
 
 // Parsing errors; each maps to the status the client gets.
@@ -93,6 +95,11 @@ var crlfcrlf = []byte("\r\n\r\n")
 // copying it into h.buf first.
 func (h *head) parseRequest(raw []byte) error {
 	h.reset()
+	if len(raw) >= 2 && raw[0] == '\r' && raw[1] == '\n' {
+		// One empty line before a request line is ignored (RFC 9112
+		// 2.2): some clients end a body with an extra CRLF.
+		raw = raw[2:]
+	}
 	h.buf = append(h.buf, raw...)
 	line, rest, err := firstLine(h.buf)
 	if err != nil {
@@ -120,12 +127,21 @@ func (h *head) parseRequest(raw []byte) error {
 	if string(h.method) == "CONNECT" {
 		return errConnect
 	}
-	if h.target[0] != '/' && h.target[0] != '*' {
+	hostField := h.host != nil
+	if hostField && !reqcheck.ValidHost(h.host) {
+		return errMalformed // "a/b@c" would reach the backend as X-Forwarded-Host
+	}
+	switch {
+	case h.target[0] == '*':
+		if len(h.target) != 1 || !reqcheck.AsteriskAllowed(h.method) {
+			return errMalformed // the asterisk form is for OPTIONS only
+		}
+	case h.target[0] != '/':
 		// Absolute form (RFC 9112 3.2.2): its authority replaces Host,
 		// and the backend gets the origin form.
 		authority, path, ok := splitAbsolute(h.target)
-		if !ok {
-			return errMalformed
+		if !ok || !reqcheck.ValidHost(authority) {
+			return errMalformed // user information ("u:p@evil") included
 		}
 		h.host, h.target = authority, path
 	}
@@ -141,10 +157,10 @@ func (h *head) parseRequest(raw []byte) error {
 	if h.chunked && h.contentLength >= 0 {
 		return errMalformed // both framings: refuse rather than guess
 	}
-	if h.minor == 1 && h.host == nil {
-		return errMalformed // RFC 9112 3.2: an HTTP/1.1 request has a Host
+	if h.minor == 1 && !hostField {
+		return errMalformed // RFC 9112 3.2: an HTTP/1.1 request has a Host field, whatever its target
 	}
-	if dotSegments(h.target) {
+	if reqcheck.DotSegments(h.target) {
 		return errMalformed // "/app" + "/../admin" would leave a base path
 	}
 	h.upgrade = h.upgrade && h.hasUpgradeHdr && h.minor == 1
@@ -198,58 +214,6 @@ func (h *head) parseResponse(raw []byte) error {
 		}
 	}
 	return nil
-}
-
-// dotSegments reports whether a path has a "." or ".." segment, plain or
-// percent-encoded. Browsers remove them; the proxy refuses the rest, so a
-// backend's base path cannot be left by a request.
-func dotSegments(target []byte) bool {
-	path := target
-	if i := bytes.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	// Segments end at "/", and also where some backends see a separator:
-	// "\", an encoded slash or backslash. A ";" starts path parameters,
-	// which servlet containers strip ("..;x" is "..").
-	for len(path) > 0 {
-		end, next := len(path), len(path)
-		for i := 0; i < len(path); i++ {
-			if path[i] == '/' || path[i] == '\\' {
-				end, next = i, i+1
-				break
-			}
-			if path[i] == '%' && i+2 < len(path) && (path[i+1] == '2' && (path[i+2]|0x20) == 'f' || path[i+1] == '5' && (path[i+2]|0x20) == 'c') {
-				end, next = i, i+3
-				break
-			}
-		}
-		seg := path[:end]
-		path = path[next:]
-		if i := bytes.IndexByte(seg, ';'); i >= 0 {
-			seg = seg[:i]
-		}
-		if len(seg) == 0 || len(seg) > 6 || seg[0] != '.' && seg[0] != '%' {
-			continue
-		}
-		dots := 0
-		for len(seg) > 0 {
-			switch {
-			case seg[0] == '.':
-				seg = seg[1:]
-			case len(seg) >= 3 && seg[0] == '%' && seg[1] == '2' && (seg[2] == 'e' || seg[2] == 'E'):
-				seg = seg[3:]
-			default:
-				dots = 3 // not only dots
-				seg = nil
-				continue
-			}
-			dots++
-		}
-		if dots <= 2 {
-			return true
-		}
-	}
-	return false
 }
 
 // splitAbsolute splits an absolute-form target (http://authority/path?q)

@@ -49,9 +49,16 @@ func TestParseRequestAcceptsValidHeads(t *testing.T) {
 			assert.Equal(t, "/x", string(h.target))
 			assert.Equal(t, "a.example", string(h.host))
 		}},
-		{"absolute form without a path", "GET http://a.example HTTP/1.1\r\n\r\n", func(t *testing.T, h *head) {
+		{"absolute form without a path", "GET http://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n", func(t *testing.T, h *head) {
 			assert.Equal(t, "/", string(h.target))
 			assert.Equal(t, "a.example", string(h.host))
+		}},
+		{"one empty line before the request line", "\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n", func(t *testing.T, h *head) {
+			assert.Equal(t, "/a", string(h.target))
+			assert.Equal(t, "h", string(h.host))
+		}},
+		{"IPv6 literal Host with a port", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", func(t *testing.T, h *head) {
+			assert.Equal(t, "[::1]:8080", string(h.host))
 		}},
 		{"asterisk form", "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", func(t *testing.T, h *head) {
 			assert.Equal(t, "OPTIONS", string(h.method))
@@ -220,6 +227,14 @@ func TestParseRequestRefusesAmbiguousOrInvalidHeads(t *testing.T) {
 		{"relative target", "GET a/b HTTP/1.1\r\n\r\n", errMalformed},
 		{"two Host fields", "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", errMalformed},
 		{"CONNECT", "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", errConnect},
+		{"a path and user information in Host", "GET / HTTP/1.1\r\nHost: a/b@c\r\n\r\n", errMalformed},
+		{"user information in Host", "GET / HTTP/1.1\r\nHost: u@c\r\n\r\n", errMalformed},
+		{"a space in Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", errMalformed},
+		{"user information in the target", "GET http://u:p@evil/x HTTP/1.1\r\nHost: evil\r\n\r\n", errMalformed},
+		{"absolute form without Host", "GET http://a.example/x HTTP/1.1\r\n\r\n", errMalformed},
+		{"asterisk form with GET", "GET * HTTP/1.1\r\nHost: h\r\n\r\n", errMalformed},
+		{"asterisk with more", "OPTIONS *x HTTP/1.1\r\nHost: h\r\n\r\n", errMalformed},
+		{"two empty lines before the request line", "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", errMalformed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

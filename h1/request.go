@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/reqcheck"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -209,11 +210,21 @@ func readErr(err error) error {
 // says whether it had to wait for the network.
 func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) {
 	waited := false
+	excess := 0 // framing bytes beyond a small allowance per chunk
 	for {
 		waited = waited || br.Buffered() == 0
-		size, err := chunkSize(br)
+		size, line, err := chunkLine(br)
 		if err != nil {
 			return dst, waited, err
+		}
+		// Chunk extensions are ignored, but not without end: a client
+		// sending many chunks of one byte with long extensions would
+		// otherwise stream any amount through the body timeout. As Go's
+		// server does, up to 16 framing bytes per chunk plus twice its size
+		// are free, and 16 KiB beyond that in all (400).
+		excess = max(0, excess+line+2-16-2*size)
+		if excess > maxChunkExcess {
+			return dst, waited, errBadChunk
 		}
 		if size == 0 {
 			// Trailer fields, checked and dropped, up to the empty line.
@@ -246,17 +257,29 @@ func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) 
 	}
 }
 
+// maxChunkExcess bounds the framing bytes of a chunked request body beyond
+// its allowance (see readChunked).
+const maxChunkExcess = 16 << 10
+
 // chunkSize reads a chunk-size line (extensions ignored).
 func chunkSize(br *bufio.Reader) (int, error) {
+	n, _, err := chunkLine(br)
+	return n, err
+}
+
+// chunkLine reads a chunk-size line (extensions ignored) and also returns
+// the line's length.
+func chunkLine(br *bufio.Reader) (size, length int, err error) {
 	line, err := br.ReadSlice('\n')
+	length = len(line)
 	if err != nil {
 		if readErr(err) == errTimeout {
-			return 0, errTimeout
+			return 0, length, errTimeout
 		}
-		return 0, errBadChunk
+		return 0, length, errBadChunk
 	}
 	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return 0, errBadChunk
+		return 0, length, errBadChunk
 	}
 	line = line[:len(line)-2]
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
@@ -264,7 +287,7 @@ func chunkSize(br *bufio.Reader) (int, error) {
 	}
 	line = trimOWS(line)
 	if len(line) == 0 || len(line) > 8 {
-		return 0, errBadChunk
+		return 0, length, errBadChunk
 	}
 	n := 0
 	for _, ch := range line {
@@ -277,14 +300,14 @@ func chunkSize(br *bufio.Reader) (int, error) {
 		case 'A' <= ch && ch <= 'F':
 			v = ch - 'A' + 10
 		default:
-			return 0, errBadChunk
+			return 0, length, errBadChunk
 		}
 		n = n<<4 | int(v)
 	}
 	if n > 1<<30 {
-		return 0, errBadChunk // beyond any limit, and beyond int on 32-bit
+		return 0, length, errBadChunk // beyond any limit, and beyond int on 32-bit
 	}
-	return n, nil
+	return n, length, nil
 }
 
 func chunkEnd(br *bufio.Reader) error {
@@ -328,7 +351,7 @@ func (c *conn) prepare() (nf, nx int) {
 		case kindXFProto:
 			c.xfProto = c.xfProto || c.trusted
 		case kindOther:
-			if bytes.IndexByte(f.name, '_') >= 0 {
+			if reqcheck.DropField(f.name) {
 				// Apps behind CGI-style gateways read X_Forwarded_For as
 				// X-Forwarded-For: such names are dropped, as nginx does.
 				f.kind = kindDropped

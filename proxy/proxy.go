@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/reqcheck"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -32,9 +35,18 @@ type Options struct {
 	Proxy config.Proxy
 	// RetryAfter is advertised when no region can serve.
 	RetryAfter time.Duration
-	Metrics    *metrics.Metrics
-	Log        *zap.Logger
+	// ClientTimeout is how long a client may take to send a request body
+	// once its head is in (408 beyond), and to take each part of an answer
+	// (the connection is closed beyond). The server's ReadHeaderTimeout and
+	// IdleTimeout should be the same (see DefaultClientTimeout).
+	ClientTimeout time.Duration
+	Metrics       *metrics.Metrics
+	Log           *zap.Logger
 }
+
+// DefaultClientTimeout is ClientTimeout when none is given: the native
+// engine's.
+const DefaultClientTimeout = 60 * time.Second
 
 // Handler forwards requests to the nearest healthy region.
 type Handler struct {
@@ -45,10 +57,11 @@ type Handler struct {
 		Inc()
 		Dec()
 	}
-	rp        *httputil.ReverseProxy
-	transport *http.Transport
-	log       *zap.Logger
-	states    sync.Pool
+	rp            *httputil.ReverseProxy
+	transport     *http.Transport
+	clientTimeout time.Duration
+	log           *zap.Logger
+	states        sync.Pool
 }
 
 type stateKey struct{}
@@ -73,6 +86,11 @@ func New(o Options) *Handler {
 		retryAfter: strconv.Itoa(int(max(1, (o.RetryAfter+time.Second-1)/time.Second))),
 		inFlight:   o.Metrics.InFlight,
 		log:        o.Log.Named("proxy"),
+
+		clientTimeout: o.ClientTimeout,
+	}
+	if h.clientTimeout <= 0 {
+		h.clientTimeout = DefaultClientTimeout
 	}
 	h.states.New = func() any { return new(state) }
 	h.transport = &http.Transport{
@@ -111,15 +129,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	*st = state{}
 	defer h.states.Put(st)
 
+	rw := &responseWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.clientTimeout}
+	st.rw = rw
+	if msg := refusal(r); msg != "" {
+		refuse(rw, r, msg)
+		return
+	}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// Go's server drops a Content-Length sent with Transfer-Encoding,
+		// so the two cannot be told apart here: every chunked HTTP/1 request
+		// ends its connection after the answer, which RFC 9112 6.1 asks of
+		// one with both (the native engine refuses those with 400).
+		rw.Header().Set("Connection", "close")
+	}
+
 	peer := peerAddr(r.RemoteAddr)
 	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"])
 	st.peerTrusted = h.b.Resolver().Trusted(peer)
 
-	rw := &responseWriter{ResponseWriter: w}
-	st.rw = rw
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	if r.Body != nil && r.Body != http.NoBody {
-		st.body = &replayGuard{ReadCloser: r.Body}
+		// The body must arrive within the client timeout, as on the native
+		// engine; once it has, the deadline goes, so that Go's server can
+		// watch the idle connection while a slow answer is streamed.
+		_ = rw.rc.SetReadDeadline(start.Add(h.clientTimeout))
+		st.body = &replayGuard{ReadCloser: r.Body, rc: rw.rc}
 		out.Body = st.body
 	}
 
@@ -159,6 +193,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rw.status != 0 {
 		return
 	}
+	if st.body != nil && st.body.err != nil {
+		// The client failed to send its body: its fault, not a backend's.
+		code, msg := http.StatusBadRequest, "geoproxy: malformed message"
+		if isTimeout(st.body.err) {
+			code, msg = http.StatusRequestTimeout, "geoproxy: request not received in time"
+		}
+		rw.Header().Set("Connection", "close")
+		plain(rw, code, msg)
+		return
+	}
 	if r.Context().Err() != nil {
 		return // the client is gone: nobody to answer
 	}
@@ -193,6 +237,11 @@ func (h *Handler) retryable(r *http.Request, rw *responseWriter, st *state) bool
 // rewrite builds the outbound request of one attempt.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(stateKey{}).(*state)
+	for k := range pr.Out.Header {
+		if reqcheck.DropField(k) {
+			delete(pr.Out.Header, k)
+		}
+	}
 	pr.SetURL(st.backend.URL)
 	if st.peerTrusted {
 		// Keep the chain a trusted proxy sent; SetXForwarded appends the peer.
@@ -242,6 +291,49 @@ func (h *Handler) errorHandler(_ http.ResponseWriter, r *http.Request, err error
 	st.err = err
 }
 
+// refusal returns why a request must not be forwarded, or "": the rules of
+// package reqcheck, which the native engine applies to the same bytes.
+// Go's server has already refused what it cannot parse, a Host with bytes
+// outside the host grammar and an HTTP/1.1 request without a Host field.
+func refusal(r *http.Request) string {
+	target := r.RequestURI
+	switch {
+	case target == "*":
+		if !reqcheck.AsteriskAllowed(r.Method) {
+			return "geoproxy: malformed message: the asterisk form is for OPTIONS only"
+		}
+		return ""
+	case !strings.HasPrefix(target, "/"):
+		// Absolute form: Go has moved its authority to r.Host.
+		if r.URL.User != nil {
+			return "geoproxy: malformed message: user information in the request target"
+		}
+		target = r.URL.EscapedPath()
+	}
+	if !reqcheck.ValidHost(r.Host) {
+		return "geoproxy: malformed message: invalid Host"
+	}
+	if reqcheck.DotSegments(target) {
+		return "geoproxy: malformed message: a path segment is . or .."
+	}
+	return ""
+}
+
+// refuse answers 400 to a request that is not forwarded, as the native
+// engine does: not counted as a request (it never was one to route).
+func refuse(rw *responseWriter, r *http.Request, msg string) {
+	if r.ProtoMajor == 1 {
+		rw.Header().Set("Connection", "close")
+	}
+	plain(rw, http.StatusBadRequest, msg)
+}
+
+// isTimeout reports whether err is a timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // peerAddr parses a net/http RemoteAddr; the zero Addr if it is not an IP.
 func peerAddr(remote string) netip.Addr {
 	if ap, err := netip.ParseAddrPort(remote); err == nil {
@@ -264,15 +356,25 @@ func plain(w http.ResponseWriter, code int, msg string) {
 // replayGuard wraps a request body: it records whether any of it was read
 // (after which a retry is impossible) and ignores Close, which the
 // transport calls after a failed attempt; the server closes the real body.
+// It also records a failed read of the client's body, and lifts the body's
+// read deadline once the body has arrived.
 type replayGuard struct {
 	io.ReadCloser
+	rc      *http.ResponseController
 	touched bool
+	err     error // reading the body failed (not EOF)
 }
 
 func (g *replayGuard) Read(p []byte) (int, error) {
 	n, err := g.ReadCloser.Read(p)
 	if n > 0 || (err != nil && err != io.EOF) {
 		g.touched = true
+	}
+	switch {
+	case err == io.EOF:
+		_ = g.rc.SetReadDeadline(time.Time{})
+	case err != nil && g.err == nil:
+		g.err = err
 	}
 	return n, err
 }
@@ -281,9 +383,15 @@ func (g *replayGuard) Close() error { return nil }
 
 // responseWriter remembers the status sent. Unwrap gives ReverseProxy the
 // underlying writer for flushing and WebSocket hijacking.
+// Writes carry a deadline of the client timeout, moved coarsely (at most
+// once per quarter of it), so a client that stops reading its answer is cut
+// off as on the native engine, while one that reads a long stream is not.
 type responseWriter struct {
 	http.ResponseWriter
-	status int
+	rc      *http.ResponseController
+	timeout time.Duration
+	armed   time.Time // when the write deadline was last moved
+	status  int
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -297,7 +405,15 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.arm()
 	return w.ResponseWriter.Write(p)
+}
+
+func (w *responseWriter) arm() {
+	if now := time.Now(); now.Sub(w.armed) > w.timeout/4 {
+		_ = w.rc.SetWriteDeadline(now.Add(w.timeout))
+		w.armed = now
+	}
 }
 
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -307,7 +423,8 @@ func (w *responseWriter) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	w.arm()
+	_ = w.rc.Flush()
 }
 
 type bufferPool struct{ p sync.Pool }

@@ -37,6 +37,10 @@ type Options struct {
 	Database *geo.Database
 	// Rand supplies random numbers for backend picks (tests); nil = default.
 	Rand func() uint64
+	// ClientTimeout bounds, on both engines, how long a client may take to
+	// send a request's head and body, stay idle between requests, and take
+	// each part of its answer; zero means 60 s.
+	ClientTimeout time.Duration
 }
 
 // Server is one geoproxy process's serving state.
@@ -56,6 +60,8 @@ type Server struct {
 	handler  *proxy.Handler // engine nethttp
 	native   *h1.Engine     // engine native
 	started  time.Time
+	// clientTimeout: see Options.ClientTimeout.
+	clientTimeout time.Duration
 
 	proxyLn, adminLn   net.Listener
 	proxySrv, adminSrv *http.Server
@@ -68,7 +74,10 @@ type Server struct {
 // port is bound until Start.
 func New(o Options) (*Server, error) {
 	cfg := o.Config
-	s := &Server{cfg: cfg, log: o.Log, version: o.Version, ready: make(chan struct{})}
+	s := &Server{cfg: cfg, log: o.Log, version: o.Version, ready: make(chan struct{}), clientTimeout: o.ClientTimeout}
+	if s.clientTimeout <= 0 {
+		s.clientTimeout = h1.DefaultClientTimeout
+	}
 
 	s.db = o.Database
 	if s.db == nil {
@@ -129,11 +138,12 @@ func New(o Options) (*Server, error) {
 	case config.EngineNetHTTP:
 		s.handler = proxy.New(proxy.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
+			ClientTimeout: s.clientTimeout,
 		})
 	default:
 		s.native = h1.New(h1.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
-			Loops: cfg.Proxy.EventLoops,
+			Loops: cfg.Proxy.EventLoops, ClientTimeout: s.clientTimeout,
 		})
 	}
 	return s, nil
@@ -245,13 +255,17 @@ func (s *Server) Start(ctx context.Context) error {
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
 		s.proxySrv = &http.Server{
-			Handler:           s.handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
+			Handler: s.handler,
+			// The native engine's limits: a head within the client
+			// timeout, and as long idle between requests. The body's
+			// deadline is set by the handler, so that a long answer is
+			// not cut by a ReadTimeout.
+			ReadHeaderTimeout: s.clientTimeout,
+			IdleTimeout:       s.clientTimeout,
 			ErrorLog:          errLog,
 			Protocols:         protocols,
 		}
-		serve(s.proxyLn, s.proxySrv.Serve)
+		serve(proxy.Listener(s.proxyLn), s.proxySrv.Serve)
 	} else {
 		serve(s.proxyLn, s.native.Serve)
 	}
