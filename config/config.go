@@ -45,6 +45,10 @@ type Config struct {
 	// Proxy configures request forwarding (key "proxy").
 	Proxy Proxy
 
+	// Limits bound what one client, and all of them together, may make the
+	// proxy hold (key "limits").
+	Limits Limits
+
 	// AccessLog turns the access log on: one line per request
 	// (key "access_log"). Default true.
 	AccessLog bool
@@ -218,6 +222,25 @@ type Proxy struct {
 
 // MaxEventLoops is the largest proxy.event_loops accepted.
 const MaxEventLoops = 256
+
+// Limits bound the memory clients can make the proxy hold.
+type Limits struct {
+	// RequestMemory is the most memory, in bytes, the native engine holds
+	// for clients' requests at once, across all connections: request
+	// bodies (kept so that a failed attempt can be repeated) and read
+	// buffers grown beyond their first 4 KiB (long heads, pipelined
+	// requests, chunk lines) (key "limits.request_memory", a size such as
+	// "128MiB" or a number of bytes). Default 128 MiB; at least 1 MiB and
+	// at least max_request_body. A request that would need more is refused
+	// with 503 and Retry-After, and its connection closed. The nethttp
+	// engine streams bodies and needs no such budget.
+	RequestMemory int64
+
+	// MaxRequestBody is the largest request body accepted, in bytes, on
+	// both engines (key "limits.max_request_body", a size). Default
+	// 32 MiB; at least 1 KiB. Larger bodies get 413.
+	MaxRequestBody int64
+}
 
 // Header is one request header to set, with its compiled value template.
 type Header struct {

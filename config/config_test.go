@@ -131,6 +131,7 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, 500*time.Millisecond, px.DialTimeout)
 	assert.Equal(t, 30*time.Second, px.ResponseHeaderTimeout)
 	assert.Equal(t, 3, px.EventLoops)
+	assert.Equal(t, Limits{RequestMemory: 256 << 20, MaxRequestBody: 8 << 20}, cfg.Limits)
 
 	require.Len(t, cfg.Regions, 2)
 	assert.Equal(t, []string{"http://10.1.0.1:8000", "https://us-east-2.example.com/app"}, backendURLs(cfg.Regions[0].Backends))
@@ -170,6 +171,7 @@ func TestDefaults(t *testing.T) {
 
 			ResponseHeaderTimeout: 60 * time.Second,
 		},
+		Limits:    Limits{RequestMemory: 128 << 20, MaxRequestBody: 32 << 20},
 		AccessLog: true,
 		Engine:    EngineNative,
 		Regions: []Region{{Name: "a", Location: LatLon{Lat: 1, Lon: 2},
@@ -382,6 +384,18 @@ func TestBroken(t *testing.T) {
 			[]string{"bad.yaml:2:16: proxy.event_loops: must be -1 (none), 0 (automatic) or 1 to 256, got 257"}},
 		{"event_loops not a number", "proxy:\n  event_loops: many\n" + minimal,
 			[]string{"bad.yaml:2:16: proxy.event_loops:"}},
+		{"request_memory without a unit we know", "limits:\n  request_memory: 64MB\n" + minimal,
+			[]string{`bad.yaml:2:19: limits.request_memory: invalid size "64MB": use a number with a unit (B, KiB, MiB, GiB), such as "64MiB"`}},
+		{"request_memory too small", "limits:\n  request_memory: 1000\n" + minimal,
+			[]string{"bad.yaml:2:19: limits.request_memory: must be at least 1MiB, got 1000 bytes"}},
+		{"request_memory below the body limit", "limits:\n  request_memory: 16MiB\n" + minimal,
+			[]string{"bad.yaml:2:19: limits.request_memory: 16777216 bytes is less than limits.max_request_body (33554432): such a body could never be held"}},
+		{"max_request_body negative", "limits:\n  max_request_body: -1\n" + minimal,
+			[]string{"bad.yaml:2:21: limits.max_request_body: expected a size"}},
+		{"max_request_body tiny", "limits:\n  max_request_body: 1B\n" + minimal,
+			[]string{"bad.yaml:2:21: limits.max_request_body: must be at least 1KiB, got 1 bytes"}},
+		{"limits unknown key", "limits:\n  body_memory: 1MiB\n" + minimal,
+			[]string{"bad.yaml:2:3: limits.body_memory: unknown key"}},
 		{"invalid header name", "proxy:\n  request_headers:\n    X City: \"{city}\"\n" + minimal,
 			[]string{`bad.yaml:3:5: proxy.request_headers["X City"]: invalid header name "X City"`}},
 		{"hop-by-hop header", "proxy:\n  request_headers:\n    X-City: \"{city}\"\n    connection: close\n" + minimal,

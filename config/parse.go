@@ -25,6 +25,7 @@ type rawConfig struct {
 	GeoIP       opt[rawGeoIP]         `yaml:"geoip"`
 	HealthCheck opt[rawHealthCheck]   `yaml:"health_check"`
 	Proxy       opt[rawProxy]         `yaml:"proxy"`
+	Limits      opt[rawLimits]        `yaml:"limits"`
 	AccessLog   scalar                `yaml:"access_log"`
 	Engine      scalar                `yaml:"engine"`
 	Regions     opt[[]opt[rawRegion]] `yaml:"regions"`
@@ -77,6 +78,11 @@ type rawProxy struct {
 	ResponseHeaderTimeout scalar                 `yaml:"response_header_timeout"`
 	RetryOnStatus         opt[[]scalar]          `yaml:"retry_on_status"`
 	EventLoops            scalar                 `yaml:"event_loops"`
+}
+
+type rawLimits struct {
+	RequestMemory  scalar `yaml:"request_memory"`
+	MaxRequestBody scalar `yaml:"max_request_body"`
 }
 
 type rawRegion struct {

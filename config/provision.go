@@ -28,6 +28,8 @@ const (
 	defaultRegionHeader          = "X-Geoproxy-Region"
 	defaultMaxAttempts           = 3
 	defaultDialTimeout           = 2 * time.Second
+	defaultRequestMemory         = 128 << 20
+	defaultMaxRequestBody        = 32 << 20
 	defaultResponseHeaderTimeout = 60 * time.Second
 	defaultWeight                = 1
 )
@@ -68,6 +70,10 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	cfg.GeoIP = c.geoIP(root.key("geoip"), raw.GeoIP, cfg.Regions)
 	cfg.HealthCheck = c.healthCheck(root.key("health_check"), raw.HealthCheck)
 	cfg.Proxy = c.proxy(root.key("proxy"), raw.Proxy)
+	p = root.key("limits")
+	limits, _ := composite(c, p, raw.Limits)
+	cfg.Limits.RequestMemory = c.size(p.key("request_memory"), limits.RequestMemory, defaultRequestMemory)
+	cfg.Limits.MaxRequestBody = c.size(p.key("max_request_body"), limits.MaxRequestBody, defaultMaxRequestBody)
 	return cfg
 }
 
@@ -501,6 +507,60 @@ func (c *checker) int(p fieldPath, s scalar, def int) int {
 		return def
 	}
 	return int(f)
+}
+
+// size reads a number of bytes: a whole number, or a string with a unit
+// (B, KiB, MiB, GiB), such as "64MiB".
+func (c *checker) size(p fieldPath, s scalar, def int64) int64 {
+	if !s.set {
+		return def
+	}
+	if f, ok := number(s.v); ok {
+		if f != math.Trunc(f) || f < 0 || f > 1<<50 {
+			c.errorf(p, "expected a size such as \"64MiB\" or a whole number of bytes, got %s", s.text)
+			return def
+		}
+		return int64(f)
+	}
+	if v, ok := s.v.(string); ok {
+		if n, err := parseSize(v); err == nil {
+			return n
+		}
+		c.errorf(p, "invalid size %q: use a number with a unit (B, KiB, MiB, GiB), such as \"64MiB\"", v)
+		return def
+	}
+	c.errorf(p, "expected a size such as \"64MiB\", got %s", describe(s.v, s.text))
+	return def
+}
+
+// parseSize parses "<whole number><unit>" with a binary unit.
+func parseSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	i := 0
+	for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+		i++
+	}
+	n, err := strconv.ParseInt(v[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: no number", v)
+	}
+	var unit int64
+	switch strings.TrimSpace(v[i:]) {
+	case "B", "":
+		unit = 1
+	case "KiB":
+		unit = 1 << 10
+	case "MiB":
+		unit = 1 << 20
+	case "GiB":
+		unit = 1 << 30
+	default:
+		return 0, fmt.Errorf("size %q: unknown unit", v)
+	}
+	if n > (1<<50)/unit {
+		return 0, fmt.Errorf("size %q: too large", v)
+	}
+	return n * unit, nil
 }
 
 func (c *checker) duration(p fieldPath, s scalar, def time.Duration) time.Duration {

@@ -22,7 +22,22 @@ func (c *checker) validate(cfg *Config) {
 	c.validateGeoIP(root.key("geoip"), &cfg.GeoIP)
 	c.validateHealthCheck(root.key("health_check"), &cfg.HealthCheck)
 	c.validateProxy(root.key("proxy"), &cfg.Proxy)
+	c.validateLimits(root.key("limits"), &cfg.Limits)
 	c.validateRegions(root.key("regions"), cfg.Regions)
+}
+
+func (c *checker) validateLimits(p fieldPath, l *Limits) {
+	bp := p.key("max_request_body")
+	if l.MaxRequestBody < 1<<10 {
+		c.errorf(bp, "must be at least 1KiB, got %d bytes", l.MaxRequestBody)
+	}
+	mp := p.key("request_memory")
+	switch {
+	case l.RequestMemory < 1<<20:
+		c.errorf(mp, "must be at least 1MiB, got %d bytes", l.RequestMemory)
+	case l.RequestMemory < l.MaxRequestBody:
+		c.errorf(mp, "%d bytes is less than limits.max_request_body (%d): such a body could never be held", l.RequestMemory, l.MaxRequestBody)
+	}
 }
 
 func (c *checker) validateListen(p fieldPath, addr string) {

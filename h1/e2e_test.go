@@ -144,7 +144,7 @@ func TestRequestBodyOverTheLimitGets413(t *testing.T) {
 
 	t.Run("content-length", func(t *testing.T) {
 		c := p.dial(t)
-		c.send("POST /big HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(MaxRequestBody+1) + "\r\n\r\n")
+		c.send("POST /big HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(DefaultMaxRequestBody+1) + "\r\n\r\n")
 		r := c.read("POST")
 		assert.Equal(t, 413, r.status, r.head)
 		assert.Equal(t, "close", r.value("Connection"))
@@ -152,7 +152,7 @@ func TestRequestBodyOverTheLimitGets413(t *testing.T) {
 	})
 	t.Run("content-length at the limit with expect is accepted", func(t *testing.T) {
 		c := p.dial(t)
-		c.send("POST /big HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(MaxRequestBody) + "\r\nExpect: 100-continue\r\n\r\n")
+		c.send("POST /big HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(DefaultMaxRequestBody) + "\r\nExpect: 100-continue\r\n\r\n")
 		r := c.read("POST")
 		assert.Equal(t, 100, r.status, "the limit itself is allowed: %s", r.head)
 	})

@@ -21,6 +21,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -46,10 +47,16 @@ import (
 const (
 	// MaxHead is the largest request or response head (431 or 502 beyond).
 	MaxHead = 16 << 10
-	// MaxRequestBody is the largest request body accepted (413 beyond).
-	// Request bodies are held in memory so that a failed attempt can be
-	// repeated on another backend.
-	MaxRequestBody = 32 << 20
+	// DefaultMaxRequestBody is the largest request body accepted (413
+	// beyond) unless Options say otherwise. Request bodies are held in
+	// memory so that a failed attempt can be repeated on another backend.
+	DefaultMaxRequestBody = 32 << 20
+	// DefaultRequestMemory is the memory budget for requests (see budget)
+	// unless Options say otherwise.
+	DefaultRequestMemory = 128 << 20
+	// keptBody is the largest body buffer a request's state keeps for the
+	// next request; a larger one is let go, as its budget is.
+	keptBody = 16 << 10
 	// DefaultClientTimeout is how long a client connection may stay silent
 	// between requests, or take over one request's head and body.
 	DefaultClientTimeout = 60 * time.Second
@@ -70,6 +77,10 @@ type Options struct {
 	RetryAfter time.Duration
 	// ClientTimeout: see DefaultClientTimeout (used when zero).
 	ClientTimeout time.Duration
+	// MaxRequestBody: see DefaultMaxRequestBody (used when zero).
+	MaxRequestBody int64
+	// RequestMemory: see DefaultRequestMemory (used when zero) and budget.
+	RequestMemory int64
 	// Loops is how many event loops serve connections: 0 means one per
 	// GOMAXPROCS but one (at least one), so that a P is always free for
 	// the goroutines that are not loops; a negative number means none
@@ -91,6 +102,8 @@ type Engine struct {
 	geoNames      [][]byte // names of opts.RequestHeaders
 	retryAfter    string
 	clientTimeout time.Duration
+	maxBody       int64
+	mem           budget
 	inFlight      prometheus.Gauge
 	log           *zap.Logger
 	dialer        net.Dialer
@@ -132,6 +145,8 @@ func New(o Options) *Engine {
 	if e.clientTimeout <= 0 {
 		e.clientTimeout = DefaultClientTimeout
 	}
+	e.maxBody = cmp.Or(o.MaxRequestBody, DefaultMaxRequestBody)
+	e.mem.limit = cmp.Or(o.RequestMemory, DefaultRequestMemory)
 	e.works.New = newWork
 	switch {
 	case o.Loops == 0:
@@ -328,6 +343,7 @@ type conn struct {
 	now       time.Time // the latest clock reading
 	armed     time.Time // when the read deadline was last set
 	wArmed    time.Time // when the write deadline was last set; zero: none
+	held      holdings  // taken from the engine's memory budget
 	streaming bool      // a body is being streamed to the client
 	wantsEnd  bool      // close after this response
 	trusted   bool      // the peer is a trusted proxy (it cannot change)
@@ -380,9 +396,10 @@ func (c *conn) giveBack() {
 	w := c.work
 	c.work = nil
 	w.region, w.be, w.lastErr, w.handBC, w.method = nil, nil, nil, nil, ""
-	if cap(w.body) > 1<<20 {
+	if cap(w.body) > keptBody {
 		w.body = nil
 	}
+	c.hold(&c.held.body, 0)
 	if cap(w.out) > 64<<10 {
 		w.out = make([]byte, 0, 4096)
 	}
@@ -427,6 +444,7 @@ func (e *Engine) goServe(c *conn, nc net.Conn) {
 		if c.work != nil {
 			c.giveBack()
 		}
+		c.releaseAll()
 		return
 	}
 	e.conns[c] = struct{}{}
@@ -448,6 +466,7 @@ func (c *conn) serve() {
 			}
 		}
 		_ = c.nc.Close()
+		c.releaseAll()
 		e.mu.Lock()
 		delete(e.conns, c)
 		e.mu.Unlock()
@@ -505,19 +524,26 @@ func (c *conn) readHead() ([]byte, error) {
 		if err != errHeadTooBig || c.br.Size() >= MaxHead {
 			return raw, err
 		}
-		c.growReader()
+		if !c.growReader() {
+			return raw, errMemory
+		}
 	}
 }
 
 // growReader gives the connection a MaxHead read buffer for the rest of its
 // life, starting with what the small one holds: a head, a chunk-size or a
-// trailer line larger than the first buffer.
-func (c *conn) growReader() {
+// trailer line larger than the first buffer. It reports false when the
+// memory budget cannot give it.
+func (c *conn) growReader() bool {
 	if c.br.Size() >= MaxHead {
-		return
+		return true
+	}
+	if !c.hold(&c.held.reader, MaxHead) {
+		return false
 	}
 	held, _ := c.br.Peek(c.br.Buffered())
 	c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.src), MaxHead)
+	return true
 }
 
 // readHead waits for a whole head in br's buffer, searching only the new
@@ -555,8 +581,10 @@ func (c *conn) refuse(err error) {
 // refusal puts in c.out the answer to a request the engine cannot read,
 // closing the connection.
 func (c *conn) refusal(err error) {
-	code := http.StatusBadRequest
+	code, retryAfter := http.StatusBadRequest, ""
 	switch err {
+	case errMemory:
+		code, retryAfter = http.StatusServiceUnavailable, c.e.retryAfter
 	case errHeadTooBig:
 		code = http.StatusRequestHeaderFieldsTooLarge
 	case errVersion:
@@ -571,7 +599,7 @@ func (c *conn) refusal(err error) {
 		code = http.StatusRequestTimeout
 	}
 	c.wantsEnd = true
-	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), "", true)
+	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), retryAfter, true)
 }
 
 // appendPlain appends a one-line text answer.

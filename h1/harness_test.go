@@ -293,6 +293,7 @@ type proxyOpts struct {
 	responseHeaderTimeout time.Duration // 0: 3 s; <0: none
 	basePath              string        // path of the backend URLs ("/app")
 	loops                 int           // Options.Loops; 0: -h1.loops
+	requestMemory         int64         // Options.RequestMemory
 }
 
 type proxy struct {
@@ -381,6 +382,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		Backends:      all,
 		RetryAfter:    time.Second,
 		ClientTimeout: o.clientTimeout,
+		RequestMemory: o.requestMemory,
 		Loops:         cmp.Or(o.loops, *loopsFlag),
 		Metrics:       m,
 		Log:           log,

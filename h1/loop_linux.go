@@ -83,6 +83,7 @@ type loopState struct {
 	headLen  int       // length of the parsed head (stBody)
 	scanned  int       // bytes of in searched for the end of a head
 	rdMore   bool      // the last read filled the buffer: read again
+	starved  bool      // in could not grow: the memory budget is spent
 	hup      bool      // epoll reported the client's end: read on to it
 	eof      bool      // the client ended its side or failed
 	acquired bool      // c.be counts this request in flight (Acquire)
@@ -594,12 +595,7 @@ func (l *loop) expire(c *conn) {
 			return
 		}
 		// Too slow with a head or body: 408, as the goroutine engine does.
-		if c.work == nil {
-			c.borrow()
-		}
-		c.refusal(errTimeout)
-		_, _ = send(c.fd, c.out)
-		l.closeClient(c)
+		l.refuseNow(c, errTimeout)
 	case stWrite:
 		l.closeClient(c) // it stopped reading
 	}
@@ -647,9 +643,28 @@ func (l *loop) closeClient(c *conn) {
 	}
 	l.unlist(c)
 	_ = unix.Close(c.fd)
+	l.dropIn(c)
+	c.releaseAll()
+	c.st = stClosed
+}
+
+// dropIn lets go of a client's read buffer, and of the memory budget a
+// grown one held.
+func (l *loop) dropIn(c *conn) {
 	l.recycle(c.in)
 	c.in = nil
-	c.st = stClosed
+	c.hold(&c.held.in, 0)
+}
+
+// refuseNow answers a request the loop cannot serve, and closes the
+// connection.
+func (l *loop) refuseNow(c *conn, err error) {
+	if c.work == nil {
+		c.borrow()
+	}
+	c.refusal(err)
+	_, _ = send(c.fd, c.out)
+	l.closeClient(c)
 }
 
 // unlist forgets a client connection.

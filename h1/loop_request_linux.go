@@ -46,6 +46,15 @@ func (l *loop) readClient(c *conn, hup bool) {
 	if c.st == stIdle || c.st == stBody {
 		l.request(c)
 	}
+	if c.starved {
+		c.starved = false
+		if (c.st == stIdle || c.st == stBody) && len(c.in) == cap(c.in) {
+			// More of the request cannot be read: the memory budget is
+			// spent (on slow clients, most likely).
+			l.refuseNow(c, errMemory)
+			return
+		}
+	}
 	if c.eof && (c.st == stIdle || c.st == stBody) {
 		l.clientEnded(c)
 	}
@@ -66,7 +75,12 @@ func (l *loop) growIn(c *conn) bool {
 	if cap(c.in) >= limit {
 		return false
 	}
-	b := make([]byte, len(c.in), min(2*cap(c.in), limit))
+	size := min(2*cap(c.in), limit)
+	if !c.hold(&c.held.in, int64(size)) {
+		c.starved = true
+		return false
+	}
+	b := make([]byte, len(c.in), size)
 	copy(b, c.in)
 	l.recycle(c.in)
 	c.in = b
@@ -114,8 +128,7 @@ func (l *loop) request(c *conn) {
 			case len(c.in) >= MaxHead:
 				l.handoff(c) // answered 431 there
 			case len(c.in) == 0 && !c.rdMore:
-				l.recycle(c.in)
-				c.in = nil
+				l.dropIn(c)
 			}
 			return
 		}
@@ -151,11 +164,17 @@ func (l *loop) start(c *conn, need int) {
 	r.dropConnectionTokens()
 	c.wantsEnd = r.close || l.closing
 	c.hasBody = r.contentLength >= 0
+	if n := need - c.headLen; n > cap(c.body) {
+		if !c.reserve(n) {
+			l.refuseNow(c, errMemory)
+			return
+		}
+		c.body = make([]byte, 0, n)
+	}
 	c.body = append(c.body[:0], c.in[c.headLen:need]...)
 	c.in = c.in[:copy(c.in, c.in[need:])]
 	if len(c.in) == 0 && !c.rdMore {
-		l.recycle(c.in)
-		c.in = nil
+		l.dropIn(c)
 	}
 	c.headLen = 0
 	c.deadline = time.Time{}

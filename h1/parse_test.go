@@ -389,7 +389,7 @@ func TestChunkSizeLines(t *testing.T) {
 
 func TestReadChunkedBody(t *testing.T) {
 	read := func(s string, limit int) ([]byte, error) {
-		b, _, err := readChunked(bufio.NewReader(strings.NewReader(s)), nil, limit)
+		b, _, err := readChunked(bufio.NewReader(strings.NewReader(s)), nil, limit, nil)
 		return b, err
 	}
 	b, err := read("5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Trailer: 1\r\nX-Other: 2\r\n\r\n", 100)

@@ -144,7 +144,7 @@ func (c *conn) readBody() error {
 	if !r.chunked && r.contentLength <= 0 {
 		return nil
 	}
-	if r.contentLength > MaxRequestBody {
+	if r.contentLength > c.e.maxBody {
 		return errBodyTooBig
 	}
 	if r.expect100 && r.minor == 1 && c.br.Buffered() == 0 {
@@ -155,9 +155,11 @@ func (c *conn) readBody() error {
 	}
 	waited := false
 	if r.chunked {
-		c.growReader() // chunk-size and trailer lines may be as long as a head
+		if !c.growReader() { // chunk-size and trailer lines may be as long as a head
+			return errMemory
+		}
 		var err error
-		c.body, waited, err = readChunked(c.br, c.body, MaxRequestBody)
+		c.body, waited, err = readChunked(c.br, c.body, int(c.e.maxBody), c)
 		if err != nil {
 			return err
 		}
@@ -165,7 +167,7 @@ func (c *conn) readBody() error {
 		n := int(r.contentLength)
 		waited = c.br.Buffered() < n
 		var err error
-		if c.body, err = readN(c.br, c.body, n); err != nil {
+		if c.body, err = readN(c.br, c.body, n, c); err != nil {
 			return err
 		}
 	}
@@ -179,11 +181,19 @@ var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 
 // readN appends n bytes from br to dst. The buffer grows with what arrives,
 // not with what the client announced, so a large Content-Length costs
-// memory only once its bytes come.
-func readN(br *bufio.Reader, dst []byte, n int) ([]byte, error) {
+// memory only once its bytes come; each growth is reserved with res first
+// (nil: none), and errMemory ends the read when it cannot be.
+func readN(br *bufio.Reader, dst []byte, n int, res reserver) ([]byte, error) {
 	for n > 0 {
 		if len(dst) == cap(dst) {
-			dst = slices.Grow(dst, min(n, max(cap(dst), 64<<10)))
+			grow := min(n, max(cap(dst), 64<<10))
+			if res != nil && !res.reserve(len(dst)+grow) {
+				return dst, errMemory
+			}
+			dst = slices.Grow(dst, grow)
+			if res != nil && !res.reserve(cap(dst)) {
+				return dst, errMemory
+			}
 		}
 		k := min(n, cap(dst)-len(dst))
 		m, err := io.ReadFull(br, dst[len(dst):len(dst)+k])
@@ -207,8 +217,9 @@ func readErr(err error) error {
 }
 
 // readChunked decodes a chunked body from br, appending it to dst; waited
-// says whether it had to wait for the network.
-func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) {
+// says whether it had to wait for the network. res reserves the body's
+// growth (see readN).
+func readChunked(br *bufio.Reader, dst []byte, limit int, res reserver) ([]byte, bool, error) {
 	waited := false
 	excess := 0 // framing bytes beyond a small allowance per chunk
 	for {
@@ -245,8 +256,8 @@ func readChunked(br *bufio.Reader, dst []byte, limit int) ([]byte, bool, error) 
 			return dst, waited, errBodyTooBig
 		}
 		waited = waited || br.Buffered() < size+2
-		if dst, err = readN(br, dst, size); err != nil {
-			if err != errTimeout {
+		if dst, err = readN(br, dst, size, res); err != nil {
+			if err != errTimeout && err != errMemory {
 				err = errBadChunk
 			}
 			return dst, waited, err

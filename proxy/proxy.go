@@ -5,6 +5,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -40,8 +41,11 @@ type Options struct {
 	// (the connection is closed beyond). The server's ReadHeaderTimeout and
 	// IdleTimeout should be the same (see DefaultClientTimeout).
 	ClientTimeout time.Duration
-	Metrics       *metrics.Metrics
-	Log           *zap.Logger
+	// MaxRequestBody is the largest request body accepted (413 beyond);
+	// zero means 32 MiB.
+	MaxRequestBody int64
+	Metrics        *metrics.Metrics
+	Log            *zap.Logger
 }
 
 // DefaultClientTimeout is ClientTimeout when none is given: the native
@@ -60,6 +64,7 @@ type Handler struct {
 	rp            *httputil.ReverseProxy
 	transport     *http.Transport
 	clientTimeout time.Duration
+	maxBody       int64
 	log           *zap.Logger
 	states        sync.Pool
 }
@@ -92,6 +97,7 @@ func New(o Options) *Handler {
 	if h.clientTimeout <= 0 {
 		h.clientTimeout = DefaultClientTimeout
 	}
+	h.maxBody = cmp.Or(o.MaxRequestBody, 32<<20)
 	h.states.New = func() any { return new(state) }
 	h.transport = &http.Transport{
 		Proxy: nil, // backends are reached directly, never through an environment proxy
@@ -135,6 +141,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(rw, r, msg)
 		return
 	}
+	if r.ContentLength > h.maxBody {
+		rw.Header().Set("Connection", "close")
+		plain(rw, http.StatusRequestEntityTooLarge, "geoproxy: request body too large")
+		return
+	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// Go's server drops a Content-Length sent with Transfer-Encoding,
 		// so the two cannot be told apart here: every chunked HTTP/1 request
@@ -153,7 +164,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// engine; once it has, the deadline goes, so that Go's server can
 		// watch the idle connection while a slow answer is streamed.
 		_ = rw.rc.SetReadDeadline(start.Add(h.clientTimeout))
-		st.body = &replayGuard{ReadCloser: r.Body, rc: rw.rc}
+		st.body = &replayGuard{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody), rc: rw.rc}
 		out.Body = st.body
 	}
 
@@ -196,8 +207,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st.body != nil && st.body.err != nil {
 		// The client failed to send its body: its fault, not a backend's.
 		code, msg := http.StatusBadRequest, "geoproxy: malformed message"
-		if isTimeout(st.body.err) {
+		var tooBig *http.MaxBytesError
+		switch {
+		case isTimeout(st.body.err):
 			code, msg = http.StatusRequestTimeout, "geoproxy: request not received in time"
+		case errors.As(st.body.err, &tooBig):
+			code, msg = http.StatusRequestEntityTooLarge, "geoproxy: request body too large"
 		}
 		rw.Header().Set("Connection", "close")
 		plain(rw, code, msg)

@@ -70,6 +70,11 @@ var hardEngines = []struct{ name, yaml string }{
 // forEachPath runs a test against every engine and path, each with its own
 // proxy in front of one recording backend at /base.
 func forEachPath(t *testing.T, clientTimeout time.Duration, test func(t *testing.T, engine string, e *hardEnv)) {
+	forEachPathWith(t, clientTimeout, "", test)
+}
+
+// forEachPathWith is forEachPath with more configuration (top-level keys).
+func forEachPathWith(t *testing.T, clientTimeout time.Duration, extra string, test func(t *testing.T, engine string, e *hardEnv)) {
 	for _, eng := range hardEngines {
 		t.Run(eng.name, func(t *testing.T) {
 			rec := &baseRecorder{}
@@ -80,11 +85,11 @@ admin: {listen: 127.0.0.1:0}
 access_log: false
 geoip: {database: ../testdata/geoip2-city.mmdb}
 health_check: {path: /health, interval: 1s, timeout: 500ms}
-%sregions:
+%s%sregions:
   - name: europe-west
     location: {lat: 50.45, lon: 3.82}
     backends: [{url: "%s/base"}]
-`, eng.yaml, rec.srv.URL)
+`, eng.yaml, extra, rec.srv.URL)
 			cfg, err := config.Parse("hardening.yaml", []byte(yaml))
 			require.NoError(t, err)
 			srv, err := server.New(server.Options{
@@ -301,5 +306,36 @@ func TestChunkExtensionsAreBounded(t *testing.T) {
 		code, body = c.answer("POST")
 		assert.Equal(t, http.StatusOK, code, body)
 		assert.Equal(t, "POST /base/x 5", body)
+	})
+}
+
+// limits.max_request_body holds on every engine, for a body announced with
+// its length and for a chunked one.
+func TestBodiesOverTheLimitGet413(t *testing.T) {
+	forEachPathWith(t, 0, "limits: {max_request_body: 64KiB}\n", func(t *testing.T, _ string, e *hardEnv) {
+		c := e.dial(t)
+		c.send("POST /x HTTP/1.1\r\nHost: h.example\r\nContent-Length: 70000\r\n\r\n")
+		code, body := c.answer("POST")
+		assert.Equal(t, http.StatusRequestEntityTooLarge, code, body)
+
+		c = e.dial(t)
+		c.send("POST /x HTTP/1.1\r\nHost: h.example\r\nTransfer-Encoding: chunked\r\n\r\n")
+		go func() {
+			chunk := fmt.Sprintf("%x\r\n%s\r\n", 10000, strings.Repeat("z", 10000))
+			for range 7 {
+				if _, err := io.WriteString(c.nc, chunk); err != nil {
+					return
+				}
+			}
+			_, _ = io.WriteString(c.nc, "0\r\n\r\n")
+		}()
+		code, body = c.answer("POST")
+		assert.Equal(t, http.StatusRequestEntityTooLarge, code, body)
+
+		c = e.dial(t)
+		c.send("POST /x HTTP/1.1\r\nHost: h.example\r\nContent-Length: 60000\r\n\r\n" + strings.Repeat("y", 60000))
+		code, body = c.answer("POST")
+		assert.Equal(t, http.StatusOK, code, body)
+		assert.Equal(t, "POST /base/x 60000", body)
 	})
 }

@@ -138,13 +138,15 @@ func New(o Options) (*Server, error) {
 	case config.EngineNetHTTP:
 		s.handler = proxy.New(proxy.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
-			ClientTimeout: s.clientTimeout,
+			ClientTimeout: s.clientTimeout, MaxRequestBody: cfg.Limits.MaxRequestBody,
 		})
 	default:
 		s.native = h1.New(h1.Options{
 			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
 			Loops: cfg.Proxy.EventLoops, ClientTimeout: s.clientTimeout,
+			MaxRequestBody: cfg.Limits.MaxRequestBody, RequestMemory: cfg.Limits.RequestMemory,
 		})
+		metrics.RegisterRequestMemory(s.registry, s.native.RequestMemory)
 	}
 	return s, nil
 }
