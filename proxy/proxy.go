@@ -24,6 +24,7 @@ import (
 
 	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/h1"
 	"github.com/geoproxy/geoproxy/metrics"
 	"github.com/geoproxy/geoproxy/reqcheck"
 	"github.com/geoproxy/geoproxy/route"
@@ -32,6 +33,8 @@ import (
 // Options configure a Handler.
 type Options struct {
 	Balancer *balancer.Balancer
+	// Backends are every backend requests may go to.
+	Backends []*route.Backend
 	// Proxy holds the forwarding settings of the configuration.
 	Proxy config.Proxy
 	// RetryAfter is advertised when no region can serve.
@@ -62,7 +65,7 @@ type Handler struct {
 		Dec()
 	}
 	rp            *httputil.ReverseProxy
-	transport     *http.Transport
+	transport     *h1.Transport
 	clientTimeout time.Duration
 	maxBody       int64
 	log           *zap.Logger
@@ -99,18 +102,14 @@ func New(o Options) *Handler {
 	}
 	h.maxBody = cmp.Or(o.MaxRequestBody, 32<<20)
 	h.states.New = func() any { return new(state) }
-	h.transport = &http.Transport{
-		Proxy: nil, // backends are reached directly, never through an environment proxy
-		DialContext: (&net.Dialer{
-			Timeout:   o.Proxy.DialTimeout,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+	// The backend connections are kept by the native engine's pools, so
+	// that both engines reuse them by the same rules.
+	h.transport = h1.NewTransport(h1.TransportOptions{
+		Backends:              o.Backends,
+		DialTimeout:           o.Proxy.DialTimeout,
 		ResponseHeaderTimeout: o.Proxy.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-	}
+		WriteTimeout:          h.clientTimeout,
+	})
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      h.transport,

@@ -137,7 +137,7 @@ func New(o Options) (*Server, error) {
 	switch cfg.Engine {
 	case config.EngineNetHTTP:
 		s.handler = proxy.New(proxy.Options{
-			Balancer: s.bal, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
+			Balancer: s.bal, Backends: all, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
 			ClientTimeout: s.clientTimeout, MaxRequestBody: cfg.Limits.MaxRequestBody,
 		})
 	default:
