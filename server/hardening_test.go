@@ -232,9 +232,7 @@ func TestSlowBodyGets408(t *testing.T) {
 		go func() {
 			defer close(done)
 			for range 30 { // 10 bytes every 100 ms: never the whole body in time
-				select {
-				case <-time.After(100 * time.Millisecond):
-				}
+				time.Sleep(100 * time.Millisecond)
 				if _, err := io.WriteString(c.nc, "0"); err != nil {
 					return
 				}
