@@ -36,6 +36,9 @@ type Transport struct {
 	dialer        net.Dialer
 	headerTimeout time.Duration
 	writeTimeout  time.Duration
+	stop          chan struct{} // closed by Close: the reaper ends
+	reaped        sync.WaitGroup
+	closeOnce     sync.Once
 }
 
 // TransportOptions configure a Transport.
@@ -69,7 +72,34 @@ func NewTransport(o TransportOptions) *Transport {
 			t.pools[key] = newPool(be)
 		}
 	}
+	t.stop = make(chan struct{})
+	t.reaped.Go(t.reap)
 	return t
+}
+
+// reap closes expired idle connections every few seconds, so that a pool
+// shrinks when no request comes, until Close.
+func (t *Transport) reap() {
+	tick := time.NewTicker(backendIdle / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case now := <-tick.C:
+			for _, p := range t.pools {
+				p.reap(now)
+			}
+		}
+	}
+}
+
+// Close stops the Transport's reaper and closes its idle connections.
+// Connections in use close when their requests end.
+func (t *Transport) Close() {
+	t.closeOnce.Do(func() { close(t.stop) })
+	t.reaped.Wait()
+	t.CloseIdleConnections()
 }
 
 func poolKey(scheme, host string) string { return scheme + "://" + host }

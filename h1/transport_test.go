@@ -30,7 +30,7 @@ func newTransport(t *testing.T, h handler) (*Transport, *backend) {
 		ResponseHeaderTimeout: time.Second,
 		WriteTimeout:          time.Second,
 	})
-	t.Cleanup(tr.CloseIdleConnections)
+	t.Cleanup(tr.Close)
 	return tr, be
 }
 

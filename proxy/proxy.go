@@ -121,8 +121,8 @@ func New(o Options) *Handler {
 	return h
 }
 
-// Close releases idle connections to backends.
-func (h *Handler) Close() { h.transport.CloseIdleConnections() }
+// Close releases idle connections to backends and stops their reaper.
+func (h *Handler) Close() { h.transport.Close() }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
