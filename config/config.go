@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -300,6 +301,26 @@ func Load(path string) (*Config, error) {
 // When the configuration is invalid the error is an Errors holding every
 // problem found, in file order.
 func Parse(name string, data []byte) (*Config, error) {
+	return ParseChecked(name, data)
+}
+
+// A Check looks at what a valid file names outside itself, such as a
+// database file that must open. It returns the problem and the dotted path
+// of the field it is about ("geoip.database"), or nil.
+type Check func(cfg *Config) (field string, err error)
+
+// LoadChecked is Load, then checks: their problems are reported with the
+// file's own, at the line of the field.
+func LoadChecked(path string, checks ...Check) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseChecked(path, data, checks...)
+}
+
+// ParseChecked is Parse, then checks (see LoadChecked).
+func ParseChecked(name string, data []byte, checks ...Check) (*Config, error) {
 	c := newChecker(name)
 	raw, ok := c.parse(data)
 	if !ok {
@@ -307,6 +328,15 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	cfg := c.provision(raw)
 	c.validate(cfg)
+	for _, check := range checks {
+		if field, err := check(cfg); err != nil {
+			var p fieldPath
+			for k := range strings.SplitSeq(field, ".") {
+				p = p.key(k)
+			}
+			c.errorf(p, "%v", err)
+		}
+	}
 	if err := c.result(); err != nil {
 		return nil, err
 	}

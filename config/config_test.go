@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -394,6 +395,14 @@ func TestBroken(t *testing.T) {
 			[]string{"bad.yaml:2:21: limits.max_request_body: expected a size"}},
 		{"max_request_body tiny", "limits:\n  max_request_body: 1B\n" + minimal,
 			[]string{"bad.yaml:2:21: limits.max_request_body: must be at least 1KiB, got 1 bytes"}},
+		{"backend URL without a scheme", strings.Replace(minimal, "http://127.0.0.1:1", "127.0.0.1:9101", 1),
+			[]string{`bad.yaml:5:14: regions[0].backends[0].url: invalid URL "127.0.0.1:9101": missing scheme: write it as http://127.0.0.1:9101 (or https://)`}},
+		{"backend host and port without a scheme", strings.Replace(minimal, "http://127.0.0.1:1", "localhost:9101", 1),
+			[]string{`bad.yaml:5:14: regions[0].backends[0].url: invalid URL "localhost:9101": missing scheme: write it as http://localhost:9101 (or https://)`}},
+		{"a binary file", "regions:\n\x00\x01\x02ELF\xff\xfe",
+			[]string{"bad.yaml:2:1: not a YAML config: byte 9 is binary data (0x00); give the path of the .yaml file"}},
+		{"latin-1, not UTF-8", "listen: caf\xe9\n" + minimal,
+			[]string{"bad.yaml:1:12: not a YAML config: byte 11 is binary data (0xe9, not UTF-8); give the path of the .yaml file"}},
 		{"limits unknown key", "limits:\n  body_memory: 1MiB\n" + minimal,
 			[]string{"bad.yaml:2:3: limits.body_memory: unknown key"}},
 		{"invalid header name", "proxy:\n  request_headers:\n    X City: \"{city}\"\n" + minimal,
@@ -593,4 +602,15 @@ func TestRetryOnStatusEmptyTurnsItOff(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, cfg.Proxy.RetryOnStatus)
 	assert.NotNil(t, cfg.Proxy.RetryOnStatus)
+}
+
+// Checks report what the file names outside itself at the field's line.
+func TestChecksReportAtTheField(t *testing.T) {
+	data := "geoip:\n  database: /nowhere/city.mmdb\n" + minimal
+	_, err := ParseChecked("c.yaml", []byte(data), func(cfg *Config) (string, error) {
+		return "geoip.database", fmt.Errorf("open %s: no such file", cfg.GeoIP.Database)
+	})
+	require.EqualError(t, err, "c.yaml:2:13: geoip.database: open /nowhere/city.mmdb: no such file")
+	_, err = ParseChecked("c.yaml", []byte(data), func(*Config) (string, error) { return "", nil })
+	require.NoError(t, err)
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -193,6 +194,13 @@ const maxUnknownKeys = 20
 // reports true with errors recorded when only unknown keys were found.
 func (c *checker) parse(data []byte) (*rawConfig, bool) {
 	data = bytes.TrimPrefix(data, []byte("\ufeff")) // a byte order mark some editors write
+	if at := binaryAt(data); at >= 0 {
+		line := 1 + bytes.Count(data[:at], []byte("\n"))
+		col := at - bytes.LastIndexByte(data[:at], '\n')
+		c.add(&Error{File: c.file, Line: line, Column: col, Msg: fmt.Sprintf(
+			"not a YAML config: byte %d is binary data (%s); give the path of the .yaml file", at, binaryWhat(data[at:]))})
+		return nil, false
+	}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		c.libraryError(err)
@@ -424,4 +432,33 @@ func describeNode(n ast.Node) string {
 		return "a mapping"
 	}
 	return fmt.Sprintf("the value %q", n.String())
+}
+
+// binaryAt returns the offset of the first byte that no text file holds (a
+// NUL, another control byte but tab and line ends, or invalid UTF-8), or -1.
+func binaryAt(data []byte) int {
+	for i := 0; i < len(data); {
+		b := data[i]
+		if b < 0x20 && b != '\t' && b != '\n' && b != '\r' || b == 0x7f {
+			return i
+		}
+		if b < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// binaryWhat names the byte at the start of b.
+func binaryWhat(b []byte) string {
+	if b[0] < utf8.RuneSelf {
+		return fmt.Sprintf("0x%02x", b[0])
+	}
+	return fmt.Sprintf("0x%02x, not UTF-8", b[0])
 }

@@ -337,6 +337,10 @@ func (c *checker) backend(p fieldPath, o opt[rawBackend]) (b Backend, ok bool) {
 // parseBackendURL parses and normalises a backend base URL.
 func parseBackendURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
+	if !strings.Contains(s, "://") && (err != nil || u.Opaque != "" || u.Scheme == "") {
+		// "127.0.0.1:9101", "localhost:9101", "backend/app"
+		return nil, fmt.Errorf("missing scheme: write it as http://%s (or https://)", s)
+	}
 	if err != nil {
 		if ue, ok := err.(*url.Error); ok {
 			err = ue.Err

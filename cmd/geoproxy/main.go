@@ -40,7 +40,7 @@ const usage = `geoproxy sends each client to the nearest healthy region of a mul
 
 Usage:
   geoproxy serve    -config FILE [-log-level LEVEL]   run the proxy
-  geoproxy validate -config FILE                      check a config file
+  geoproxy validate [-config] FILE                    check a config file and the geo database it names
   geoproxy lookup   -config FILE IP...                where would these clients go
   geoproxy demo     [flags]                           try it all on this machine
   geoproxy version                                    print version and geo data
@@ -137,17 +137,46 @@ func withLogger(level string, stderr io.Writer, fn func(*zap.Logger, context.Con
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("validate", "validate -config FILE\n\nPrints every problem in the file and exits 1, or prints ok.", stderr)
-	path := fs.String("config", "geoproxy.yaml", "config file (YAML)")
+	fs := newFlags("validate", "validate [-config] FILE\n\nPrints every problem in the file, and in the geo database it names, and exits 1;\nor prints ok.", stderr)
+	path := fs.String("config", "geoproxy.yaml", "config file (YAML); may also be given as the argument")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	if _, err := config.Load(*path); err != nil {
+	switch {
+	case fs.NArg() > 1:
+		_, _ = fmt.Fprintln(stderr, "geoproxy validate: give one config file")
+		return 2
+	case fs.NArg() == 1 && flagSet(fs, "config"):
+		_, _ = fmt.Fprintln(stderr, "geoproxy validate: give the config file once, as -config FILE or as FILE")
+		return 2
+	case fs.NArg() == 1:
+		*path = fs.Arg(0)
+	}
+	if _, err := config.LoadChecked(*path, checkGeoDatabase); err != nil {
 		_, _ = fmt.Fprintln(stderr, err)
 		return 1
 	}
 	_, _ = fmt.Fprintln(stdout, "ok")
 	return 0
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// checkGeoDatabase opens the geo database a config names, as serve would.
+func checkGeoDatabase(cfg *config.Config) (string, error) {
+	if cfg.GeoIP.Database == "" {
+		return "", nil // the embedded one, checked by its own tests
+	}
+	db, err := geo.Open(cfg.GeoIP.Database)
+	if err != nil {
+		return "geoip.database", err
+	}
+	return "", db.Close()
 }
 
 func cmdLookup(args []string, stdout, stderr io.Writer) int {

@@ -66,6 +66,45 @@ regions:
 	assert.Contains(t, errOut, "missing.yaml")
 }
 
+// The file may be given as an argument; the geo database it names must
+// open; a binary file is named as such.
+func TestValidateAsTyped(t *testing.T) {
+	code, out, _ := runCLI("validate", "../../config/testdata/example.yaml")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "ok\n", out)
+	code, _, errOut := runCLI("validate", "-config", "a.yaml", "b.yaml")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "once")
+
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "city.mmdb")
+	require.NoError(t, os.WriteFile(corrupt, []byte("not a database"), 0o600))
+	for db, want := range map[string]string{
+		filepath.Join(dir, "missing.mmdb"): "no such file",
+		corrupt:                            "invalid MaxMind DB",
+		"../../testdata/geoip2-city.mmdb":  "",
+	} {
+		cfg := writeFile(t, "db.yaml", "geoip:\n  database: "+db+"\nregions:\n  - name: a\n    location: {lat: 1, lon: 2}\n    backends: [{url: \"http://127.0.0.1:9101\"}]\n")
+		code, out, errOut := runCLI("validate", cfg)
+		if want == "" {
+			assert.Equal(t, 0, code, errOut)
+			assert.Equal(t, "ok\n", out)
+			continue
+		}
+		assert.Equal(t, 1, code)
+		assert.Contains(t, errOut, cfg+":2:13: geoip.database: ")
+		assert.Contains(t, errOut, want)
+	}
+
+	bin, err := os.ReadFile("/proc/self/exe")
+	require.NoError(t, err)
+	cfg := writeFile(t, "geoproxy.bin", string(bin[:300]))
+	code, _, errOut = runCLI("validate", cfg)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "not a YAML config")
+	assert.Less(t, len(errOut), 200, "one short line, not the file's bytes")
+}
+
 func TestLookup(t *testing.T) {
 	cfg := writeFile(t, "geo.yaml", `geoip:
   database: ../../testdata/geoip2-city.mmdb
