@@ -61,6 +61,7 @@ type head struct {
 	fields []field
 
 	contentLength int64  // -1: none
+	te            bool   // a Transfer-Encoding field is there
 	chunked       bool   // Transfer-Encoding ends in chunked
 	otherCoding   bool   // Transfer-Encoding lists codings other than chunked
 	codings       []byte // those codings, comma-separated
@@ -151,6 +152,9 @@ func (h *head) parseRequest(raw []byte) error {
 			return errMalformed // no transfer codings in HTTP/1.0
 		}
 	}
+	if h.te && !h.chunked && !h.otherCoding {
+		return errMalformed // a Transfer-Encoding that names no coding: neither framing can be trusted
+	}
 	if h.otherCoding {
 		return errCoding
 	}
@@ -201,6 +205,9 @@ func (h *head) parseResponse(raw []byte) error {
 	}
 	if h.minor == 0 && !h.keepAlive {
 		h.close = true
+	}
+	if h.te && !h.chunked && !h.otherCoding {
+		return errBadResponse // a Transfer-Encoding that names no coding
 	}
 	if h.chunked || h.otherCoding {
 		// Transfer-Encoding wins over Content-Length; the connection is
@@ -358,6 +365,7 @@ func (h *head) note(f *field) error {
 	case kindTransferEncoding:
 		// chunked, if there, must be the last coding and only once; the
 		// other codings are listed in h.codings and never decoded here.
+		h.te = true
 		for tok := range tokens(f.value) {
 			switch {
 			case len(tok) == 0:

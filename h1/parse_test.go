@@ -234,6 +234,9 @@ func TestParseRequestRefusesAmbiguousOrInvalidHeads(t *testing.T) {
 		{"absolute form without Host", "GET http://a.example/x HTTP/1.1\r\n\r\n", errMalformed},
 		{"asterisk form with GET", "GET * HTTP/1.1\r\nHost: h\r\n\r\n", errMalformed},
 		{"asterisk with more", "OPTIONS *x HTTP/1.1\r\nHost: h\r\n\r\n", errMalformed},
+		{"Transfer-Encoding naming no coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n", errMalformed},
+		{"Transfer-Encoding naming no coding, with a length", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\n", errMalformed},
+		{"Transfer-Encoding of commas, with a length", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\nContent-Length: 3\r\n\r\n", errMalformed},
 		{"two empty lines before the request line", "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", errMalformed},
 	}
 	for _, c := range cases {
@@ -381,6 +384,11 @@ func TestChunkSizeLines(t *testing.T) {
 		"5\rx\n",
 		"ffffffff\r\n", // beyond any body limit (and int on 32-bit)
 		"40000001\r\n",
+		" 3\r\n", // whitespace before the size: not in the grammar
+		"\t3\r\n",
+		"3;a\rb\r\n", // a bare CR in an extension
+		"0;\r\r\n",
+		"3;a\x00\r\n",
 	} {
 		_, err := chunkSize(bufio.NewReader(strings.NewReader(line)))
 		assert.ErrorIs(t, err, errBadChunk, "%q", line)

@@ -293,10 +293,15 @@ func chunkLine(br *bufio.Reader) (size, length int, err error) {
 		return 0, length, errBadChunk
 	}
 	line = line[:len(line)-2]
+	if !validValue(line) {
+		return 0, length, errBadChunk // a bare CR or another control byte, extensions included
+	}
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i]
 	}
-	line = trimOWS(line)
+	// chunk-size = 1*HEXDIG, then optional whitespace before an extension
+	// (RFC 9112 7.1): nothing before the size.
+	line = bytes.TrimRight(line, " \t")
 	if len(line) == 0 || len(line) > 8 {
 		return 0, length, errBadChunk
 	}
