@@ -264,6 +264,7 @@ func (s *Server) Start(ctx context.Context) error {
 			// not cut by a ReadTimeout.
 			ReadHeaderTimeout: s.clientTimeout,
 			IdleTimeout:       s.clientTimeout,
+			MaxHeaderBytes:    h1.MaxHead, // as the native engine: 431 beyond (Go's default is 1 MiB)
 			ErrorLog:          errLog,
 			Protocols:         protocols,
 		}

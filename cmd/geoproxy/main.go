@@ -114,6 +114,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			log.Error("cannot start", zap.Error(err))
 			return 1
 		}
+		srv.SetMemoryLimit()
 		if err := srv.Run(ctx, *grace); err != nil {
 			log.Error("stopped", zap.Error(err))
 			return 1
