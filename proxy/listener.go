@@ -55,3 +55,12 @@ func (c *crlfConn) Read(p []byte) (int, error) {
 	}
 	return c.Conn.Read(p)
 }
+
+// CloseWrite half-closes the connection, as Go's server does before it
+// closes one it has refused (so the client reads the refusal, not a reset).
+func (c *crlfConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
