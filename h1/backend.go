@@ -68,12 +68,12 @@ func (c *conn) appendRequest(dst []byte, p *pool, region *route.Region, upgrade 
 	}
 	if c.hasBody {
 		dst = append(dst, "Content-Length: "...)
-		dst = strconv.AppendInt(dst, int64(len(c.body)), 10)
+		dst = strconv.AppendInt(dst, int64(c.body.size()), 10)
 		dst = append(dst, "\r\n"...)
 	}
 	dst = append(dst, "\r\n"...)
-	if len(c.body) <= 16<<10 {
-		dst = append(dst, c.body...)
+	if len(c.body.chunks) == 1 {
+		dst = append(dst, c.body.chunks[0]...) // a small body goes in the same write
 	}
 	return dst
 }
@@ -151,7 +151,7 @@ func (c *conn) forward(p *pool, region *route.Region, method string) (status int
 		_ = bc.nc.Close()
 		return 0, false, errBadResponse
 	}
-	if err := c.e.b.RetryStatus(&c.d, c.resp.status, method, len(c.body) > 0); err != nil {
+	if err := c.e.b.RetryStatus(&c.d, c.resp.status, method, c.body.size() > 0); err != nil {
 		c.discard(p, bc, method)
 		return 0, false, err
 	}
@@ -191,8 +191,9 @@ func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 		}
 		return false, err
 	}
-	if len(c.body) > 16<<10 {
-		if _, err := bc.nc.Write(c.body); err != nil {
+	if len(c.body.chunks) > 1 {
+		bufs := c.body.buffers()
+		if _, err := bufs.WriteTo(bc.nc); err != nil {
 			return false, err
 		}
 		// The header timeout runs from the end of the request.

@@ -39,7 +39,7 @@ func (b *budget) give(n int64) { b.used.Add(-n) }
 type holdings struct {
 	in     int64 // a loop's read buffer, grown (c.in)
 	reader int64 // the goroutine's read buffer, grown (c.br)
-	body   int64 // the request body (c.body)
+	body   int64 // the request body's chunks (c.body)
 }
 
 // hold makes what the connection holds for one buffer n bytes, taking or
@@ -66,12 +66,6 @@ func (c *conn) releaseAll() {
 	c.hold(&c.held.reader, 0)
 	c.hold(&c.held.body, 0)
 }
-
-// reserve makes room in the budget for a request body of capacity bytes.
-func (c *conn) reserve(capacity int) bool { return c.hold(&c.held.body, int64(capacity)) }
-
-// reserver is what reads a body asks before it grows the body's buffer.
-type reserver interface{ reserve(capacity int) bool }
 
 // RequestMemory reports the memory the engine holds for requests now, its
 // limit, and how many requests it has refused for want of it.

@@ -133,3 +133,28 @@ func TestSlowLongHeadsAreBoundedByTheBudget(t *testing.T) {
 	_ = c.nc.Close()
 	waitMemory(t, p, 0)
 }
+
+// A body grows chunk by chunk, never copied; what it holds is what the
+// budget counts, and it all comes back when the request ends.
+func TestBodyChunksAreCountedExactly(t *testing.T) {
+	e := &Engine{}
+	e.mem.limit = 3 * bodyChunk
+	c := &conn{e: e, work: newWork().(*work)}
+	data := []byte(strings.Repeat("0123456789abcdef", (2*bodyChunk+100)/16+1))[:2*bodyChunk+100]
+	require.True(t, c.body.append(data, c))
+	assert.Equal(t, len(data), c.body.size())
+	assert.Len(t, c.body.chunks, 3)
+	used, _, _ := e.RequestMemory()
+	assert.Equal(t, int64(3*bodyChunk), used)
+	var got []byte
+	for _, b := range c.body.buffers() {
+		got = append(got, b...)
+	}
+	assert.Equal(t, data, got)
+	assert.False(t, c.body.append(make([]byte, bodyChunk), c), "a fourth chunk is over the budget")
+	c.dropBody()
+	used, _, refused := e.RequestMemory()
+	assert.Zero(t, used)
+	assert.Equal(t, int64(1), refused)
+	assert.Zero(t, c.body.size())
+}

@@ -54,9 +54,6 @@ const (
 	// DefaultRequestMemory is the memory budget for requests (see budget)
 	// unless Options say otherwise.
 	DefaultRequestMemory = 128 << 20
-	// keptBody is the largest body buffer a request's state keeps for the
-	// next request; a larger one is let go, as its budget is.
-	keptBody = 16 << 10
 	// DefaultClientTimeout is how long a client connection may stay silent
 	// between requests, or take over one request's head and body.
 	DefaultClientTimeout = 60 * time.Second
@@ -104,6 +101,7 @@ type Engine struct {
 	clientTimeout time.Duration
 	maxBody       int64
 	mem           budget
+	chunks        chunkPool // of request bodies
 	inFlight      prometheus.Gauge
 	log           *zap.Logger
 	dialer        net.Dialer
@@ -355,7 +353,7 @@ type work struct {
 	req  head
 	resp head
 	out  []byte // what is written next to the client or backend
-	body []byte // the request body
+	body body   // the request body
 	tmp  []byte // header values being built
 	xff  []byte
 
@@ -393,13 +391,10 @@ func (c *conn) borrow() { c.work = c.e.works.Get().(*work) }
 
 // giveBack returns it, without buffers grown large by one request.
 func (c *conn) giveBack() {
+	c.dropBody()
 	w := c.work
 	c.work = nil
 	w.region, w.be, w.lastErr, w.handBC, w.method = nil, nil, nil, nil, ""
-	if cap(w.body) > keptBody {
-		w.body = nil
-	}
-	c.hold(&c.held.body, 0)
 	if cap(w.out) > 64<<10 {
 		w.out = make([]byte, 0, 4096)
 	}

@@ -164,14 +164,10 @@ func (l *loop) start(c *conn, need int) {
 	r.dropConnectionTokens()
 	c.wantsEnd = r.close || l.closing
 	c.hasBody = r.contentLength >= 0
-	if n := need - c.headLen; n > cap(c.body) {
-		if !c.reserve(n) {
-			l.refuseNow(c, errMemory)
-			return
-		}
-		c.body = make([]byte, 0, n)
+	if !c.body.append(c.in[c.headLen:need], c) {
+		l.refuseNow(c, errMemory)
+		return
 	}
-	c.body = append(c.body[:0], c.in[c.headLen:need]...)
 	c.in = c.in[:copy(c.in, c.in[need:])]
 	if len(c.in) == 0 && !c.rdMore {
 		l.dropIn(c)
@@ -377,7 +373,7 @@ func (l *loop) parseBack(bk *lback) {
 			l.backFailed(bk, errBadResponse)
 			return
 		}
-		if err := l.e.b.RetryStatus(&c.d, rs.status, c.method, len(c.body) > 0); err != nil {
+		if err := l.e.b.RetryStatus(&c.d, rs.status, c.method, c.body.size() > 0); err != nil {
 			l.discard(bk)
 			l.attemptFailed(c, err)
 			return

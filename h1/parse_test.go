@@ -397,7 +397,12 @@ func TestChunkSizeLines(t *testing.T) {
 
 func TestReadChunkedBody(t *testing.T) {
 	read := func(s string, limit int) ([]byte, error) {
-		b, _, err := readChunked(bufio.NewReader(strings.NewReader(s)), nil, limit, nil)
+		var bd body
+		_, err := readChunked(bufio.NewReader(strings.NewReader(s)), &bd, limit, nil)
+		var b []byte
+		for _, ch := range bd.chunks {
+			b = append(b, ch...)
+		}
 		return b, err
 	}
 	b, err := read("5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nX-Trailer: 1\r\nX-Other: 2\r\n\r\n", 100)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"time"
 	"unsafe"
 
@@ -139,7 +138,7 @@ func (c *conn) conclude(dur time.Duration, status int, region *route.Region, be 
 // readBody reads the request body into c.body.
 func (c *conn) readBody() error {
 	r := &c.req
-	c.body = c.body[:0]
+	c.dropBody()
 	c.hasBody = r.chunked || r.contentLength >= 0
 	if !r.chunked && r.contentLength <= 0 {
 		return nil
@@ -159,15 +158,14 @@ func (c *conn) readBody() error {
 			return errMemory
 		}
 		var err error
-		c.body, waited, err = readChunked(c.br, c.body, int(c.e.maxBody), c)
+		waited, err = readChunked(c.br, &c.body, int(c.e.maxBody), c)
 		if err != nil {
 			return err
 		}
 	} else {
 		n := int(r.contentLength)
 		waited = c.br.Buffered() < n
-		var err error
-		if c.body, err = readN(c.br, c.body, n, c); err != nil {
+		if err := readN(c.br, &c.body, n, c); err != nil {
 			return err
 		}
 	}
@@ -179,31 +177,28 @@ func (c *conn) readBody() error {
 
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 
-// readN appends n bytes from br to dst. The buffer grows with what arrives,
+// readN appends n bytes from br to b. The body grows with what arrives,
 // not with what the client announced, so a large Content-Length costs
-// memory only once its bytes come; each growth is reserved with res first
-// (nil: none), and errMemory ends the read when it cannot be.
-func readN(br *bufio.Reader, dst []byte, n int, res reserver) ([]byte, error) {
+// memory only once its bytes come; each chunk comes from a (nil: made
+// here), and errMemory ends the read when a cannot give one.
+func readN(br *bufio.Reader, b *body, n int, a chunker) error {
 	for n > 0 {
-		if len(dst) == cap(dst) {
-			grow := min(n, max(cap(dst), 64<<10))
-			if res != nil && !res.reserve(len(dst)+grow) {
-				return dst, errMemory
+		room := b.room()
+		if len(room) == 0 {
+			if !b.grow(a) {
+				return errMemory
 			}
-			dst = slices.Grow(dst, grow)
-			if res != nil && !res.reserve(cap(dst)) {
-				return dst, errMemory
-			}
+			room = b.room()
 		}
-		k := min(n, cap(dst)-len(dst))
-		m, err := io.ReadFull(br, dst[len(dst):len(dst)+k])
-		dst = dst[:len(dst)+m]
+		k := min(n, len(room))
+		m, err := io.ReadFull(br, room[:k])
+		b.wrote(m)
 		n -= m
 		if err != nil {
-			return dst, readErr(err)
+			return readErr(err)
 		}
 	}
-	return dst, nil
+	return nil
 }
 
 // readErr maps a failed read of a request to the error its answer names:
@@ -216,17 +211,18 @@ func readErr(err error) error {
 	return errMalformed
 }
 
-// readChunked decodes a chunked body from br, appending it to dst; waited
-// says whether it had to wait for the network. res reserves the body's
-// growth (see readN).
-func readChunked(br *bufio.Reader, dst []byte, limit int, res reserver) ([]byte, bool, error) {
+// readChunked decodes a chunked body from br, appending it to b; waited
+// says whether it had to wait for the network. a gives the body's chunks
+// (see readN).
+func readChunked(br *bufio.Reader, b *body, limit int, a chunker) (bool, error) {
 	waited := false
 	excess := 0 // framing bytes beyond a small allowance per chunk
+	total := b.size()
 	for {
 		waited = waited || br.Buffered() == 0
 		size, line, err := chunkLine(br)
 		if err != nil {
-			return dst, waited, err
+			return waited, err
 		}
 		// Chunk extensions are ignored, but not without end: a client
 		// sending many chunks of one byte with long extensions would
@@ -235,35 +231,35 @@ func readChunked(br *bufio.Reader, dst []byte, limit int, res reserver) ([]byte,
 		// are free, and 16 KiB beyond that in all (400).
 		excess = max(0, excess+line+2-16-2*size)
 		if excess > maxChunkExcess {
-			return dst, waited, errBadChunk
+			return waited, errBadChunk
 		}
 		if size == 0 {
 			// Trailer fields, checked and dropped, up to the empty line.
 			for {
 				line, err := br.ReadSlice('\n')
 				if err != nil {
-					return dst, waited, errBadChunk
+					return waited, errBadChunk
 				}
 				if len(line) == 2 && line[0] == '\r' {
-					return dst, waited, nil
+					return waited, nil
 				}
 				if !validFieldLine(line) {
-					return dst, waited, errBadChunk
+					return waited, errBadChunk
 				}
 			}
 		}
-		if len(dst)+size > limit {
-			return dst, waited, errBodyTooBig
+		if total += size; total > limit {
+			return waited, errBodyTooBig
 		}
 		waited = waited || br.Buffered() < size+2
-		if dst, err = readN(br, dst, size, res); err != nil {
+		if err = readN(br, b, size, a); err != nil {
 			if err != errTimeout && err != errMemory {
 				err = errBadChunk
 			}
-			return dst, waited, err
+			return waited, err
 		}
 		if err := chunkEnd(br); err != nil {
-			return dst, waited, err
+			return waited, err
 		}
 	}
 }
