@@ -85,20 +85,49 @@ type chunker interface {
 	chunk() []byte
 }
 
-// chunkPool keeps the chunks of bodies that ended, for the next ones.
-type chunkPool struct{ p sync.Pool }
+// chunkPool keeps the chunks of bodies that ended, for the next ones: as
+// many as the memory budget holds, at most, so that a flood of uploads
+// reuses the same memory instead of leaving garbage for the collector
+// (which would let the process grow to twice what is live before it
+// collects). trim lets half of them go at each call, so that the memory
+// goes back when the flood has passed.
+type chunkPool struct {
+	mu   sync.Mutex
+	free [][]byte
+	max  int
+}
 
 func (cp *chunkPool) get() []byte {
-	if a, ok := cp.p.Get().(*[bodyChunk]byte); ok {
-		return a[:0]
+	cp.mu.Lock()
+	if n := len(cp.free); n > 0 {
+		c := cp.free[n-1]
+		cp.free[n-1] = nil
+		cp.free = cp.free[:n-1]
+		cp.mu.Unlock()
+		return c[:0]
 	}
+	cp.mu.Unlock()
 	return make([]byte, 0, bodyChunk)
 }
 
 func (cp *chunkPool) put(c []byte) {
-	if cap(c) == bodyChunk {
-		cp.p.Put((*[bodyChunk]byte)(c[:bodyChunk]))
+	if cap(c) != bodyChunk {
+		return
 	}
+	cp.mu.Lock()
+	if len(cp.free) < cp.max {
+		cp.free = append(cp.free, c)
+	}
+	cp.mu.Unlock()
+}
+
+// trim lets half of the free chunks go.
+func (cp *chunkPool) trim() {
+	cp.mu.Lock()
+	keep := len(cp.free) / 2
+	clear(cp.free[keep:])
+	cp.free = cp.free[:keep]
+	cp.mu.Unlock()
 }
 
 // chunk takes a chunk for the request's body, within the memory budget.

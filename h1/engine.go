@@ -145,6 +145,7 @@ func New(o Options) *Engine {
 	}
 	e.maxBody = cmp.Or(o.MaxRequestBody, DefaultMaxRequestBody)
 	e.mem.limit = cmp.Or(o.RequestMemory, DefaultRequestMemory)
+	e.chunks.max = int(e.mem.limit / bodyChunk)
 	e.works.New = newWork
 	switch {
 	case o.Loops == 0:
@@ -288,6 +289,7 @@ func (e *Engine) reap() {
 			for _, p := range e.pools {
 				p.reap(now)
 			}
+			e.chunks.trim()
 		}
 	}
 }
