@@ -181,4 +181,3 @@ func TestTransportRefusesUnknownBackends(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
