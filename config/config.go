@@ -50,6 +50,9 @@ type Config struct {
 	// proxy hold (key "limits").
 	Limits Limits
 
+	// Shutdown configures how the process stops (key "shutdown").
+	Shutdown Shutdown
+
 	// AccessLog turns the access log on: one line per request
 	// (key "access_log"). Default true.
 	AccessLog bool
@@ -223,6 +226,18 @@ type Proxy struct {
 
 // MaxEventLoops is the largest proxy.event_loops accepted.
 const MaxEventLoops = 256
+
+// Shutdown configures the drain on SIGTERM or SIGINT.
+type Shutdown struct {
+	// DrainDelay is how long the proxy keeps accepting connections once
+	// told to stop, with /readyz already failing, so that load balancers
+	// and Kubernetes endpoints take it out of rotation first (key
+	// "shutdown.drain_delay", a Go duration). Meanwhile every answer
+	// carries "Connection: close". Then the listener closes, idle
+	// connections are closed and requests in flight finish. Default 5s; 0
+	// to 5m.
+	DrainDelay time.Duration
+}
 
 // Limits bound the memory clients can make the proxy hold.
 type Limits struct {

@@ -133,6 +133,7 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, 30*time.Second, px.ResponseHeaderTimeout)
 	assert.Equal(t, 3, px.EventLoops)
 	assert.Equal(t, Limits{RequestMemory: 256 << 20, MaxRequestBody: 8 << 20}, cfg.Limits)
+	assert.Equal(t, Shutdown{DrainDelay: 10 * time.Second}, cfg.Shutdown)
 
 	require.Len(t, cfg.Regions, 2)
 	assert.Equal(t, []string{"http://10.1.0.1:8000", "https://us-east-2.example.com/app"}, backendURLs(cfg.Regions[0].Backends))
@@ -173,6 +174,7 @@ func TestDefaults(t *testing.T) {
 			ResponseHeaderTimeout: 60 * time.Second,
 		},
 		Limits:    Limits{RequestMemory: 128 << 20, MaxRequestBody: 32 << 20},
+		Shutdown:  Shutdown{DrainDelay: 5 * time.Second},
 		AccessLog: true,
 		Engine:    EngineNative,
 		Regions: []Region{{Name: "a", Location: LatLon{Lat: 1, Lon: 2},
@@ -403,6 +405,8 @@ func TestBroken(t *testing.T) {
 			[]string{"bad.yaml:2:1: not a YAML config: byte 9 is binary data (0x00); give the path of the .yaml file"}},
 		{"latin-1, not UTF-8", "listen: caf\xe9\n" + minimal,
 			[]string{"bad.yaml:1:12: not a YAML config: byte 11 is binary data (0xe9, not UTF-8); give the path of the .yaml file"}},
+		{"drain_delay negative", "shutdown:\n  drain_delay: -1s\n" + minimal,
+			[]string{"bad.yaml:2:16: shutdown.drain_delay: must be 0 to 5m, got -1s"}},
 		{"limits unknown key", "limits:\n  body_memory: 1MiB\n" + minimal,
 			[]string{"bad.yaml:2:3: limits.body_memory: unknown key"}},
 		{"invalid header name", "proxy:\n  request_headers:\n    X City: \"{city}\"\n" + minimal,

@@ -27,6 +27,7 @@ type rawConfig struct {
 	HealthCheck opt[rawHealthCheck]   `yaml:"health_check"`
 	Proxy       opt[rawProxy]         `yaml:"proxy"`
 	Limits      opt[rawLimits]        `yaml:"limits"`
+	Shutdown    opt[rawShutdown]      `yaml:"shutdown"`
 	AccessLog   scalar                `yaml:"access_log"`
 	Engine      scalar                `yaml:"engine"`
 	Regions     opt[[]opt[rawRegion]] `yaml:"regions"`
@@ -84,6 +85,10 @@ type rawProxy struct {
 type rawLimits struct {
 	RequestMemory  scalar `yaml:"request_memory"`
 	MaxRequestBody scalar `yaml:"max_request_body"`
+}
+
+type rawShutdown struct {
+	DrainDelay scalar `yaml:"drain_delay"`
 }
 
 type rawRegion struct {

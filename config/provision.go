@@ -29,6 +29,7 @@ const (
 	defaultMaxAttempts           = 3
 	defaultDialTimeout           = 2 * time.Second
 	defaultRequestMemory         = 128 << 20
+	defaultDrainDelay            = 5 * time.Second
 	defaultMaxRequestBody        = 32 << 20
 	defaultResponseHeaderTimeout = 60 * time.Second
 	defaultWeight                = 1
@@ -74,6 +75,9 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	limits, _ := composite(c, p, raw.Limits)
 	cfg.Limits.RequestMemory = c.size(p.key("request_memory"), limits.RequestMemory, defaultRequestMemory)
 	cfg.Limits.MaxRequestBody = c.size(p.key("max_request_body"), limits.MaxRequestBody, defaultMaxRequestBody)
+	p = root.key("shutdown")
+	shutdown, _ := composite(c, p, raw.Shutdown)
+	cfg.Shutdown.DrainDelay = c.duration(p.key("drain_delay"), shutdown.DrainDelay, defaultDrainDelay)
 	return cfg
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // validate checks ranges and the relations between values. A field that
@@ -23,6 +24,9 @@ func (c *checker) validate(cfg *Config) {
 	c.validateHealthCheck(root.key("health_check"), &cfg.HealthCheck)
 	c.validateProxy(root.key("proxy"), &cfg.Proxy)
 	c.validateLimits(root.key("limits"), &cfg.Limits)
+	if d := cfg.Shutdown.DrainDelay; d < 0 || d > 5*time.Minute {
+		c.errorf(root.key("shutdown").key("drain_delay"), "must be 0 to 5m, got %s", d)
+	}
 	c.validateRegions(root.key("regions"), cfg.Regions)
 }
 

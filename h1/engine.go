@@ -115,7 +115,8 @@ type Engine struct {
 	conns     map[*conn]struct{}
 	tunnels   map[net.Conn]struct{}
 	closing   atomic.Bool
-	forced    bool // Shutdown ran out of time (under mu)
+	draining  atomic.Bool // Drain was called: every answer closes its connection
+	forced    bool        // Shutdown ran out of time (under mu)
 	wg        sync.WaitGroup
 
 	panics atomic.Int64 // recovered in connection goroutines (tests check it)
@@ -299,11 +300,31 @@ func (e *Engine) closeIdle() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for c := range e.conns {
-		if c.idle.Load() {
+		if c.idle.Load() && e.idleLongEnough(time.Unix(0, c.idleSince.Load()), time.Now()) {
 			_ = c.nc.Close()
 		}
 	}
 }
+
+// drainIdle is how long a connection must have waited for a request
+// before a shutdown that follows a drain closes it: a client that has just
+// connected, or that is sending its next request as the close happens,
+// would otherwise see the connection fail. (After the drain's
+// "Connection: close" answers, only connections that stayed idle through
+// it, or that have just connected, are left.)
+const drainIdle = time.Second
+
+// idleLongEnough reports whether a connection waiting for a request since
+// since may be closed at shutdown: at once, unless the engine was drained.
+func (e *Engine) idleLongEnough(since, now time.Time) bool {
+	return !e.draining.Load() || now.Sub(since) >= drainIdle
+}
+
+// Drain makes every answer from now on close its connection
+// ("Connection: close"), so that keep-alive clients move elsewhere while
+// the engine still accepts; a Shutdown that follows leaves connections
+// that have just connected time to send their request.
+func (e *Engine) Drain() { e.draining.Store(true) }
 
 // track registers a tunnelled connection so Shutdown can end it; it reports
 // false when shutting down already.
@@ -331,6 +352,8 @@ type conn struct {
 	src  io.Reader // what br reads: nc, after any bytes read before
 	peer netip.Addr
 	idle atomic.Bool // waiting for a request (Shutdown may close it)
+	// idleSince is when it started waiting (Unix nanoseconds).
+	idleSince atomic.Int64
 	// inUse is the backend connection the current request is on, closed
 	// by a Shutdown that runs out of time.
 	inUse atomic.Pointer[bconn]
@@ -478,6 +501,7 @@ func (c *conn) serve() {
 		}
 	}
 	for {
+		c.idleSince.Store(time.Now().UnixNano())
 		c.idle.Store(true)
 		if e.closing.Load() {
 			return

@@ -604,8 +604,10 @@ func (l *loop) expire(c *conn) {
 // closeIdle closes the connections waiting for a request.
 func (l *loop) closeIdle() {
 	for i := len(l.conns) - 1; i >= 0; i-- {
-		if l.conns[i].st == stIdle {
-			l.closeClient(l.conns[i])
+		c := l.conns[i]
+		if c.st == stIdle && (len(c.in) == 0 || !l.e.draining.Load()) &&
+			l.e.idleLongEnough(c.deadline.Add(-l.e.clientTimeout), l.now) {
+			l.closeClient(c)
 		}
 	}
 }

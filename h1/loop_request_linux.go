@@ -162,7 +162,7 @@ func (l *loop) start(c *conn, need int) {
 	e, r := l.e, &c.req
 	c.start, c.now = l.now, l.now
 	r.dropConnectionTokens()
-	c.wantsEnd = r.close || l.closing
+	c.wantsEnd = r.close || l.closing || e.draining.Load()
 	c.hasBody = r.contentLength >= 0
 	if !c.body.append(c.in[c.headLen:need], c) {
 		l.refuseNow(c, errMemory)

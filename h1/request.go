@@ -34,7 +34,7 @@ func (c *conn) handle(raw []byte) bool {
 	c.armRead() // after a long idle wait, the request gets the full timeout
 	r := &c.req
 	r.dropConnectionTokens()
-	c.wantsEnd = r.close || e.closing.Load()
+	c.wantsEnd = r.close || e.closing.Load() || e.draining.Load()
 	if err := c.readBody(); err != nil {
 		c.refuse(err)
 		return false

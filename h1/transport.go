@@ -273,7 +273,7 @@ func (t *Transport) writeBody(bc *bconn, req *http.Request, body *countingReader
 	if req.ContentLength > 0 {
 		n, err := io.Copy(w, io.LimitReader(body, req.ContentLength))
 		if err == nil && n < req.ContentLength {
-			err = io.ErrUnexpectedEOF
+			err = &bodyReadError{io.ErrUnexpectedEOF} // the body ended before its length
 		}
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -68,6 +69,7 @@ type Handler struct {
 	transport     *h1.Transport
 	clientTimeout time.Duration
 	maxBody       int64
+	draining      atomic.Bool
 	log           *zap.Logger
 	states        sync.Pool
 }
@@ -121,6 +123,11 @@ func New(o Options) *Handler {
 	return h
 }
 
+// Drain makes every HTTP/1 answer from now on close its connection
+// ("Connection: close"), so that keep-alive clients move elsewhere while
+// the server still accepts.
+func (h *Handler) Drain() { h.draining.Store(true) }
+
 // Close releases idle connections to backends and stops their reaper.
 func (h *Handler) Close() { h.transport.Close() }
 
@@ -144,6 +151,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Connection", "close")
 		plain(rw, http.StatusRequestEntityTooLarge, "geoproxy: request body too large")
 		return
+	}
+	if r.ProtoMajor == 1 && h.draining.Load() {
+		rw.Header().Set("Connection", "close") // the keep-alive client moves elsewhere
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// Go's server drops a Content-Length sent with Transfer-Encoding,

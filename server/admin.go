@@ -93,6 +93,9 @@ func (s *Server) Ready() (bool, string) {
 	default:
 		return false, "starting"
 	}
+	if s.draining.Load() {
+		return false, "draining"
+	}
 	snap := s.router.Snapshot()
 	for i := range snap.Regions {
 		if snap.Regions[i].Eligible() {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +69,7 @@ type Server struct {
 	cancel             context.CancelFunc
 	wg                 sync.WaitGroup
 	ready              chan struct{}
+	draining           atomic.Bool
 }
 
 // New builds a Server from a validated configuration. Nothing runs and no
@@ -211,7 +213,9 @@ func (s *Server) Router() *balancer.Router { return s.router }
 // real health, then binds the proxy and admin listeners and serves in the
 // background.
 func (s *Server) Start(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	// Health checks and the router live until Shutdown has let the last
+	// request finish, not until ctx (the signal) ends.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.started = time.Now()
 
@@ -332,17 +336,44 @@ func (s *Server) stop() {
 	s.wg.Wait()
 }
 
-// Run starts the server and serves until ctx ends, then shuts down
-// gracefully, giving in-flight requests up to grace to finish.
+// Run starts the server and serves until ctx ends, then drains (see
+// Drain) for shutdown.drain_delay and shuts down gracefully, giving
+// in-flight requests up to grace to finish.
 func (s *Server) Run(ctx context.Context, grace time.Duration) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	s.log.Info("shutting down", zap.Duration("grace", grace))
+	delay := s.cfg.Shutdown.DrainDelay
+	s.log.Info("draining: /readyz fails, answers close their connections", zap.Duration("drain_delay", delay), zap.Duration("grace", grace))
+	s.Drain()
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	s.log.Info("shutting down: no new connections; requests in flight finish", zap.Duration("grace", grace))
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	return s.Shutdown(sctx)
+	err := s.Shutdown(sctx)
+	if err != nil {
+		s.log.Error("stopped before every request finished", zap.Error(err))
+	} else {
+		s.log.Info("geoproxy stopped")
+	}
+	return err
+}
+
+// Drain takes the server out of rotation while it still serves: /readyz
+// answers 503 "draining" from now on, so load balancers and Kubernetes
+// endpoints stop sending new connections, and every answer closes its
+// connection, so keep-alive clients reconnect elsewhere.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	if s.native != nil {
+		s.native.Drain()
+	}
+	if s.handler != nil {
+		s.handler.Drain()
+	}
 }
 
 // Explain says where a direct client at addr would go now.

@@ -201,6 +201,7 @@ func TestServeStopsGracefullyOnSIGTERM(t *testing.T) {
 	cfg := writeFile(t, "serve.yaml", fmt.Sprintf(`listen: %s
 admin: {listen: %s}
 health_check: {interval: 1s, timeout: 900ms, healthy_threshold: 1}
+shutdown: {drain_delay: 300ms}
 regions:
   - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
 `, listen, admin, backend.URL))
@@ -254,6 +255,11 @@ regions:
 		t.Fatal("the request did not reach the backend within 10s")
 	}
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	waitFor(t, logs, `"msg":"draining`)
+	resp, err := client.Get("http://" + admin + "/readyz")
+	require.NoError(t, err, "the admin listener serves while draining")
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "/readyz fails at once")
 	var r result
 	select {
 	case r = <-res:
@@ -263,7 +269,8 @@ regions:
 	require.NoError(t, r.err)
 	assert.Equal(t, http.StatusOK, r.code)
 	assert.Equal(t, "done", r.body)
-	waitFor(t, logs, `"msg":"shutting down"`)
+	waitFor(t, logs, `"msg":"shutting down`)
+	waitFor(t, logs, `"msg":"geoproxy stopped"`)
 	require.NoError(t, cmd.Wait(), "exit status 0")
 }
 
