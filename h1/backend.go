@@ -2,7 +2,7 @@ package h1
 
 import (
 	"bufio"
-	"crypto/tls"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -94,19 +94,7 @@ func appendFieldS(dst []byte, name string, value []byte) []byte {
 
 // dial opens a backend connection.
 func (c *conn) dial(p *pool) (*bconn, error) {
-	nc, err := c.e.dialer.Dial("tcp", p.addr)
-	if err != nil {
-		return nil, err
-	}
-	bc := &bconn{nc: nc, tls: p.tls}
-	if sc, ok := nc.(syscall.Conn); ok {
-		bc.raw, _ = sc.SyscallConn()
-	}
-	if p.tls {
-		bc.nc = tls.Client(nc, &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12})
-	}
-	bc.br = bufio.NewReaderSize(bc.nc, MaxHead)
-	return bc, nil
+	return dialBackend(context.Background(), &c.e.dialer, p)
 }
 
 // forward makes one attempt on a backend of pool p and, on success, sends

@@ -2,7 +2,10 @@ package h1
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"sync"
@@ -90,6 +93,33 @@ func quiet(fd uintptr) bool {
 	_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	return errno == unix.EAGAIN
+}
+
+// dialBackend opens a connection to p's backend, and shakes hands when it
+// speaks TLS, within the dialer's timeout.
+func dialBackend(ctx context.Context, d *net.Dialer, p *pool) (*bconn, error) {
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	bc := &bconn{nc: nc, tls: p.tls}
+	if sc, ok := nc.(syscall.Conn); ok {
+		bc.raw, _ = sc.SyscallConn()
+	}
+	if p.tls {
+		tc := tls.Client(nc, &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+		if d.Timeout > 0 {
+			_ = nc.SetDeadline(time.Now().Add(d.Timeout))
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = nc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", p.addr, err)
+		}
+		_ = nc.SetDeadline(time.Time{})
+		bc.nc = tc
+	}
+	bc.br = bufio.NewReaderSize(bc.nc, MaxHead)
+	return bc, nil
 }
 
 func newPool(be *route.Backend) *pool {

@@ -3,7 +3,6 @@ package h1
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"net/textproto"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/geoproxy/geoproxy/balancer"
@@ -132,7 +130,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		if bc == nil {
 			var err error
-			if bc, err = t.dial(ctx, p); err != nil {
+			if bc, err = dialBackend(ctx, &t.dialer, p); err != nil {
 				closeBody(req)
 				return nil, err
 			}
@@ -160,28 +158,6 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
-}
-
-// dial opens a backend connection, TLS included.
-func (t *Transport) dial(ctx context.Context, p *pool) (*bconn, error) {
-	nc, err := t.dialer.DialContext(ctx, "tcp", p.addr)
-	if err != nil {
-		return nil, err
-	}
-	bc := &bconn{nc: nc, tls: p.tls}
-	if sc, ok := nc.(syscall.Conn); ok {
-		bc.raw, _ = sc.SyscallConn()
-	}
-	if p.tls {
-		tc := tls.Client(nc, &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = nc.Close()
-			return nil, err
-		}
-		bc.nc = tc
-	}
-	bc.br = bufio.NewReaderSize(bc.nc, MaxHead)
-	return bc, nil
 }
 
 // exchangeError is a failed exchange, with how far it got.
@@ -490,14 +466,7 @@ func (b *backendBody) read(buf []byte) (int, error) {
 		if b.left == 0 {
 			return 0, io.EOF
 		}
-		if int64(len(buf)) > b.left {
-			buf = buf[:b.left]
-		}
-		n, err := br.Read(buf)
-		b.left -= int64(n)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+		n, err := b.readLeft(buf)
 		if err == nil && b.left == 0 {
 			err = io.EOF
 		}
@@ -517,17 +486,24 @@ func (b *backendBody) read(buf []byte) (int, error) {
 		}
 		b.left, b.inChunk = int64(size), true
 	}
-	if int64(len(buf)) > b.left {
-		buf = buf[:b.left]
-	}
-	n, err := br.Read(buf)
-	b.left -= int64(n)
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
+	n, err := b.readLeft(buf)
 	if err == nil && b.left == 0 {
 		b.inChunk = false
 		err = chunkEnd(br)
+	}
+	return n, err
+}
+
+// readLeft reads at most the b.left bytes still due (of the body, or of
+// the chunk); the connection ending before them is an error.
+func (b *backendBody) readLeft(buf []byte) (int, error) {
+	if int64(len(buf)) > b.left {
+		buf = buf[:b.left]
+	}
+	n, err := b.bc.br.Read(buf)
+	b.left -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }
