@@ -3,6 +3,7 @@ module github.com/geoproxy/geoproxy
 go 1.26.0
 
 require (
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/goccy/go-yaml v1.19.2
 	github.com/hashicorp/go-memdb v1.3.5
 	github.com/maxmind/mmdbwriter v1.2.0

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 )
 
 // Override pins a CIDR to a location (config `geoip.overrides`); it wins over the database.
@@ -14,10 +15,11 @@ type Override struct {
 
 // Locator answers where a client is: overrides first (longest prefix wins),
 // then private ranges -> default, then the database; not found or no
-// coordinates -> default coordinates. It is immutable and safe for
-// concurrent use.
+// coordinates -> default coordinates. It is safe for concurrent use; its
+// overrides and default never change, and its database can be swapped for
+// a reloaded one (Swap) while lookups run.
 type Locator struct {
-	db        *Database
+	db        atomic.Pointer[Database]
 	def       Location
 	overrides []Override // masked, unmapped, longest prefix first
 }
@@ -34,7 +36,8 @@ type Locator struct {
 // override wins.
 func NewLocator(db *Database, def Location, overrides []Override) *Locator {
 	def = withCountryPoint(def)
-	l := &Locator{db: db, def: def}
+	l := &Locator{def: def}
+	l.db.Store(db)
 	for _, o := range overrides {
 		p := o.Prefix
 		if !p.IsValid() {
@@ -76,7 +79,12 @@ func withCountryPoint(loc Location) Location {
 }
 
 // Database returns the database the Locator reads, possibly nil.
-func (l *Locator) Database() *Database { return l.db }
+func (l *Locator) Database() *Database { return l.db.Load() }
+
+// Swap makes db the database lookups read from now on, and returns the one
+// it replaces. Lookups under way finish on the old one, which stays usable
+// (do not Close it).
+func (l *Locator) Swap(db *Database) *Database { return l.db.Swap(db) }
 
 // Default returns the default location, completed as NewLocator describes.
 func (l *Locator) Default() Location { return l.def }
@@ -97,10 +105,11 @@ func (l *Locator) Locate(addr netip.Addr) (Location, Result) {
 	if isPrivate(addr) {
 		return l.def, ResultPrivate
 	}
-	if l.db == nil {
+	db := l.db.Load()
+	if db == nil {
 		return l.def, ResultNotFound
 	}
-	e, err := l.db.lookup(addr)
+	e, err := db.lookup(addr)
 	if err != nil {
 		return l.def, ResultError
 	}

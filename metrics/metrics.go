@@ -40,6 +40,8 @@ type Metrics struct {
 	HealthCheckDuration *prometheus.HistogramVec
 	// HealthChanges counts backend state changes.
 	HealthChanges *prometheus.CounterVec
+	// GeoReloads counts reloads of the geo database by result.
+	GeoReloads *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the build info, on reg.
@@ -74,6 +76,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "geoproxy_retries_total",
 			Help: "Attempts after the first one of a request, by the region retried in.",
 		}, []string{"region"}),
+		GeoReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_geoip_reloads_total",
+			Help: "Reloads of the geo database file (on change or SIGHUP), by result (success, failure: the database in use stays).",
+		}, []string{"result"}),
 		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "geoproxy_health_checks_total",
 			Help: "Active health probes, by region, backend and result (pass, fail).",
@@ -95,7 +101,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	})
 	build.Set(1)
 	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.Failover, m.GeoLookups, m.UpstreamErrors,
-		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, build)
+		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, m.GeoReloads, build)
+	for _, r := range []string{"success", "failure"} {
+		m.GeoReloads.WithLabelValues(r) // at 0 from the start, so rate() and alerts see them
+	}
 	return m
 }
 

@@ -61,7 +61,7 @@ type BackendStatus struct {
 
 // Status reports the current regions, backends and their health.
 func (s *Server) Status() Status {
-	info := s.db.Info()
+	info := s.locator.Database().Info()
 	st := Status{
 		Version:       s.version,
 		UptimeSeconds: time.Since(s.started).Seconds(),

@@ -29,6 +29,10 @@ import (
 	"github.com/geoproxy/geoproxy/route"
 )
 
+// geoSettle is how long the geo database file must be quiet after a change
+// before it is reloaded.
+const geoSettle = 250 * time.Millisecond
+
 // Options configure a Server.
 type Options struct {
 	Config  *config.Config
@@ -51,7 +55,6 @@ type Server struct {
 	version  string
 	registry *prometheus.Registry
 	metrics  *metrics.Metrics
-	db       *geo.Database
 	locator  *geo.Locator
 	store    *health.Store
 	checker  *health.Checker
@@ -81,20 +84,19 @@ func New(o Options) (*Server, error) {
 		s.clientTimeout = h1.DefaultClientTimeout
 	}
 
-	s.db = o.Database
-	if s.db == nil {
-		db, err := geo.Open(cfg.GeoIP.Database)
-		if err != nil {
+	db := o.Database
+	if db == nil {
+		var err error
+		if db, err = geo.Open(cfg.GeoIP.Database); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
-		s.db = db
 	}
-	s.locator = NewLocator(cfg, s.db)
+	s.locator = NewLocator(cfg, db)
 
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(s.registry, o.Version)
-	s.registry.MustRegister(metrics.NewGeoCollector(s.db.Info))
+	s.registry.MustRegister(metrics.NewGeoCollector(func() geo.Info { return s.locator.Database().Info() }))
 
 	store, err := health.NewStore()
 	if err != nil {
@@ -220,6 +222,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.started = time.Now()
 
 	s.wg.Go(func() { s.checker.Run(ctx, s.targets) })
+	s.wg.Go(func() { s.watchGeo(ctx, geoSettle) })
 	s.wg.Go(func() {
 		if err := s.router.Run(ctx); err != nil {
 			s.log.Error("router stopped", zap.Error(err))
@@ -277,7 +280,7 @@ func (s *Server) Start(ctx context.Context) error {
 		serve(s.proxyLn, s.native.Serve)
 	}
 	close(s.ready)
-	info := s.db.Info()
+	info := s.locator.Database().Info()
 	s.log.Info("geoproxy serving",
 		zap.String("version", s.version),
 		zap.Stringer("listen", s.proxyLn.Addr()),
@@ -320,7 +323,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.handler != nil {
 		s.handler.Close()
 	}
-	if err := s.db.Close(); err != nil {
+	if err := s.locator.Database().Close(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -115,12 +115,43 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		srv.SetMemoryLimit()
+		stopHUP := onHangup(ctx, func() {
+			log.Info("SIGHUP: reloading the geo database; the config file itself is read only at start")
+			_ = srv.ReloadGeo() // logs and counts its own outcome
+		})
+		defer stopHUP()
 		if err := srv.Run(ctx, *grace); err != nil {
 			log.Error("stopped", zap.Error(err))
 			return 1
 		}
 		return 0
 	})
+}
+
+// onHangup calls fn on each SIGHUP until ctx ends or the returned function
+// is called (which waits for fn to return). SIGHUP, which systemctl reload
+// sends, no longer ends the process.
+func onHangup(ctx context.Context, fn func()) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				fn()
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
 }
 
 // withLogger runs fn with a JSON logger at level on stderr and a context

@@ -292,3 +292,46 @@ func waitFor(t *testing.T, logs <-chan string, pattern string) {
 		}
 	}
 }
+
+// SIGHUP (what systemctl reload sends) reloads the geo database and keeps
+// the process serving; before, it ended it without a word.
+func TestServeSurvivesSIGHUP(t *testing.T) {
+	bin, err := buildBinary()
+	require.NoError(t, err)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer backend.Close()
+	listen, admin := freePort(t), freePort(t)
+	cfg := writeFile(t, "hup.yaml", fmt.Sprintf(`listen: %s
+admin: {listen: %s}
+geoip: {database: ../../testdata/geoip2-city.mmdb}
+health_check: {interval: 1s, timeout: 900ms, healthy_threshold: 1}
+shutdown: {drain_delay: 0s}
+regions:
+  - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
+`, listen, admin, backend.URL))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	logs := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs <- sc.Text()
+		}
+		close(logs)
+	}()
+	waitFor(t, logs, `"msg":"geoproxy serving"`)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	waitFor(t, logs, `"msg":"geo database reloaded"`)
+	resp, err := http.Get("http://" + admin + "/healthz")
+	require.NoError(t, err, "still serving")
+	_ = resp.Body.Close()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	waitFor(t, logs, `"msg":"geoproxy stopped"`)
+	require.NoError(t, cmd.Wait())
+}
