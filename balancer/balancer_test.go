@@ -35,7 +35,7 @@ func fixture(t testing.TB, db *geo.Database, down ...string) *Balancer {
 			rows = append(rows, health.BackendSpec{ID: b.ID, Region: s.Name})
 		}
 	}
-	require.NoError(t, store.Sync(nil, rows))
+	require.NoError(t, store.Sync(rows))
 	isDown := map[string]bool{}
 	for _, d := range down {
 		isDown[d] = true

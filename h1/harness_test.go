@@ -340,7 +340,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 	}
 	store, err := health.NewStore()
 	require.NoError(t, err)
-	require.NoError(t, store.Sync(nil, rows))
+	require.NoError(t, store.Sync(rows))
 	for _, r := range rows {
 		_, _, err := store.SetStatus(r.ID, health.Healthy, "")
 		require.NoError(t, err)

@@ -123,8 +123,8 @@ func (c *conn) failure(lastErr error) int {
 	return code
 }
 
-// conclude counts a request out of flight and reports it: metrics, the
-// access log, passive health.
+// conclude counts a request out of flight and reports it: metrics and the
+// access log.
 func (c *conn) conclude(dur time.Duration, status int, region *route.Region, be *route.Backend, err error) {
 	e, r := c.e, &c.req
 	o := balancer.Outcome{Status: status, Region: region, Backend: be, Duration: dur, Err: err}

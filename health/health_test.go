@@ -123,7 +123,7 @@ func start(t *testing.T, s Settings, targets ...Target) *harness {
 	for _, tg := range targets {
 		specs = append(specs, BackendSpec{ID: tg.ID, Region: tg.Region})
 	}
-	require.NoError(t, store.Sync([]Region{{Name: "r1"}}, specs))
+	require.NoError(t, store.Sync(specs))
 	core, logs := observer.New(zap.InfoLevel)
 	h := &harness{store: store, events: newEvents(), logs: logs, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -254,7 +254,7 @@ func TestStopEndsEveryProbe(t *testing.T) {
 func TestSyncKeepsHealthAndRemovesStale(t *testing.T) {
 	store, err := NewStore()
 	require.NoError(t, err)
-	require.NoError(t, store.Sync([]Region{{Name: "a"}, {Name: "b"}}, []BackendSpec{
+	require.NoError(t, store.Sync([]BackendSpec{
 		{ID: "http://a1", Region: "a"}, {ID: "http://a2", Region: "a"}, {ID: "http://b1", Region: "b"},
 	}))
 	_, changed, err := store.SetStatus("http://a1", Healthy, "")
@@ -269,7 +269,7 @@ func TestSyncKeepsHealthAndRemovesStale(t *testing.T) {
 	require.NoError(t, err)
 
 	// a1 stays (healthy), a2 goes, b1 moves region (restarts unknown), c1 is new.
-	require.NoError(t, store.Sync([]Region{{Name: "a"}, {Name: "c"}}, []BackendSpec{
+	require.NoError(t, store.Sync([]BackendSpec{
 		{ID: "http://a1", Region: "a"}, {ID: "http://b1", Region: "c"}, {ID: "http://c1", Region: "c"},
 	}))
 	assert.False(t, ws.Watch(time.After(time.Second)), "watchers hear about the change")
@@ -289,9 +289,6 @@ func TestSyncKeepsHealthAndRemovesStale(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, healthy, 1)
 	assert.Equal(t, "http://a1", healthy[0].ID)
-	regions, err := store.Regions()
-	require.NoError(t, err)
-	assert.Len(t, regions, 2)
 
 	_, _, err = store.SetStatus("http://gone", Healthy, "")
 	assert.ErrorIs(t, err, ErrNoBackend)
@@ -300,7 +297,7 @@ func TestSyncKeepsHealthAndRemovesStale(t *testing.T) {
 func TestWaitSettledHonoursContext(t *testing.T) {
 	store, err := NewStore()
 	require.NoError(t, err)
-	require.NoError(t, store.Sync(nil, []BackendSpec{{ID: "x", Region: "r"}}))
+	require.NoError(t, store.Sync([]BackendSpec{{ID: "x", Region: "r"}}))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	assert.ErrorIs(t, store.WaitSettled(ctx), context.DeadlineExceeded)

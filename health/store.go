@@ -42,12 +42,6 @@ func (s Status) String() string {
 	return "unknown"
 }
 
-// Region is a row of the regions table.
-type Region struct {
-	Name     string
-	Lat, Lon float64
-}
-
 // Backend is a row of the backends table: one backend and its health.
 // Rows are immutable once stored; a change stores a new row.
 type Backend struct {
@@ -63,19 +57,7 @@ type Backend struct {
 	Reason string
 }
 
-const (
-	tableRegions  = "regions"
-	tableBackends = "backends"
-)
-
-func regionsTableSchema() *memdb.TableSchema {
-	return &memdb.TableSchema{
-		Name: tableRegions,
-		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
-		},
-	}
-}
+const tableBackends = "backends"
 
 func backendsTableSchema() *memdb.TableSchema {
 	return &memdb.TableSchema{
@@ -91,12 +73,11 @@ func backendsTableSchema() *memdb.TableSchema {
 // Schema returns the store's memdb schema.
 func Schema() *memdb.DBSchema {
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
-		tableRegions:  regionsTableSchema(),
 		tableBackends: backendsTableSchema(),
 	}}
 }
 
-// Store holds regions and backends with their health. It is safe for
+// Store holds the backends with their health. It is safe for
 // concurrent use: writes are serialised transactions, reads are lock-free
 // snapshots.
 type Store struct {
@@ -119,21 +100,12 @@ type BackendSpec struct {
 	Region string
 }
 
-// Sync makes the store hold exactly the given regions and backends, in one
+// Sync makes the store hold exactly the given backends, in one
 // transaction. Backends already present in the same region keep their
 // health; new ones start Unknown; missing ones are removed.
-func (s *Store) Sync(regions []Region, backends []BackendSpec) error {
+func (s *Store) Sync(backends []BackendSpec) error {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
-	if _, err := txn.DeleteAll(tableRegions, "id"); err != nil {
-		return fmt.Errorf("health: sync regions: %w", err)
-	}
-	for i := range regions {
-		r := regions[i]
-		if err := txn.Insert(tableRegions, &r); err != nil {
-			return fmt.Errorf("health: sync region %s: %w", r.Name, err)
-		}
-	}
 	keep := make(map[string]bool, len(backends))
 	now := s.now()
 	for _, spec := range backends {
@@ -246,19 +218,6 @@ func (s *Store) list(index string, arg any) ([]*Backend, error) {
 	var out []*Backend
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		out = append(out, raw.(*Backend))
-	}
-	return out, nil
-}
-
-// Regions returns every region ordered by name.
-func (s *Store) Regions() ([]*Region, error) {
-	it, err := s.db.Txn(false).Get(tableRegions, "id")
-	if err != nil {
-		return nil, fmt.Errorf("health: list regions: %w", err)
-	}
-	var out []*Region
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*Region))
 	}
 	return out, nil
 }

@@ -5,7 +5,6 @@ package metrics
 
 import (
 	"runtime"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,14 +123,6 @@ func (m *Metrics) Changed(t health.Target, _, to health.Status) {
 }
 
 var _ health.Observer = (*Metrics)(nil)
-
-// CodeClass returns the status class label of an HTTP status code.
-func CodeClass(code int) string {
-	if code < 100 || code > 599 {
-		return "other"
-	}
-	return strconv.Itoa(code/100) + "xx"
-}
 
 // StateCollector exports the current routing state at scrape time: one
 // series per backend that exists now, so removed backends disappear.

@@ -103,8 +103,8 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.store = store
-	specs, regions, backends, targets := Topology(cfg)
-	if err := store.Sync(regions, backends); err != nil {
+	specs, backends, targets := Topology(cfg)
+	if err := store.Sync(backends); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.targets = targets
@@ -171,10 +171,9 @@ func NewLocator(cfg *config.Config, db *geo.Database) *geo.Locator {
 
 // Topology turns the configuration's regions into routing specs, health
 // store rows and probe targets.
-func Topology(cfg *config.Config) ([]route.RegionSpec, []health.Region, []health.BackendSpec, []health.Target) {
+func Topology(cfg *config.Config) ([]route.RegionSpec, []health.BackendSpec, []health.Target) {
 	var (
 		specs    []route.RegionSpec
-		regions  []health.Region
 		backends []health.BackendSpec
 		targets  []health.Target
 	)
@@ -187,25 +186,12 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.Region, []health
 			targets = append(targets, health.Target{ID: id, Region: r.Name, URL: b.URL})
 		}
 		specs = append(specs, spec)
-		regions = append(regions, health.Region{Name: r.Name, Lat: r.Location.Lat, Lon: r.Location.Lon})
 	}
-	return specs, regions, backends, targets
-}
-
-// Handler returns the net/http proxy handler; nil unless the engine is
-// nethttp.
-func (s *Server) Handler() http.Handler {
-	if s.handler == nil {
-		return nil
-	}
-	return s.handler
+	return specs, backends, targets
 }
 
 // Registry returns the server's metrics registry.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
-
-// Store returns the health store.
-func (s *Server) Store() *health.Store { return s.store }
 
 // Router returns the router.
 func (s *Server) Router() *balancer.Router { return s.router }

@@ -233,7 +233,7 @@ func cmdLookup(args []string, stdout, stderr io.Writer) int {
 	}
 	defer func() { _ = db.Close() }()
 	loc := server.NewLocator(cfg, db)
-	specs, _, _, _ := server.Topology(cfg)
+	specs, _, _ := server.Topology(cfg)
 	snap := route.NewSnapshot(specs, func(*route.Backend) bool { return true }, 1)
 	code := 0
 	for _, raw := range fs.Args() {
