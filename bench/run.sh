@@ -11,59 +11,12 @@
 # Every process it started is stopped on exit, on error and on Ctrl-C.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+script=bench/run.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench/harness "$@"
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
-
-for a in "$@"; do
-  case "$a" in
-    -h|-help|--help) exec go run ./bench/harness -h ;;
-  esac
-done
-
-command -v go >/dev/null || die "go is not on PATH (Go 1.26 or newer is needed)"
-
-tmp=""
-hpid=""
 policy_rc=""
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ -n "$policy_rc" ]]; then rm -f "$policy_rc"; fi
-  if [[ -n "$hpid" ]] && kill -0 "$hpid" 2>/dev/null; then
-    kill -TERM "$hpid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$hpid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$hpid" 2>/dev/null || true
-  fi
-  # Anything the harness started and could not stop itself (it was killed): each process
-  # leads its own process group, recorded in $tmp/pids.
-  if [[ -n "$tmp" && -d "$tmp/pids" ]]; then
-    local f pid left=()
-    for f in "$tmp"/pids/*.pid; do
-      [[ -e "$f" ]] || continue
-      pid=$(<"$f")
-      [[ "$pid" =~ ^[0-9]+$ ]] || continue
-      kill -TERM -- "-$pid" 2>/dev/null && left+=("$pid")
-    done
-    if ((${#left[@]})); then
-      sleep 2
-      for pid in "${left[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
-      say "stopped ${#left[@]} leftover process group(s)"
-    fi
-  fi
-  if [[ -n "$tmp" && -d "$tmp" ]]; then
-    case $rc in
-      0|130|143) rm -rf "$tmp" ;;
-      *) say "logs and configs kept in $tmp" ;;
-    esac
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit() { if [[ -n "$policy_rc" ]]; then rm -f "$policy_rc"; fi; }
 
 # 1. Tools. Debian starts a package's service on install; a policy-rc.d that says no keeps
 # nginx and haproxy from starting as system services (the harness runs its own instances).
@@ -89,19 +42,8 @@ fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # 2. Build.
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/geoproxy-bench.XXXXXX")
+bench_build geoproxy-bench bench/harness "the harness"
 chmod 755 "$tmp" # nginx workers may run as another user
-say "building geoproxy and the harness into $tmp"
-go build -o "$tmp/geoproxy" ./cmd/geoproxy || die "building geoproxy (go build ./cmd/geoproxy) failed"
-go build -o "$tmp/harness" ./bench/harness || die "building the harness (go build ./bench/harness) failed"
 
-# 3. Run. In the background, so that a TERM to this script reaches the harness at once.
-cmdline="bench/run.sh"
-if (($#)); then cmdline+=$(printf ' %q' "$@"); fi
-"$tmp/harness" -workdir "$tmp" -geoproxy "$tmp/geoproxy" -out "$root/docs/benchmarks.md" \
-  -command "$cmdline" "$@" &
-hpid=$!
-rc=0
-wait "$hpid" || rc=$?
-hpid=""
-exit "$rc"
+# 3. Run.
+bench_run bench/harness docs/benchmarks.md "$@"

@@ -4,8 +4,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -48,13 +46,6 @@ func (p ports) target(name string) int {
 	panic("unknown target " + name)
 }
 func (p ports) geoproxyAdmin(name string) int { return p.target(name) + 90 } // 18194, 18195
-
-func writeFile(path, content string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(content), 0o644)
-}
 
 // nginxConf is the shared frame of both nginx configs: foreground, everything under prefix.
 func nginxConf(prefix, errorLog string, workers int, http string) string {

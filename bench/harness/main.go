@@ -12,19 +12,21 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/geoproxy/geoproxy/bench/internal/cli"
+	"github.com/geoproxy/geoproxy/bench/internal/mdreport"
+	"github.com/geoproxy/geoproxy/bench/internal/proc"
+	"github.com/geoproxy/geoproxy/bench/internal/procfs"
 )
 
 // busyCores: other processes using this much CPU during a run make it suspect.
@@ -62,7 +64,7 @@ type options struct {
 type target struct {
 	name    string
 	port    int
-	proc    *process
+	proc    *proc.Process
 	skipped string // why it was not measured, if it was not
 	setup   string // one line on how it is configured
 
@@ -76,39 +78,13 @@ type target struct {
 
 func (t *target) addr() string { return fmt.Sprintf("127.0.0.1:%d", t.port) }
 
-func main() {
-	o, err := parseFlags(os.Args[1:])
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	err = run(ctx, o)
-	interrupted := ctx.Err() != nil
-	stop()
-	stopAll(3 * time.Second)
-	if err != nil {
-		if interrupted {
-			fmt.Fprintln(os.Stderr, "bench: interrupted; every process started was stopped")
-			os.Exit(130)
-		}
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(cli.Main("bench", os.Args[1:], parseFlags, run)) }
 
 func parseFlags(args []string) (options, error) {
 	var o options
-	fs := flag.NewFlagSet("harness", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: bench/run.sh [flags]\n\n"+
-			"Benchmarks geoproxy (geo routing on) against nginx, HAProxy and Caddy as reverse proxies\n"+
-			"to one nginx backend on loopback, prints the table and writes it to -out.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := cli.NewFlagSet("harness", "bench/run.sh",
+		"Benchmarks geoproxy (geo routing on) against nginx, HAProxy and Caddy as reverse proxies\n"+
+			"to one nginx backend on loopback, prints the table and writes it to -out.")
 	fs.DurationVar(&o.duration, "duration", 8*time.Second, "length of each measured wrk run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured wrk run against each target before the rounds (0 = none)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every target once, in an order rotated each round")
@@ -175,42 +151,18 @@ func parseFlags(args []string) (options, error) {
 	return o, nil
 }
 
-func targetList(s string) ([]string, error) {
-	var out []string
-	for _, n := range strings.Split(s, ",") {
-		n = strings.TrimSpace(n)
-		if n == "" {
-			continue
-		}
-		if !slices.Contains(allTargets, n) {
-			return nil, fmt.Errorf("unknown target %q (known: %s)", n, strings.Join(allTargets, ", "))
-		}
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no target")
-	}
-	// Keep the canonical order, whatever order they were given in.
-	slices.SortFunc(out, func(a, b string) int { return slices.Index(allTargets, a) - slices.Index(allTargets, b) })
-	return out, nil
-}
-
-func progress(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
-}
+// targetList reads the -targets and -rate-targets flags.
+func targetList(s string) ([]string, error) { return cli.Names(s, allTargets, "target", "no target") }
 
 func run(ctx context.Context, o options) error {
 	began := time.Now()
-	if o.workDir == "" {
-		d, err := os.MkdirTemp("", "geoproxy-bench.")
-		if err != nil {
-			return err
-		}
-		o.workDir = d
-		defer os.RemoveAll(d)
+	procs, err := proc.NewSet(o.workDir, "geoproxy-bench.")
+	if err != nil {
+		return err
 	}
+	defer procs.Close(3 * time.Second)
+	o.workDir = procs.Dir()
+
 	needGeoproxy := slices.Contains(o.targets, "geoproxy") || slices.Contains(o.targets, "geoproxy-nethttp")
 	if needGeoproxy && o.geoproxyBin == "" {
 		return errors.New("-geoproxy: the geoproxy binary is needed (bench/run.sh builds it)")
@@ -243,7 +195,7 @@ func run(ctx context.Context, o options) error {
 		"load.lua":              wrkScript(),
 	}
 	for name, content := range files {
-		if err := writeFile(filepath.Join(w, name), content); err != nil {
+		if err := cli.WriteFile(filepath.Join(w, name), content); err != nil {
 			return fmt.Errorf("writing configs: %w", err)
 		}
 	}
@@ -292,7 +244,7 @@ func run(ctx context.Context, o options) error {
 				msg = msg[:i]
 			}
 			t.skipped = "skipped: this geoproxy does not accept `engine: nethttp` (" + strings.TrimSpace(strings.TrimPrefix(msg, filepath.Join(w, "")+"/")) + ")"
-			progress("geoproxy-nethttp %s", t.skipped)
+			cli.Progress("geoproxy-nethttp %s", t.skipped)
 		}
 	}
 	if t := find("geoproxy"); t != nil {
@@ -321,70 +273,70 @@ func run(ctx context.Context, o options) error {
 			need[p.geoproxyAdmin(t.name)] = t.name + " admin"
 		}
 	}
-	if err := checkPortsFree(need); err != nil {
+	if err := proc.CheckPortsFree(need); err != nil {
 		return fmt.Errorf("checking ports: %w", err)
 	}
 
 	machine := machineInfo(o.geoproxyBin) // before the run: the commit and date it started with
 	est := estimate(o, len(active()))
-	progress("work directory %s; this run should take about %s", w, est.Round(10*time.Second))
+	cli.Progress("work directory %s; this run should take about %s", w, est.Round(10*time.Second))
 
 	// Step: start everything.
 	gomax := fmt.Sprintf("GOMAXPROCS=%d", o.workers)
-	backend, err := start(w, "backend", nil, "nginx", "-p", filepath.Join(w, "backend")+"/",
+	backend, err := procs.Start("backend", nil, "nginx", "-p", filepath.Join(w, "backend")+"/",
 		"-c", filepath.Join(w, "backend/nginx.conf"), "-e", logPath("backend"))
 	if err != nil {
 		return fmt.Errorf("starting the backend: %w", err)
 	}
 	for i := 0; i < 3; i++ {
-		if err := backend.waitReady(ctx, fmt.Sprintf("127.0.0.1:%d", p.backend(i)), o.startTimeout); err != nil {
+		if err := backend.WaitReady(ctx, fmt.Sprintf("127.0.0.1:%d", p.backend(i)), o.startTimeout); err != nil {
 			return fmt.Errorf("starting the backend: %w", err)
 		}
 	}
-	progress("backend up on 127.0.0.1:%d-%d", p.backend(0), p.backend(2))
+	cli.Progress("backend up on 127.0.0.1:%d-%d", p.backend(0), p.backend(2))
 	for _, t := range active() {
 		var err error
 		switch t.name {
 		case "direct":
 			t.proc = nil
 		case "nginx":
-			t.proc, err = start(w, "nginx", nil, "nginx", "-p", filepath.Join(w, "nginx")+"/",
+			t.proc, err = procs.Start("nginx", nil, "nginx", "-p", filepath.Join(w, "nginx")+"/",
 				"-c", filepath.Join(w, "nginx/nginx.conf"), "-e", logPath("nginx"))
 		case "haproxy":
-			t.proc, err = start(w, "haproxy", nil, "haproxy", "-db", "-f", filepath.Join(w, "haproxy.cfg"),
+			t.proc, err = procs.Start("haproxy", nil, "haproxy", "-db", "-f", filepath.Join(w, "haproxy.cfg"),
 				"-p", filepath.Join(w, "haproxy.pid"))
 		case "caddy":
 			home := filepath.Join(w, "caddy")
-			t.proc, err = start(w, "caddy", []string{gomax, "HOME=" + home, "XDG_DATA_HOME=" + home, "XDG_CONFIG_HOME=" + home},
+			t.proc, err = procs.Start("caddy", []string{gomax, "HOME=" + home, "XDG_DATA_HOME=" + home, "XDG_CONFIG_HOME=" + home},
 				"caddy", "run", "--config", filepath.Join(w, "Caddyfile"), "--adapter", "caddyfile",
 				"--pidfile", filepath.Join(w, "caddy.pid"))
 		case "geoproxy", "geoproxy-nethttp":
-			t.proc, err = start(w, t.name, []string{gomax}, o.geoproxyBin, "serve",
+			t.proc, err = procs.Start(t.name, []string{gomax}, o.geoproxyBin, "serve",
 				"-config", filepath.Join(w, t.name+".yaml"), "-log-level", "warn", "-shutdown-grace", "1s")
 		}
 		if err != nil {
 			return fmt.Errorf("starting %s: %w", t.name, err)
 		}
 		if t.proc != nil {
-			if err := t.proc.waitReady(ctx, t.addr(), o.startTimeout); err != nil {
+			if err := t.proc.WaitReady(ctx, t.addr(), o.startTimeout); err != nil {
 				return fmt.Errorf("starting %s: %w", t.name, err)
 			}
 		}
 		if err := check(t); err != nil {
 			if t.proc != nil {
-				return fmt.Errorf("checking %s: %w", t.name, t.proc.failure("first requests", err))
+				return fmt.Errorf("checking %s: %w", t.name, t.proc.Failure("first requests", err))
 			}
-			return fmt.Errorf("checking %s: %w", t.name, backend.failure("first requests", err))
+			return fmt.Errorf("checking %s: %w", t.name, backend.Failure("first requests", err))
 		}
-		progress("%-16s up on %s", t.name, t.addr())
+		cli.Progress("%-16s up on %s", t.name, t.addr())
 	}
 
 	alive := func(t *target) error {
-		if backend.exited() {
-			return backend.failure("during the "+t.name+" run", errors.New("the backend stopped"))
+		if backend.Exited() {
+			return backend.Failure("during the "+t.name+" run", errors.New("the backend stopped"))
 		}
-		if t.proc != nil && t.proc.exited() {
-			return t.proc.failure("during its run", errors.New("it stopped"))
+		if t.proc != nil && t.proc.Exited() {
+			return t.proc.Failure("during its run", errors.New("it stopped"))
 		}
 		return nil
 	}
@@ -400,7 +352,7 @@ func run(ctx context.Context, o options) error {
 				return fmt.Errorf("warming up %s: %w", t.name, err)
 			}
 		}
-		progress("warmed up every target for %s", o.warmup)
+		cli.Progress("warmed up every target for %s", o.warmup)
 	}
 
 	// Step: closed-loop rounds, interleaved.
@@ -410,12 +362,12 @@ func run(ctx context.Context, o options) error {
 			t := act[(i+r)%len(act)]
 			pg := 0
 			if t.proc != nil {
-				pg = t.proc.pid()
+				pg = t.proc.PID()
 			}
 			if err := settle(ctx); err != nil {
 				return err
 			}
-			meter := startMeter(backend.pid(), pg)
+			meter := startMeter(backend.PID(), pg)
 			res, _, err := runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.duration)
 			if aerr := alive(t); aerr != nil { // a process that died explains a failed run best
 				err = aerr
@@ -443,12 +395,12 @@ func run(ctx context.Context, o options) error {
 			if other >= busyCores {
 				busy = fmt.Sprintf("  (other processes used %.1f cores meanwhile)", other)
 			}
-			progress("round %d/%d  %-16s %9.0f req/s  p50 %-9s p99 %-9s cpu %s%s%s", r+1, o.rounds, t.name, res.RPS, fmtDur(res.P50), fmtDur(res.P99), cpuS, errs, busy)
+			cli.Progress("round %d/%d  %-16s %9.0f req/s  p50 %-9s p99 %-9s cpu %s%s%s", r+1, o.rounds, t.name, res.RPS, fmtDur(res.P50), fmtDur(res.P99), cpuS, errs, busy)
 		}
 	}
 	for _, t := range act {
 		if t.proc != nil {
-			t.rss, t.rssProcs = groupHWM(t.proc.pid())
+			t.rss, t.rssProcs = procfs.GroupHWM(t.proc.PID())
 		}
 	}
 
@@ -479,7 +431,7 @@ func run(ctx context.Context, o options) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		progress("stalls: %s", stalls)
+		cli.Progress("stalls: %s", stalls)
 	}
 	if rate > 0 {
 		rate = float64(int(rate))
@@ -488,12 +440,12 @@ func run(ctx context.Context, o options) error {
 				t := rateSet[(i+r)%len(rateSet)]
 				pg := 0
 				if t.proc != nil {
-					pg = t.proc.pid()
+					pg = t.proc.PID()
 				}
 				if err := settle(ctx); err != nil {
 					return err
 				}
-				meter := startMeter(backend.pid(), pg)
+				meter := startMeter(backend.PID(), pg)
 				res, err := openLoop(ctx, t.addr(), rate, o.rateConns, o.rateWarmup, o.rateDuration)
 				if aerr := alive(t); aerr != nil {
 					err = aerr
@@ -510,7 +462,7 @@ func run(ctx context.Context, o options) error {
 				if res.overloaded() {
 					over = "  (overloaded: it did not keep up)"
 				}
-				progress("fixed rate %d/%d  %-16s %7.0f req/s asked, %7.0f answered  p50 %-9s p99 %-9s errors %d%s", r+1, o.rateRounds, t.name, res.Rate, res.Achieved, fmtDur(res.P50), fmtDur(res.P99), res.Errors, over)
+				cli.Progress("fixed rate %d/%d  %-16s %7.0f req/s asked, %7.0f answered  p50 %-9s p99 %-9s errors %d%s", r+1, o.rateRounds, t.name, res.Rate, res.Achieved, fmtDur(res.P50), fmtDur(res.P99), res.Errors, over)
 			}
 		}
 	}
@@ -519,15 +471,7 @@ func run(ctx context.Context, o options) error {
 	rep := report{opts: o, targets: targets, rate: rate, rateNote: rateNote, rateSet: rateSet, tooSlow: tooSlow,
 		stalls:  stalls,
 		started: began, elapsed: time.Since(began), machine: machine}
-	md := rep.markdown()
-	fmt.Print(md)
-	if o.out != "" {
-		if err := writeFile(o.out, md); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
-		}
-		progress("wrote %s (run took %s)", o.out, time.Since(began).Round(time.Second))
-	}
-	return nil
+	return mdreport.Publish(os.Stdout, rep.markdown(), o.out, began)
 }
 
 // rateTargets splits the measured targets into those the fixed rate runs against and those

@@ -3,16 +3,15 @@
 package main
 
 import (
-	"bufio"
-	"debug/buildinfo"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/geoproxy/geoproxy/bench/internal/mdreport"
 )
 
 type report struct {
@@ -103,8 +102,6 @@ func fmtInt(x float64) string {
 	return b.String()
 }
 
-func fmtMB(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
-
 func (rp *report) find(name string) *target {
 	for _, t := range rp.targets {
 		if t.name == name && t.skipped == "" && len(t.runs) > 0 {
@@ -127,10 +124,7 @@ func (rp *report) markdown() string {
 	w("tools (Debian), builds geoproxy, starts every process itself on loopback and stops them at the end;\n")
 	w("run it again to refresh this page. How each number is taken is at the end.\n\n")
 
-	w("## Machine and run\n\n| | |\n|---|---|\n")
-	for _, kv := range rp.machine {
-		w("| %s | %s |\n", kv[0], kv[1])
-	}
+	w("## Machine and run\n\n%s", mdreport.Table(rp.machine))
 	cmd := o.command
 	if cmd == "" {
 		cmd = "go run ./bench/harness " + strings.Join(os.Args[1:], " ")
@@ -164,7 +158,7 @@ func (rp *report) markdown() string {
 		cpu, rss := "–", "–"
 		if t.proc != nil {
 			cpu = fmt.Sprintf("%.2f", median(t.cpu))
-			rss = fmtMB(t.rss)
+			rss = mdreport.MB(t.rss)
 		}
 		w("| %s | %s | %s | %s | %s | %s |", t.name, fmtInt(t.medRPS()), fmtDur(t.medP(false)), fmtDur(t.medP(true)), cpu, rss)
 		for _, r := range refs {
@@ -405,7 +399,7 @@ func (rp *report) checks() []string {
 	} else {
 		out = append(out, "not checked: added p99 at half rate (the fixed-rate part did not run against both direct and geoproxy)")
 	}
-	out = append(out, fmt.Sprintf("%s: peak RSS under load < 100 MB: %s", mark(gp.rss < 100e6), fmtMB(gp.rss)))
+	out = append(out, fmt.Sprintf("%s: peak RSS under load < 100 MB: %s", mark(gp.rss < 100e6), mdreport.MB(gp.rss)))
 	var errs int64
 	for _, r := range gp.runs {
 		errs += r.errors()
@@ -417,76 +411,16 @@ func (rp *report) checks() []string {
 	return out
 }
 
-// machineInfo: CPU, memory, kernel, Go and the tools' versions, and the date.
+// machineInfo: the machine, Go, geoproxy and the tools' versions, and the date.
 func machineInfo(geoproxyBin string) [][2]string {
-	cpu := "unknown"
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-		_ = f.Close()
-	}
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				mem = fmt.Sprintf("%.1f GiB", kb/(1<<20))
-			}
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	out := func(name string, args ...string) string {
-		b, _ := exec.Command(name, args...).CombinedOutput()
-		line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-		return strings.TrimSpace(line)
-	}
-	gp := "not built"
-	if geoproxyBin != "" {
-		gp = out(geoproxyBin, "version")
-		if bi, err := buildinfo.ReadFile(geoproxyBin); err == nil {
-			var rev, modified string
-			for _, s := range bi.Settings {
-				switch s.Key {
-				case "vcs.revision":
-					rev = s.Value
-				case "vcs.modified":
-					modified = s.Value
-				}
-			}
-			if rev == "" { // built with -buildvcs=false: ask git, without taking its index lock
-				rev = out("git", "rev-parse", "HEAD")
-				if st, err := exec.Command("git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
-					modified = "true"
-				}
-			}
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			if rev != "" && !strings.Contains(rev, " ") {
-				gp += ", commit " + rev
-				if modified == "true" {
-					gp += " with local changes"
-				}
-			}
-		}
-	}
-	return [][2]string{
-		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
-		{"CPU", fmt.Sprintf("%s, %d cores", cpu, runtime.NumCPU())},
-		{"memory", mem},
-		{"kernel", "Linux " + strings.TrimSpace(string(kernel))},
-		{"Go", runtime.Version()},
-		{"geoproxy", gp},
-		{"nginx", strings.TrimPrefix(out("nginx", "-v"), "nginx version: ")},
-		{"HAProxy", strings.TrimSuffix(strings.Split(out("haproxy", "-v"), " - ")[0], " ")},
-		{"Caddy", out("caddy", "version")},
-		{"wrk", strings.Split(out("wrk", "-v"), " Copyright")[0]},
-	}
+	return append(mdreport.Machine(),
+		[2]string{"Go", runtime.Version()},
+		[2]string{"geoproxy", mdreport.Geoproxy(geoproxyBin)},
+		[2]string{"nginx", strings.TrimPrefix(mdreport.FirstLine("nginx", "-v"), "nginx version: ")},
+		[2]string{"HAProxy", strings.TrimSuffix(strings.Split(mdreport.FirstLine("haproxy", "-v"), " - ")[0], " ")},
+		[2]string{"Caddy", mdreport.FirstLine("caddy", "version")},
+		[2]string{"wrk", strings.Split(mdreport.FirstLine("wrk", "-v"), " Copyright")[0]},
+	)
 }
 
 // noise says how much CPU other processes on the machine took during the runs.

@@ -249,6 +249,23 @@ func (a *attacker) lorisStart(i, n int) int {
 // lorisMax; the head never ends.
 func (a *attacker) slowloris(ctx context.Context, n int, t *tally, r *ramp) {
 	head := a.lorisHead()
+	a.trickle(ctx, n, t, r, a.lorisEvery, func(i int, conn net.Conn) func() {
+		sent := a.lorisStart(i, n)
+		_, _ = conn.Write(head[:sent]) // a failed write shows in the answer
+		return func() {
+			if sent < len(head) {
+				k := min(a.lorisBytes, len(head)-sent)
+				_, _ = conn.Write(head[sent : sent+k])
+				sent += k
+			}
+		}
+	})
+}
+
+// trickle holds n connections: on each, begin writes what goes at once and
+// returns what writes more, which runs every interval until the proxy
+// answers (the outcome is counted in t) or ctx ends.
+func (a *attacker) trickle(ctx context.Context, n int, t *tally, r *ramp, every time.Duration, begin func(i int, conn net.Conn) (more func())) {
 	hold(n, r, func(i int, inPlace func()) {
 		conn, err := dial(ctx, a.addr, 0)
 		if err != nil {
@@ -259,10 +276,9 @@ func (a *attacker) slowloris(ctx context.Context, n int, t *tally, r *ramp) {
 		stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 		defer stop()
 		got := answer(ctx, conn)
-		sent := a.lorisStart(i, n)
-		_, _ = conn.Write(head[:sent]) // a failed write shows in the answer
+		more := begin(i, conn)
 		inPlace()
-		tick := time.NewTicker(a.lorisEvery)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {
@@ -270,11 +286,7 @@ func (a *attacker) slowloris(ctx context.Context, n int, t *tally, r *ramp) {
 				t.add(o)
 				return
 			case <-tick.C:
-				if sent < len(head) {
-					k := min(a.lorisBytes, len(head)-sent)
-					_, _ = conn.Write(head[sent : sent+k])
-					sent += k
-				}
+				more()
 			}
 		}
 	})
@@ -299,32 +311,14 @@ func postHead(path string, size int64) []byte {
 func (a *attacker) slowBodies(ctx context.Context, n int, t *tally, r *ramp) {
 	head := postHead("/upload/slow", a.slowSize)
 	per := max(1, a.slowRate*int64(a.slowEvery)/int64(time.Second))
-	hold(n, r, func(_ int, inPlace func()) {
-		conn, err := dial(ctx, a.addr, 0)
-		if err != nil {
-			t.add(dialOutcome(ctx, err))
-			return
-		}
-		defer conn.Close()
-		stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-		defer stop()
-		got := answer(ctx, conn)
+	a.trickle(ctx, n, t, r, a.slowEvery, func(_ int, conn net.Conn) func() {
 		_, _ = conn.Write(head)
-		inPlace()
-		tick := time.NewTicker(a.slowEvery)
-		defer tick.Stop()
-		for left := a.slowSize; ; {
-			select {
-			case o := <-got:
-				t.add(o)
-				return
-			case <-tick.C:
-				if left > 0 {
-					k := min(left, per)
-					w, _ := writeRepeated(conn, a.payload, k)
-					t.sent.Add(w)
-					left -= w
-				}
+		left := a.slowSize
+		return func() {
+			if left > 0 {
+				w, _ := writeRepeated(conn, a.payload, min(left, per))
+				t.sent.Add(w)
+				left -= w
 			}
 		}
 	})

@@ -5,8 +5,6 @@ package main
 import (
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -51,10 +49,6 @@ func fmtSize(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// fmtMB writes a measured byte count in MB (10^6), as the other benchmark
-// reports of the project do.
-func fmtMB(n uint64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
-
 // ports, from -port-base.
 type ports struct{ base int }
 
@@ -87,11 +81,4 @@ regions:
 		fmt.Fprintf(&b, "limits: {request_memory: %s}\n", requestMemory)
 	}
 	return b.String()
-}
-
-func writeFile(path, content string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(content), 0o644)
 }

@@ -16,18 +16,20 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/geoproxy/geoproxy/bench/internal/cli"
+	"github.com/geoproxy/geoproxy/bench/internal/mdreport"
+	"github.com/geoproxy/geoproxy/bench/internal/proc"
+	"github.com/geoproxy/geoproxy/bench/internal/procfs"
 )
 
 // Documented costs of a client connection in the native engine beyond its
@@ -107,28 +109,7 @@ type options struct {
 	startTimeout time.Duration
 }
 
-func main() {
-	o, err := parseFlags(os.Args[1:])
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "pressure:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	err = run(ctx, o)
-	interrupted := ctx.Err() != nil
-	stop()
-	if err != nil {
-		if interrupted {
-			fmt.Fprintln(os.Stderr, "pressure: interrupted; every process started was stopped")
-			os.Exit(130)
-		}
-		fmt.Fprintln(os.Stderr, "pressure:", err)
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(cli.Main("pressure", os.Args[1:], parseFlags, run)) }
 
 // sizeValue is a flag holding a size such as 32MiB.
 type sizeValue struct{ n *int64 }
@@ -151,14 +132,10 @@ func (v sizeValue) Set(s string) error {
 
 func parseFlags(args []string) (options, error) {
 	var o options
-	fs := flag.NewFlagSet("pressure", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: bench/pressure.sh [flags]\n\n"+
-			"Attacks geoproxy with slow and greedy clients, each engine in turn, while a normal client\n"+
+	fs := cli.NewFlagSet("pressure", "bench/pressure.sh",
+		"Attacks geoproxy with slow and greedy clients, each engine in turn, while a normal client\n"+
 			"makes small requests beside them; reports the proxy's memory against its budget and the\n"+
-			"normal client's latency against its latency without the attack, and writes it to -out.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+			"normal client's latency against its latency without the attack, and writes it to -out.")
 	engines := fs.String("engines", strings.Join(allEngines(), ","), "engines, comma-separated, from: "+strings.Join(allEngines(), ", "))
 	phases := fs.String("phases", strings.Join(allPhases(), ","), "phases, comma-separated, from: "+strings.Join(allPhases(), ", ")+" (the first baseline always runs)")
 	fs.DurationVar(&o.baseline, "baseline", 5*time.Second, "how long the side client measures alone")
@@ -189,10 +166,10 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	var err error
-	if o.engines, err = pick(*engines, allEngines()); err != nil {
+	if o.engines, err = names(*engines, allEngines()); err != nil {
 		return o, fmt.Errorf("-engines: %w", err)
 	}
-	if o.phases, err = pick(*phases+","+phBaseline, allPhases()); err != nil {
+	if o.phases, err = names(*phases+","+phBaseline, allPhases()); err != nil {
 		return o, fmt.Errorf("-phases: %w", err)
 	}
 	o.requestMemoryBytes = defaultRequestMemory
@@ -221,30 +198,9 @@ func parseFlags(args []string) (options, error) {
 	return o, nil
 }
 
-// pick splits a comma-separated list, checks each name and keeps the order of known.
-func pick(s string, known []string) ([]string, error) {
-	var out []string
-	for n := range strings.SplitSeq(s, ",") {
-		n = strings.TrimSpace(n)
-		if n == "" {
-			continue
-		}
-		if !slices.Contains(known, n) {
-			return nil, fmt.Errorf("unknown name %q (known: %s)", n, strings.Join(known, ", "))
-		}
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("none given")
-	}
-	slices.SortFunc(out, func(a, b string) int { return slices.Index(known, a) - slices.Index(known, b) })
-	return out, nil
-}
-
-func progress(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+// names reads the -engines and -phases flags: names from known.
+func names(s string, known []string) ([]string, error) {
+	return cli.Names(s, known, "name", "none given")
 }
 
 // maxConns is the most connections one phase opens to the proxy.
@@ -307,14 +263,13 @@ func run(ctx context.Context, o options) error {
 	if o.geoproxyBin == "" {
 		return errors.New("-geoproxy: the geoproxy binary is needed (bench/pressure.sh builds it)")
 	}
-	if o.workDir == "" {
-		d, err := os.MkdirTemp("", "geoproxy-pressure.")
-		if err != nil {
-			return err
-		}
-		o.workDir = d
-		defer os.RemoveAll(d)
+	procs, err := proc.NewSet(o.workDir, "geoproxy-pressure.")
+	if err != nil {
+		return err
 	}
+	defer procs.Close(3 * time.Second)
+	o.workDir = procs.Dir()
+
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
 		// This process holds each attack connection and, as the backend,
@@ -328,7 +283,7 @@ func run(ctx context.Context, o options) error {
 	cfgs := map[string]string{}
 	for _, e := range o.engines {
 		path := filepath.Join(o.workDir, "geoproxy-"+e+".yaml")
-		if err := writeFile(path, geoproxyConfig(p, e, o.requestMemory)); err != nil {
+		if err := cli.WriteFile(path, geoproxyConfig(p, e, o.requestMemory)); err != nil {
 			return fmt.Errorf("writing configs: %w", err)
 		}
 		out, err := exec.CommandContext(ctx, o.geoproxyBin, "validate", "-config", path).CombinedOutput()
@@ -341,7 +296,7 @@ func run(ctx context.Context, o options) error {
 		}
 		cfgs[e] = path
 	}
-	if err := checkPortsFree(map[int]string{p.proxy(): "proxy", p.admin(): "admin", p.backend(): "backend"}); err != nil {
+	if err := proc.CheckPortsFree(map[int]string{p.proxy(): "proxy", p.admin(): "admin", p.backend(): "backend"}); err != nil {
 		return fmt.Errorf("checking ports: %w", err)
 	}
 
@@ -349,15 +304,13 @@ func run(ctx context.Context, o options) error {
 	touched := touchFresh(touchSize)
 	machine = append(machine, [2]string{"fresh memory", fmt.Sprintf("%.2f GB/s at first touch (%s in %s, timed here before the run)",
 		float64(touchSize)/1e9/touched.Seconds(), fmtSize(touchSize), touched.Round(time.Millisecond))})
-	progress("work directory %s; this run should take about %s", o.workDir, o.estimate().Round(10*time.Second))
+	cli.Progress("work directory %s; this run should take about %s", o.workDir, o.estimate().Round(10*time.Second))
 
 	be, err := startBackend(fmt.Sprintf("127.0.0.1:%d", p.backend()), o.largeSize)
 	if err != nil {
 		return fmt.Errorf("starting the backend: %w", err)
 	}
 	defer be.close()
-	procs := newProcSet(o.workDir)
-	defer procs.stopAll(3 * time.Second)
 
 	var results []phaseResult
 	for _, e := range o.engines {
@@ -367,20 +320,12 @@ func run(ctx context.Context, o options) error {
 				return fmt.Errorf("engine %s, phase %s: %w", e, ph, err)
 			}
 			results = append(results, r)
-			progress("%s", r.line(baselineOf(results, e)))
+			cli.Progress("%s", r.line(baselineOf(results, e)))
 		}
 	}
 
 	rep := report{opts: o, results: results, started: began, elapsed: time.Since(began), machine: machine}
-	md := rep.markdown()
-	fmt.Print(md)
-	if o.out != "" {
-		if err := writeFile(o.out, md); err != nil {
-			return fmt.Errorf("writing the report: %w", err)
-		}
-		progress("wrote %s (run took %s)", o.out, time.Since(began).Round(time.Second))
-	}
-	return nil
+	return mdreport.Publish(os.Stdout, rep.markdown(), o.out, began)
 }
 
 // phaseResult is what one phase measured.
@@ -430,16 +375,16 @@ func baselineOf(results []phaseResult, engine string) *phaseResult {
 // runPhase starts a fresh geoproxy, warms it up, starts the phase's attack,
 // measures the side client and the proxy's memory while it runs, and stops
 // everything it started.
-func runPhase(ctx context.Context, o options, procs *procSet, engine, ph, cfg string) (phaseResult, error) {
+func runPhase(ctx context.Context, o options, procs *proc.Set, engine, ph, cfg string) (phaseResult, error) {
 	res := phaseResult{engine: engine, phase: ph, conns: o.phaseConns(ph), perConn: perConn(ph)}
 	addr := fmt.Sprintf("127.0.0.1:%d", ports{o.portBase}.proxy())
-	gp, err := procs.start("geoproxy-"+engine+"-"+ph, nil, o.geoproxyBin, "serve",
+	gp, err := procs.Start("geoproxy-"+engine+"-"+ph, nil, o.geoproxyBin, "serve",
 		"-config", cfg, "-log-level", "warn", "-shutdown-grace", "1s")
 	if err != nil {
 		return res, err
 	}
-	defer procs.stop(gp, 2*time.Second)
-	if err := gp.waitReady(ctx, addr, o.startTimeout); err != nil {
+	defer procs.Stop(gp, 2*time.Second)
+	if err := gp.WaitReady(ctx, addr, o.startTimeout); err != nil {
 		return res, err
 	}
 	side := sideClient{addr: addr, pause: o.sidePause, timeout: o.sideTimeout}
@@ -447,18 +392,18 @@ func runPhase(ctx context.Context, o options, procs *procSet, engine, ph, cfg st
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		return res, gp.failure("warm-up", fmt.Errorf("the side client got %s and %d answers", warm.errs, len(warm.lat)))
+		return res, gp.Failure("warm-up", fmt.Errorf("the side client got %s and %d answers", warm.errs, len(warm.lat)))
 	}
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
 		return res, err
 	}
-	pid := gp.pid()
-	idle, err := readStatus(pid)
+	pid := gp.PID()
+	idle, err := procfs.ReadStatus(pid)
 	if err != nil {
-		return res, gp.failure("reading its memory", err)
+		return res, gp.Failure("reading its memory", err)
 	}
-	res.idleRSS = idle.rss
-	res.hwmSinceStart = resetPeak(pid) != nil
+	res.idleRSS = idle.RSS
+	res.hwmSinceStart = procfs.ResetPeak(pid) != nil
 
 	sctx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan usage, 1)
@@ -514,14 +459,14 @@ func runPhase(ctx context.Context, o options, procs *procSet, engine, ph, cfg st
 	res.proxyCores, res.selfCores, res.otherCores, res.busiest = cpu.cores()
 	endSampling()
 	res.samples, res.peakRSS, res.endRSS, res.peakFDs, res.endFDs = u.samples, u.peakRSS, u.lastRSS, u.peakFDs, u.lastFDs
-	if m, err := readStatus(pid); err == nil {
-		res.peakRSS = max(res.peakRSS, m.hwm)
+	if m, err := procfs.ReadStatus(pid); err == nil {
+		res.peakRSS = max(res.peakRSS, m.HWM)
 	}
 	stopAttack()
 	<-attackDone
 	res.sent = res.attack.sent.Load()
-	if gp.exited() {
-		res.note = "geoproxy " + gp.state() + " during the phase"
+	if gp.Exited() {
+		res.note = "geoproxy " + gp.State() + " during the phase"
 		if u.firstErr != nil {
 			res.note += " (" + u.firstErr.Error() + ")"
 		}

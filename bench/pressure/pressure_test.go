@@ -8,107 +8,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/geoproxy/geoproxy/bench/internal/procfs"
 )
-
-const statusSample = `Name:	geoproxy
-Umask:	0022
-State:	S (sleeping)
-VmPeak:	 2246532 kB
-VmSize:	 2246532 kB
-VmHWM:	  101376 kB
-VmRSS:	   51234 kB
-RssAnon:	   30000 kB
-Threads:	9
-`
-
-func TestParseStatus(t *testing.T) {
-	m, err := parseStatus(strings.NewReader(statusSample))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.rss != 51234<<10 || m.hwm != 101376<<10 {
-		t.Errorf("got rss %d hwm %d, want %d and %d", m.rss, m.hwm, 51234<<10, 101376<<10)
-	}
-	if _, err := parseStatus(strings.NewReader("Name:\tkthreadd\nState:\tS (sleeping)\n")); err == nil {
-		t.Error("no error for a status without VmRSS")
-	}
-	if _, err := parseStatus(strings.NewReader("VmRSS:\t12 MB\nVmHWM:\t12 kB\n")); err == nil {
-		t.Error("no error for a unit other than kB")
-	}
-}
-
-func TestProcOfThisProcess(t *testing.T) {
-	pid := os.Getpid()
-	m, err := readStatus(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.rss == 0 || m.hwm < m.rss {
-		t.Errorf("rss %d, hwm %d: want rss > 0 and hwm >= rss", m.rss, m.hwm)
-	}
-	before, err := countFDs(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	after, err := countFDs(pid)
-	_ = f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after != before+1 {
-		t.Errorf("descriptors: %d, then %d after opening one", before, after)
-	}
-	if err := resetPeak(pid); err != nil {
-		t.Errorf("resetting VmHWM: %v", err)
-	}
-	if _, err := readCPU(0); err != nil {
-		t.Error(err)
-	}
-	if _, err := readCPU(pid); err != nil {
-		t.Error(err)
-	}
-	if _, err := machineCPU(); err != nil {
-		t.Error(err)
-	}
-	if _, err := readStatus(1 << 30); err == nil {
-		t.Error("no error for a process that does not exist")
-	}
-}
-
-func TestParseCPU(t *testing.T) {
-	// A command name with spaces and parentheses; utime 150, stime 50 ticks.
-	stat := "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 9 0 100 0 0"
-	d, err := parseCPU([]byte(stat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d != 2*time.Second {
-		t.Errorf("got %s, want 2s", d)
-	}
-	if name, _, _ := parseStat([]byte(stat)); name != "a (b) c" {
-		t.Errorf("name %q, want %q", name, "a (b) c")
-	}
-	if _, err := parseCPU([]byte("1234 (x S 1")); err == nil {
-		t.Error("no error for a cut line")
-	}
-	if len(allProcTimes()) == 0 {
-		t.Error("no process found in /proc")
-	}
-}
 
 func TestBusiest(t *testing.T) {
 	s := time.Second
-	before := map[int]procTime{1: {"fuzz", 10 * s}, 2: {"fuzz", 10 * s}, 3: {"go", 5 * s}, 4: {"proxy", 0}, 5: {"idle", s}, 6: {"old", s}}
-	after := map[int]procTime{1: {"fuzz", 14 * s}, 2: {"fuzz", 13 * s}, 3: {"go", 6 * s}, 4: {"proxy", 9 * s}, 5: {"idle", s},
-		7: {"new", 2 * s}, 6: {"reused", s / 10}}
+	st := func(name string, cpu time.Duration) procfs.Stat { return procfs.Stat{Name: name, CPU: cpu} }
+	before := map[int]procfs.Stat{1: st("fuzz", 10*s), 2: st("fuzz", 10*s), 3: st("go", 5*s), 4: st("proxy", 0), 5: st("idle", s), 6: st("old", s)}
+	after := map[int]procfs.Stat{1: st("fuzz", 14*s), 2: st("fuzz", 13*s), 3: st("go", 6*s), 4: st("proxy", 9*s), 5: st("idle", s),
+		7: st("new", 2*s), 6: st("reused", s/10)}
 	// Over 10 s: fuzz 0.7 cores, new 0.2, go 0.1, reused 0.01 (a new process on an old pid), proxy left out.
 	if got, want := busiest(before, after, 10*s, 4), "fuzz 0.70, new 0.20, go 0.10"; got != want {
 		t.Errorf("got %q, want %q", got, want)
@@ -461,28 +373,6 @@ func TestSideClient(t *testing.T) {
 	res = sideClient{addr: "127.0.0.1:1", timeout: time.Second}.run(context.Background(), 100*time.Millisecond)
 	if res.errs.total() == 0 || time.Since(at) > time.Second {
 		t.Errorf("errors %s after %s", res.errs, time.Since(at))
-	}
-}
-
-func TestProcSet(t *testing.T) {
-	dir := t.TempDir()
-	s := newProcSet(dir)
-	p, err := s.start("sleeper", nil, "sleep", "60")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "pids", "sleeper.pid")); err != nil {
-		t.Error(err)
-	}
-	if p.exited() {
-		t.Fatal("exited at once")
-	}
-	s.stopAll(time.Second)
-	if !p.exited() {
-		t.Error("still running after stopAll")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "pids", "sleeper.pid")); !os.IsNotExist(err) {
-		t.Errorf("pid file left: %v", err)
 	}
 }
 

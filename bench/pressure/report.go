@@ -3,16 +3,15 @@
 package main
 
 import (
-	"bufio"
-	"debug/buildinfo"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/geoproxy/geoproxy/bench/internal/mdreport"
 )
 
 type report struct {
@@ -56,7 +55,7 @@ func (r phaseResult) within(requestMemory int64) (budget, verdict string) {
 		return "-", "-"
 	}
 	b := r.budget(requestMemory)
-	budget = fmtMB(b)
+	budget = mdreport.MB(b)
 	switch {
 	case r.peakRSS == 0:
 		verdict = "not measured"
@@ -88,7 +87,7 @@ func (r phaseResult) line(base *phaseResult) string {
 	}
 	p50, p99 := r.side.quantile(0.5), r.side.quantile(0.99)
 	s := fmt.Sprintf("%-7s %-11s peak %s, end %s, fds %d  side p50 %s (%s) p99 %s (%s), %d errors",
-		r.engine, r.phase, fmtMB(r.peakRSS), fmtMB(r.endRSS), r.peakFDs,
+		r.engine, r.phase, mdreport.MB(r.peakRSS), mdreport.MB(r.endRSS), r.peakFDs,
 		fmtDur(p50), ratio(p50, bp50), fmtDur(p99), ratio(p99, bp99), r.side.errs.total())
 	s += fmt.Sprintf("  cpu: proxy %.2f, here %.2f, other %.2f", r.proxyCores, r.selfCores, r.otherCores)
 	if !isBaseline(r.phase) {
@@ -114,10 +113,7 @@ func (rp *report) markdown() string {
 	w("It attacks geoproxy with slow and greedy clients, each engine in turn, while a normal client makes " +
 		"small requests beside them, and reports the proxy's memory against its budget and the normal " +
 		"client's latency against its latency without an attack. [bench/pressure](../bench/pressure) is the program.\n\n")
-	w("| | |\n|---|---|\n")
-	for _, kv := range rp.machine {
-		w("| %s | %s |\n", kv[0], kv[1])
-	}
+	b.WriteString(mdreport.Table(rp.machine))
 
 	rm := "not set: the config has no `limits` key; the budget uses the default, " + fmtSize(o.requestMemoryBytes)
 	if o.requestMemory != "" {
@@ -176,10 +172,10 @@ func (rp *report) markdown() string {
 		budget, verdict := r.within(o.requestMemoryBytes)
 		held := "-"
 		if m := r.engineMem; m.scrapes > 0 {
-			held = fmt.Sprintf("%s, %s; %d", fmtMB(uint64(max(0, m.peakUsed))), fmtMB(uint64(max(0, m.last.used))), m.last.refused)
+			held = fmt.Sprintf("%s, %s; %d", mdreport.MB(uint64(max(0, m.peakUsed))), mdreport.MB(uint64(max(0, m.last.used))), m.last.refused)
 		}
 		w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d, %d |\n", r.engine, r.phase, r.attackCell(),
-			fmtMB(r.idleRSS), fmtMB(r.peakRSS), fmtMB(r.endRSS), budget, verdict, held, r.peakFDs, r.endFDs)
+			mdreport.MB(r.idleRSS), mdreport.MB(r.peakRSS), mdreport.MB(r.endRSS), budget, verdict, held, r.peakFDs, r.endFDs)
 	}
 
 	w("\n## The side client, and what the attack clients got\n\n")
@@ -247,10 +243,10 @@ func (rp *report) notes() []string {
 			continue
 		}
 		n := fmt.Sprintf("**%s, %s: over budget.** Peak RSS %s, %.1f× the budget of %s (%s above the idle RSS)",
-			r.engine, r.phase, fmtMB(r.peakRSS), float64(r.peakRSS)/float64(b), fmtMB(b), fmtMB(r.peakRSS-min(r.peakRSS, r.idleRSS)))
+			r.engine, r.phase, mdreport.MB(r.peakRSS), float64(r.peakRSS)/float64(b), mdreport.MB(b), mdreport.MB(r.peakRSS-min(r.peakRSS, r.idleRSS)))
 		if m := r.engineMem; m.scrapes > 0 {
 			n += fmt.Sprintf(", while the engine counted at most %s held for requests against its limit of %s, and refused %d requests",
-				fmtMB(uint64(max(0, m.peakUsed))), fmtMB(uint64(max(0, m.last.limit))), m.last.refused)
+				mdreport.MB(uint64(max(0, m.peakUsed))), mdreport.MB(uint64(max(0, m.last.limit))), m.last.refused)
 		}
 		out = append(out, n+".")
 	}
@@ -283,73 +279,17 @@ func (rp *report) notes() []string {
 	return out
 }
 
-// machineInfo: CPU, memory, kernel, Go, geoproxy's version and commit, and the date.
+// machineInfo: the machine, its open files limit, Go, geoproxy's version
+// and commit, and the date.
 func machineInfo(geoproxyBin string) [][2]string {
-	cpu := "unknown"
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-		_ = f.Close()
-	}
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				mem = fmt.Sprintf("%.1f GiB", kb/(1<<20))
-			}
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	out := func(name string, args ...string) string {
-		b, _ := exec.Command(name, args...).CombinedOutput()
-		line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-		return strings.TrimSpace(line)
-	}
-	gp := out(geoproxyBin, "version")
-	if bi, err := buildinfo.ReadFile(geoproxyBin); err == nil {
-		var rev, modified string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				modified = s.Value
-			}
-		}
-		if rev == "" { // built with -buildvcs=false: ask git, without taking its index lock
-			rev = out("git", "rev-parse", "HEAD")
-			if st, err := exec.Command("git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
-				modified = "true"
-			}
-		}
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if rev != "" && !strings.Contains(rev, " ") {
-			gp += ", commit " + rev
-			if modified == "true" {
-				gp += " with local changes"
-			}
-		}
-	}
 	var lim syscall.Rlimit
 	nofile := "unknown"
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
 		nofile = strconv.FormatUint(lim.Cur, 10)
 	}
-	return [][2]string{
-		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
-		{"CPU", fmt.Sprintf("%s, %d cores", cpu, runtime.NumCPU())},
-		{"memory", mem},
-		{"kernel", "Linux " + strings.TrimSpace(string(kernel))},
-		{"open files limit", nofile},
-		{"Go", runtime.Version()},
-		{"geoproxy", gp},
-	}
+	return append(mdreport.Machine(),
+		[2]string{"open files limit", nofile},
+		[2]string{"Go", runtime.Version()},
+		[2]string{"geoproxy", mdreport.Geoproxy(geoproxyBin)},
+	)
 }
