@@ -115,8 +115,9 @@ type Engine struct {
 	conns     map[*conn]struct{}
 	tunnels   map[net.Conn]struct{}
 	closing   atomic.Bool
-	draining  atomic.Bool // Drain was called: every answer closes its connection
-	forced    bool        // Shutdown ran out of time (under mu)
+	draining  atomic.Bool  // Drain was called: every answer closes its connection
+	drainIdle atomic.Int64 // see Drain
+	forced    bool         // Shutdown ran out of time (under mu)
 	wg        sync.WaitGroup
 
 	panics atomic.Int64 // recovered in connection goroutines (tests check it)
@@ -177,11 +178,15 @@ func (e *Engine) Serve(ln net.Listener) error {
 		go e.reap()
 		e.startLoops()
 	})
+	// Shutdown waits for this loop too: a connection it accepted just
+	// before the listener closed is counted before Shutdown stops waiting.
+	e.wg.Add(1)
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
 		delete(e.listeners, ln)
 		e.mu.Unlock()
+		e.wg.Done()
 	}()
 	var backoff time.Duration
 	for {
@@ -205,7 +210,9 @@ func (e *Engine) Serve(ln net.Listener) error {
 		}
 		c := e.newConn(nc)
 		e.mu.Lock()
-		if e.closing.Load() {
+		if e.forced || e.closing.Load() && !e.draining.Load() {
+			// (Drained, it is served: its client has sent or is sending
+			// a request, which gets an answer that closes.)
 			e.mu.Unlock()
 			_ = nc.Close()
 			return http.ErrServerClosed
@@ -306,25 +313,25 @@ func (e *Engine) closeIdle() {
 	}
 }
 
-// drainIdle is how long a connection must have waited for a request
-// before a shutdown that follows a drain closes it: a client that has just
-// connected, or that is sending its next request as the close happens,
-// would otherwise see the connection fail. (After the drain's
-// "Connection: close" answers, only connections that stayed idle through
-// it, or that have just connected, are left.)
-const drainIdle = time.Second
-
 // idleLongEnough reports whether a connection waiting for a request since
-// since may be closed at shutdown: at once, unless the engine was drained.
+// since may be closed at shutdown: at once, unless the engine was drained,
+// and then once it has waited as long as Drain said.
 func (e *Engine) idleLongEnough(since, now time.Time) bool {
-	return !e.draining.Load() || now.Sub(since) >= drainIdle
+	return !e.draining.Load() || now.Sub(since) >= time.Duration(e.drainIdle.Load())
 }
 
 // Drain makes every answer from now on close its connection
 // ("Connection: close"), so that keep-alive clients move elsewhere while
-// the engine still accepts; a Shutdown that follows leaves connections
-// that have just connected time to send their request.
-func (e *Engine) Drain() { e.draining.Store(true) }
+// the engine still accepts. A Shutdown that follows closes a connection
+// waiting for a request only once it has waited idle: a client that has
+// just connected, or that is sending its next request as the close
+// happens, would otherwise see its request fail. With the client timeout
+// as idle, connections end on their own: after their next answer, or at
+// their idle timeout.
+func (e *Engine) Drain(idle time.Duration) {
+	e.drainIdle.Store(int64(idle))
+	e.draining.Store(true)
+}
 
 // track registers a tunnelled connection so Shutdown can end it; it reports
 // false when shutting down already.
@@ -503,8 +510,8 @@ func (c *conn) serve() {
 	for {
 		c.idleSince.Store(time.Now().UnixNano())
 		c.idle.Store(true)
-		if e.closing.Load() {
-			return
+		if e.closing.Load() && !e.draining.Load() {
+			return // (drained: closeIdle closes it once it has waited long enough)
 		}
 		c.armRead()
 		raw, err := c.readHead()

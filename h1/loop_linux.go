@@ -518,7 +518,7 @@ func (l *loop) register(fd int, ent fdEntry) error {
 
 // adopt starts serving a new client connection.
 func (l *loop) adopt(c *conn) {
-	if l.closing {
+	if l.forced || l.closing && !l.e.draining.Load() {
 		_ = unix.Close(c.fd)
 		return
 	}

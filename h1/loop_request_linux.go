@@ -503,7 +503,10 @@ func (l *loop) writeClient(c *conn) {
 		c.outOff += n
 	}
 	c.giveBack()
-	if c.wantsEnd || l.closing {
+	if c.wantsEnd || l.forced {
+		// Closing a connection whose answer did not say so could meet the
+		// client's next request: when shutting down, an idle one is
+		// closed by closeIdle, by the rules of a drain.
 		l.closeClient(c)
 		return
 	}

@@ -170,7 +170,7 @@ func (c *conn) appendResponseHead(dst []byte, region *route.Region, chunked, bod
 	}
 	// To an HTTP/1.0 client, a body with codings other than chunked goes
 	// as coded, until close, without Transfer-Encoding (RFC 9112 6.1).
-	c.wantsEnd = c.wantsEnd || e.closing.Load()
+	c.wantsEnd = c.wantsEnd || e.closing.Load() || e.draining.Load()
 	switch {
 	case c.wantsEnd:
 		dst = append(dst, "Connection: close\r\n"...)

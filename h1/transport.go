@@ -368,8 +368,8 @@ func (t *Transport) response(stop func() bool, p *pool, bc *bconn, req *http.Req
 		Request:       req,
 	}
 	for _, f := range rs.fields {
-		if f.kind == kindTransferEncoding {
-			continue
+		if f.kind == kindTransferEncoding || f.kind == kindContentLength && rs.chunked {
+			continue // the answer is chunked: a length beside it is not its length
 		}
 		name := textproto.CanonicalMIMEHeaderKey(string(f.name))
 		res.Header[name] = append(res.Header[name], string(f.value))
@@ -541,15 +541,16 @@ func (b *backendBody) finish(err error) {
 		return
 	}
 	b.done = true
-	b.stop()
-	clean := err == nil || err == io.EOF
+	// When the client went away meanwhile, its cancellation set a past
+	// deadline on the connection: it cannot be pooled.
+	clean := b.stop() && (err == nil || err == io.EOF)
 	if clean && !b.untilClose && !b.res.Close {
 		_ = b.bc.nc.SetWriteDeadline(time.Time{})
 		b.p.put(b.bc, time.Now())
 		return
 	}
 	_ = b.bc.nc.Close()
-	if !clean {
+	if err != nil && err != io.EOF {
 		b.err = err
 	}
 }

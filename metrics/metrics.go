@@ -41,6 +41,12 @@ type Metrics struct {
 	HealthChanges *prometheus.CounterVec
 	// GeoReloads counts reloads of the geo database by result.
 	GeoReloads *prometheus.CounterVec
+	// ConfigReloads counts config reloads by result.
+	ConfigReloads *prometheus.CounterVec
+	// ConfigGeneration is the generation of the configuration in force.
+	ConfigGeneration prometheus.Gauge
+	// ConfigLastSuccess is when the config was last reloaded successfully.
+	ConfigLastSuccess prometheus.Gauge
 }
 
 // New creates the metrics and registers them, with the build info, on reg.
@@ -75,6 +81,18 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "geoproxy_retries_total",
 			Help: "Attempts after the first one of a request, by the region retried in.",
 		}, []string{"region"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_config_reloads_total",
+			Help: "Config reloads (SIGHUP, file change, POST /admin/reload), by result (success; failure: the config in force stays).",
+		}, []string{"result"}),
+		ConfigGeneration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "geoproxy_config_generation",
+			Help: "Generation of the configuration in force: 1 at start, one more for each successful reload.",
+		}),
+		ConfigLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "geoproxy_config_last_reload_success_timestamp_seconds",
+			Help: "When the configuration in force was loaded (at start, or by the last successful reload), seconds since the Unix epoch.",
+		}),
 		GeoReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "geoproxy_geoip_reloads_total",
 			Help: "Reloads of the geo database file (on change or SIGHUP), by result (success, failure: the database in use stays).",
@@ -100,10 +118,13 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	})
 	build.Set(1)
 	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.Failover, m.GeoLookups, m.UpstreamErrors,
-		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, m.GeoReloads, build)
+		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, m.GeoReloads,
+		m.ConfigReloads, m.ConfigGeneration, m.ConfigLastSuccess, build)
 	for _, r := range []string{"success", "failure"} {
 		m.GeoReloads.WithLabelValues(r) // at 0 from the start, so rate() and alerts see them
+		m.ConfigReloads.WithLabelValues(r)
 	}
+	m.ConfigLastSuccess.SetToCurrentTime()
 	return m
 }
 

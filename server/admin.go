@@ -19,8 +19,20 @@ var dashboardHTML []byte
 type Status struct {
 	Version       string         `json:"version"`
 	UptimeSeconds float64        `json:"uptime_seconds"`
+	Config        ConfigStatus   `json:"config"`
 	GeoIP         GeoIPStatus    `json:"geoip"`
 	Regions       []RegionStatus `json:"regions"`
+}
+
+// ConfigStatus describes the configuration in force and the last reload.
+type ConfigStatus struct {
+	File       string    `json:"file"`
+	Generation int64     `json:"generation"`
+	Hash       string    `json:"hash"`
+	LoadedAt   time.Time `json:"loaded_at"`
+	// LastReload is the last reload's result (a refused one included),
+	// absent before any.
+	LastReload *ReloadResult `json:"last_reload,omitempty"`
 }
 
 // GeoIPStatus describes the geo database in use.
@@ -61,15 +73,18 @@ type BackendStatus struct {
 
 // Status reports the current regions, backends and their health.
 func (s *Server) Status() Status {
-	info := s.locator.Database().Info()
+	g := s.gen.Load()
+	info := g.locator.Database().Info()
 	st := Status{
 		Version:       s.version,
 		UptimeSeconds: time.Since(s.started).Seconds(),
+		Config: ConfigStatus{File: g.cfg.File, Generation: g.id, Hash: g.hash, LoadedAt: g.loadedAt,
+			LastReload: s.LastReload()},
 		GeoIP: GeoIPStatus{Name: info.Name, Kind: info.Kind, DatabaseType: info.DatabaseType,
 			BuildTime: info.BuildTime, Attribution: info.Attribution,
 			Source: info.Source, SourceBuildTime: info.SourceBuildTime, Modified: info.Modified},
 	}
-	snap := s.router.Snapshot()
+	snap := g.router.Snapshot()
 	for i := range snap.Regions {
 		r := &snap.Regions[i]
 		rs := RegionStatus{Name: r.Name, Lat: r.Location.Lat, Lon: r.Location.Lon, Up: r.Eligible(), Healthy: len(r.Healthy)}
@@ -96,7 +111,7 @@ func (s *Server) Ready() (bool, string) {
 	if s.draining.Load() {
 		return false, "draining"
 	}
-	snap := s.router.Snapshot()
+	snap := s.snapshot()
 	for i := range snap.Regions {
 		if snap.Regions[i].Eligible() {
 			return true, "ok"
@@ -121,6 +136,14 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		plainText(w, code, why)
 	})
+	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, r *http.Request) {
+		res := s.Reload()
+		code := http.StatusOK
+		if !res.OK {
+			code = http.StatusUnprocessableEntity
+		}
+		writeJSON(w, code, res)
+	})
 	mux.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
@@ -133,7 +156,7 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, s.Explain(addr.Unmap()))
 	})
-	if s.cfg.Admin.Pprof {
+	if s.gen.Load().cfg.Admin.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

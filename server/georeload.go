@@ -27,7 +27,8 @@ var geoProbes = []netip.Addr{
 // to reload. Each attempt is logged and counted
 // (geoproxy_geoip_reloads_total).
 func (s *Server) ReloadGeo() error {
-	path := s.cfg.GeoIP.Database
+	g := s.gen.Load()
+	path := g.cfg.GeoIP.Database
 	if path == "" {
 		return nil
 	}
@@ -37,7 +38,7 @@ func (s *Server) ReloadGeo() error {
 		s.log.Error("geo database not reloaded; the one in use stays", zap.String("path", path), zap.Error(err))
 		return err
 	}
-	old := s.locator.Swap(db) // the old one stays usable for lookups under way
+	old := g.locator.Swap(db) // the old one stays usable for lookups under way
 	s.metrics.GeoReloads.WithLabelValues("success").Inc()
 	info, was := db.Info(), old.Info()
 	s.log.Info("geo database reloaded", zap.String("path", path), zap.String("kind", info.Kind),
@@ -60,27 +61,45 @@ func openChecked(path string) (*geo.Database, error) {
 }
 
 // watchGeo reloads geoip.database when its file changes, until ctx ends.
-// It watches the file's directory, so that an editor's or a deploy's
-// rename, and a Kubernetes ConfigMap's symlink swap, are seen as well as a
-// write in place; a change is acted on once the file has been quiet for
-// settle, so that a file being copied is read whole.
 func (s *Server) watchGeo(ctx context.Context, settle time.Duration) {
-	path := s.cfg.GeoIP.Database
-	if path == "" {
-		return
-	}
+	s.watchFile(ctx, "geo database", func() string { return s.gen.Load().cfg.GeoIP.Database }, settle,
+		func() { _ = s.ReloadGeo() })
+}
+
+// watchFile calls changed when the file path() names changes, until ctx
+// ends. It watches the file's directory, so that an editor's or a deploy's
+// rename, and a Kubernetes ConfigMap's symlink swap, are seen as well as a
+// write in place; a change is acted on once the directory has been quiet
+// for settle, so that a file being copied is read whole, and only when the
+// file itself differs (size, time, inode). An empty path watches nothing
+// (until it names a file).
+func (s *Server) watchFile(ctx context.Context, what string, path func() string, settle time.Duration, changed func()) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		s.log.Warn("geo database changes will not be seen (SIGHUP still reloads it)", zap.Error(err))
+		s.log.Warn("changes to the "+what+" file will not be seen (SIGHUP still reloads it)", zap.Error(err))
 		return
 	}
 	defer func() { _ = w.Close() }()
-	dir := filepath.Dir(path)
-	if err := w.Add(dir); err != nil {
-		s.log.Warn("geo database changes will not be seen (SIGHUP still reloads it)", zap.String("dir", dir), zap.Error(err))
-		return
+	watched, file := "", path()
+	watch := func(p string) {
+		if p == "" {
+			return
+		}
+		dir := filepath.Dir(p)
+		if dir == watched {
+			return
+		}
+		if watched != "" {
+			_ = w.Remove(watched)
+		}
+		if err := w.Add(dir); err != nil {
+			s.log.Warn("changes to the "+what+" file will not be seen (SIGHUP still reloads it)", zap.String("dir", dir), zap.Error(err))
+			return
+		}
+		watched = dir
 	}
-	last := fileIdentity(path)
+	watch(file)
+	last := fileIdentity(file)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -92,7 +111,7 @@ func (s *Server) watchGeo(ctx context.Context, settle time.Duration) {
 			if !ok {
 				return
 			}
-			s.log.Warn("watching the geo database", zap.Error(err))
+			s.log.Warn("watching the "+what+" file", zap.Error(err))
 		case _, ok := <-w.Events:
 			if !ok {
 				return
@@ -101,12 +120,18 @@ func (s *Server) watchGeo(ctx context.Context, settle time.Duration) {
 			// path, a symlink swapped above it): look at the file itself.
 			timer.Reset(settle)
 		case <-timer.C:
-			id := fileIdentity(path)
+			if p := path(); p != file {
+				file = p // a reload named another file: it is the one loaded now
+				watch(file)
+				last = fileIdentity(file)
+				continue
+			}
+			id := fileIdentity(file)
 			if id == last || id == (identity{}) {
-				continue // unchanged, or gone for now: the database in use stays
+				continue // unchanged, or gone for now: what is in use stays
 			}
 			last = id
-			_ = s.ReloadGeo()
+			changed()
 		}
 	}
 }

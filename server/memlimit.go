@@ -27,9 +27,9 @@ func (s *Server) SetMemoryLimit() int64 {
 	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	metrics.Read(sample)
 	inUse := int64(sample[0].Value.Uint64() - sample[1].Value.Uint64())
-	limit := 2*inUse + s.cfg.Limits.RequestMemory + 64<<20
+	limit := 2*inUse + s.gen.Load().cfg.Limits.RequestMemory + 64<<20
 	debug.SetMemoryLimit(limit)
 	s.log.Info("memory limit set", zap.Int64("bytes", limit), zap.Int64("in_use", inUse),
-		zap.Int64("request_memory", s.cfg.Limits.RequestMemory))
+		zap.Int64("request_memory", s.gen.Load().cfg.Limits.RequestMemory))
 	return limit
 }

@@ -19,13 +19,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geoproxy/geoproxy/balancer"
-	"github.com/geoproxy/geoproxy/clientip"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/geo"
 	"github.com/geoproxy/geoproxy/h1"
 	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
-	"github.com/geoproxy/geoproxy/proxy"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -48,41 +46,47 @@ type Options struct {
 	ClientTimeout time.Duration
 }
 
-// Server is one geoproxy process's serving state.
+// Server is one geoproxy process's serving state: what lives as long as
+// the process (listeners, metrics, the health store, the admin endpoints)
+// and the current generation, everything built from the configuration in
+// force (see generation and Reload).
 type Server struct {
-	cfg      *config.Config
 	log      *zap.Logger
 	version  string
+	rand     func() uint64
 	registry *prometheus.Registry
 	metrics  *metrics.Metrics
-	locator  *geo.Locator
 	store    *health.Store
-	checker  *health.Checker
-	targets  []health.Target
-	router   *balancer.Router
-	bal      *balancer.Balancer
-	handler  *proxy.Handler // engine nethttp
-	native   *h1.Engine     // engine native
 	started  time.Time
 	// clientTimeout: see Options.ClientTimeout.
 	clientTimeout time.Duration
 
-	proxyLn, adminLn   net.Listener
-	proxySrv, adminSrv *http.Server
-	cancel             context.CancelFunc
-	wg                 sync.WaitGroup
-	ready              chan struct{}
-	draining           atomic.Bool
+	gen      atomic.Pointer[generation]
+	reloadMu sync.Mutex // one reload at a time
+	last     atomic.Pointer[ReloadResult]
+	retiring sync.WaitGroup // generations replaced, finishing their requests
+
+	proxyLn, adminLn net.Listener
+	adminSrv         *http.Server
+	// base lives until Shutdown is done: health checks, routers and
+	// watchers run on it, not on the signal's context, so that a drain
+	// keeps checking health until the last request.
+	base     context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	ready    chan struct{}
+	draining atomic.Bool
 }
 
 // New builds a Server from a validated configuration. Nothing runs and no
 // port is bound until Start.
 func New(o Options) (*Server, error) {
 	cfg := o.Config
-	s := &Server{cfg: cfg, log: o.Log, version: o.Version, ready: make(chan struct{}), clientTimeout: o.ClientTimeout}
+	s := &Server{log: o.Log, version: o.Version, rand: o.Rand, ready: make(chan struct{}), clientTimeout: o.ClientTimeout}
 	if s.clientTimeout <= 0 {
 		s.clientTimeout = h1.DefaultClientTimeout
 	}
+	s.base, s.cancel = context.WithCancel(context.Background())
 
 	db := o.Database
 	if db == nil {
@@ -91,66 +95,26 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 	}
-	s.locator = NewLocator(cfg, db)
 
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(s.registry, o.Version)
-	s.registry.MustRegister(metrics.NewGeoCollector(func() geo.Info { return s.locator.Database().Info() }))
+	s.registry.MustRegister(metrics.NewGeoCollector(func() geo.Info { return s.gen.Load().locator.Database().Info() }))
 
 	store, err := health.NewStore()
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.store = store
-	specs, backends, targets := Topology(cfg)
-	if err := store.Sync(backends); err != nil {
-		return nil, fmt.Errorf("server: %w", err)
-	}
-	s.targets = targets
-	s.checker = health.NewChecker(store, health.Settings{
-		Path:               cfg.HealthCheck.Path,
-		Interval:           cfg.HealthCheck.Interval,
-		Timeout:            cfg.HealthCheck.Timeout,
-		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
-		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
-	}, o.Log, s.metrics)
-
-	s.router, err = balancer.NewRouter(specs, store, o.Log)
+	g, err := s.build(cfg, db, 1, fileHash(cfg.File))
 	if err != nil {
-		return nil, fmt.Errorf("server: %w", err)
+		return nil, err
 	}
-	s.registry.MustRegister(metrics.NewStateCollector(s.router.Snapshot))
-	s.bal = balancer.New(balancer.Options{
-		Locator:   s.locator,
-		Resolver:  clientip.NewResolver(cfg.GeoIP.TrustedProxies),
-		Router:    s.router,
-		Metrics:   s.metrics,
-		Log:       o.Log,
-		AccessLog: cfg.AccessLog,
-		Rand:      o.Rand,
-
-		MaxAttempts:   cfg.Proxy.MaxAttempts,
-		RetryOnStatus: cfg.Proxy.RetryOnStatus,
-	})
-	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
-	var all []*route.Backend
-	for _, spec := range specs {
-		all = append(all, spec.Backends...)
-	}
-	switch cfg.Engine {
-	case config.EngineNetHTTP:
-		s.handler = proxy.New(proxy.Options{
-			Balancer: s.bal, Backends: all, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
-			ClientTimeout: s.clientTimeout, MaxRequestBody: cfg.Limits.MaxRequestBody,
-		})
-	default:
-		s.native = h1.New(h1.Options{
-			Balancer: s.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: o.Log,
-			Loops: cfg.Proxy.EventLoops, ClientTimeout: s.clientTimeout,
-			MaxRequestBody: cfg.Limits.MaxRequestBody, RequestMemory: cfg.Limits.RequestMemory,
-		})
-		metrics.RegisterRequestMemory(s.registry, s.native.RequestMemory)
+	s.gen.Store(g)
+	s.metrics.ConfigGeneration.Set(1)
+	s.registry.MustRegister(metrics.NewStateCollector(s.snapshot))
+	if cfg.Engine == config.EngineNative {
+		metrics.RegisterRequestMemory(s.registry, func() (int64, int64, int64) { return s.gen.Load().memory() })
 	}
 	return s, nil
 }
@@ -193,43 +157,47 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.BackendSpec, []h
 // Registry returns the server's metrics registry.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
-// Router returns the router.
-func (s *Server) Router() *balancer.Router { return s.router }
+// Router returns the current generation's router.
+func (s *Server) Router() *balancer.Router { return s.gen.Load().router }
+
+// Config returns the configuration in force.
+func (s *Server) Config() *config.Config { return s.gen.Load().cfg }
 
 // Start begins health checking, waits (at most one probe timeout plus a
 // second) for every backend's first probe so that the first requests see
 // real health, then binds the proxy and admin listeners and serves in the
-// background.
+// background. ctx is not kept: Shutdown stops the server.
 func (s *Server) Start(ctx context.Context) error {
-	// Health checks and the router live until Shutdown has let the last
-	// request finish, not until ctx (the signal) ends.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
 	s.started = time.Now()
+	g := s.gen.Load()
+	cfg := g.cfg
+	var err error
+	if s.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		g.abandon()
+		s.cancel()
+		return fmt.Errorf("server: proxy listener: %w", err)
+	}
+	if err := s.start(g, s.proxyLn.Addr()); err != nil {
+		g.abandon()
+		_ = s.proxyLn.Close()
+		s.cancel()
+		return err
+	}
+	s.wg.Go(func() { s.watchGeo(s.base, geoSettle) })
+	s.wg.Go(func() { s.watchConfig(s.base, configSettle) })
 
-	s.wg.Go(func() { s.checker.Run(ctx, s.targets) })
-	s.wg.Go(func() { s.watchGeo(ctx, geoSettle) })
-	s.wg.Go(func() {
-		if err := s.router.Run(ctx); err != nil {
-			s.log.Error("router stopped", zap.Error(err))
-		}
-	})
-
-	wait, cancelWait := context.WithTimeout(ctx, s.cfg.HealthCheck.Timeout+time.Second)
-	err := s.store.WaitSettled(wait)
+	wait, cancelWait := context.WithTimeout(ctx, cfg.HealthCheck.Timeout+time.Second)
+	err = s.store.WaitSettled(wait)
 	cancelWait()
 	if err != nil {
 		s.log.Warn("serving before every backend was probed", zap.Error(err))
 	}
 
-	if s.adminLn, err = net.Listen("tcp", s.cfg.Admin.Listen); err != nil {
+	if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		_ = s.proxyLn.Close()
+		_ = g.shutdown(context.Background(), false)
 		s.stop()
 		return fmt.Errorf("server: admin listener: %w", err)
-	}
-	if s.proxyLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
-		_ = s.adminLn.Close()
-		s.stop()
-		return fmt.Errorf("server: proxy listener: %w", err)
 	}
 	errLog, _ := zap.NewStdLogAt(s.log.Named("http"), zap.DebugLevel)
 	s.adminSrv = &http.Server{
@@ -237,43 +205,21 @@ func (s *Server) Start(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
-	serve := func(ln net.Listener, serve func(net.Listener) error) {
-		s.wg.Go(func() {
-			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("listener stopped", zap.Stringer("addr", ln.Addr()), zap.Error(err))
-			}
-		})
-	}
-	serve(s.adminLn, s.adminSrv.Serve)
-	if s.handler != nil {
-		protocols := new(http.Protocols)
-		protocols.SetHTTP1(true)
-		protocols.SetUnencryptedHTTP2(true)
-		s.proxySrv = &http.Server{
-			Handler: s.handler,
-			// The native engine's limits: a head within the client
-			// timeout, and as long idle between requests. The body's
-			// deadline is set by the handler, so that a long answer is
-			// not cut by a ReadTimeout.
-			ReadHeaderTimeout: s.clientTimeout,
-			IdleTimeout:       s.clientTimeout,
-			MaxHeaderBytes:    h1.MaxHead, // as the native engine: 431 beyond (Go's default is 1 MiB)
-			ErrorLog:          errLog,
-			Protocols:         protocols,
+	s.wg.Go(func() {
+		if err := s.adminSrv.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin listener stopped", zap.Error(err))
 		}
-		serve(proxy.Listener(s.proxyLn), s.proxySrv.Serve)
-	} else {
-		serve(s.proxyLn, s.native.Serve)
-	}
+	})
+	s.wg.Go(func() { s.dispatch(s.proxyLn) })
 	close(s.ready)
-	info := s.locator.Database().Info()
+	info := g.locator.Database().Info()
 	s.log.Info("geoproxy serving",
 		zap.String("version", s.version),
 		zap.Stringer("listen", s.proxyLn.Addr()),
 		zap.Stringer("admin", s.adminLn.Addr()),
-		zap.String("engine", s.cfg.Engine),
-		zap.Int("regions", len(s.cfg.Regions)),
-		zap.Int("backends", len(s.targets)),
+		zap.String("engine", cfg.Engine),
+		zap.Int("regions", len(cfg.Regions)),
+		zap.Int("backends", len(g.targets)),
 		zap.String("geoip", info.Name),
 		zap.String("geoip_kind", info.Kind),
 		zap.Time("geoip_built", info.BuildTime),
@@ -288,28 +234,33 @@ func (s *Server) ProxyAddr() net.Addr { return s.proxyLn.Addr() }
 func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
 
 // Shutdown stops accepting connections, lets in-flight requests finish
-// until ctx ends, then stops health checks and waits for every goroutine.
+// (those of generations replaced by a reload too) until ctx ends, then
+// stops health checks and waits for every goroutine.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
-	if s.native != nil {
-		if err := s.native.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
+	if s.proxyLn != nil {
+		_ = s.proxyLn.Close() // the dispatcher ends
 	}
-	for _, srv := range []*http.Server{s.proxySrv, s.adminSrv} {
-		if srv == nil {
-			continue
-		}
-		if err := srv.Shutdown(ctx); err != nil {
+	g := s.gen.Load()
+	if err := g.shutdown(ctx, false); err != nil {
+		errs = append(errs, err)
+	}
+	retired := make(chan struct{})
+	go func() { s.retiring.Wait(); close(retired) }()
+	select {
+	case <-retired:
+	case <-ctx.Done():
+		s.cancel() // generations still retiring stop now
+		<-retired
+	}
+	if s.adminSrv != nil {
+		if err := s.adminSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
-			_ = srv.Close()
+			_ = s.adminSrv.Close()
 		}
 	}
 	s.stop()
-	if s.handler != nil {
-		s.handler.Close()
-	}
-	if err := s.locator.Database().Close(); err != nil {
+	if err := g.locator.Database().Close(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -319,9 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) stop() {
-	if s.cancel != nil {
-		s.cancel()
-	}
+	s.cancel()
 	s.wg.Wait()
 }
 
@@ -333,7 +282,7 @@ func (s *Server) Run(ctx context.Context, grace time.Duration) error {
 		return err
 	}
 	<-ctx.Done()
-	delay := s.cfg.Shutdown.DrainDelay
+	delay := s.gen.Load().cfg.Shutdown.DrainDelay
 	s.log.Info("draining: /readyz fails, answers close their connections", zap.Duration("drain_delay", delay), zap.Duration("grace", grace))
 	s.Drain()
 	if delay > 0 {
@@ -357,15 +306,11 @@ func (s *Server) Run(ctx context.Context, grace time.Duration) error {
 // connection, so keep-alive clients reconnect elsewhere.
 func (s *Server) Drain() {
 	s.draining.Store(true)
-	if s.native != nil {
-		s.native.Drain()
-	}
-	if s.handler != nil {
-		s.handler.Drain()
-	}
+	s.gen.Load().drain(time.Second)
 }
 
 // Explain says where a direct client at addr would go now.
 func (s *Server) Explain(addr netip.Addr) balancer.Explanation {
-	return balancer.Explain(s.locator, s.router.Snapshot(), addr)
+	g := s.gen.Load()
+	return balancer.Explain(g.locator, g.router.Snapshot(), addr)
 }

@@ -116,8 +116,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 		srv.SetMemoryLimit()
 		stopHUP := onHangup(ctx, func() {
-			log.Info("SIGHUP: reloading the geo database; the config file itself is read only at start")
-			_ = srv.ReloadGeo() // logs and counts its own outcome
+			log.Info("SIGHUP: reloading the config and the geo database")
+			srv.Reload()        // logs and counts its own outcome
+			_ = srv.ReloadGeo() // likewise
 		})
 		defer stopHUP()
 		if err := srv.Run(ctx, *grace); err != nil {

@@ -1,0 +1,322 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/clientip"
+	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/h1"
+	"github.com/geoproxy/geoproxy/health"
+	"github.com/geoproxy/geoproxy/proxy"
+	"github.com/geoproxy/geoproxy/route"
+)
+
+// generation is everything built from one configuration: the locator with
+// its overrides, the routing specs and router, the balancer with its retry
+// settings and metric children, the engine with its backend pools, and the
+// health checker. The server hands each new client connection to the
+// current generation, which serves it to its end; a reload builds the next
+// generation beside the current one, swaps it in, and retires the old one
+// once its requests are done. Nothing on the request path takes a lock to
+// find its generation: a connection is given to one.
+type generation struct {
+	id       int64
+	cfg      *config.Config
+	hash     string
+	loadedAt time.Time
+
+	locator  *geo.Locator
+	router   *balancer.Router
+	bal      *balancer.Balancer
+	native   *h1.Engine     // engine native
+	handler  *proxy.Handler // engine nethttp
+	httpSrv  *http.Server   // engine nethttp
+	checker  *health.Checker
+	backends []health.BackendSpec
+	targets  []health.Target
+	ln       *handoff     // the connections the server gives it
+	open     atomic.Int64 // net/http engine: connections open
+
+	stopChecks context.CancelFunc
+	stopRouter context.CancelFunc
+	checks     sync.WaitGroup // the checker
+	serving    sync.WaitGroup // the router and the engine
+}
+
+// build makes a generation from cfg over the geo database db; nothing runs
+// until start.
+func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash string) (*generation, error) {
+	g := &generation{id: id, cfg: cfg, hash: hash, loadedAt: time.Now()}
+	g.locator = NewLocator(cfg, db)
+	specs, backends, targets := Topology(cfg)
+	g.backends, g.targets = backends, targets
+	router, err := balancer.NewRouter(specs, s.store, s.log)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	g.router = router
+	g.checker = health.NewChecker(s.store, health.Settings{
+		Path:               cfg.HealthCheck.Path,
+		Interval:           cfg.HealthCheck.Interval,
+		Timeout:            cfg.HealthCheck.Timeout,
+		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
+		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
+	}, s.log, s.metrics)
+	g.bal = balancer.New(balancer.Options{
+		Locator:   g.locator,
+		Resolver:  clientip.NewResolver(cfg.GeoIP.TrustedProxies),
+		Router:    g.router,
+		Metrics:   s.metrics,
+		Log:       s.log,
+		AccessLog: cfg.AccessLog,
+		Rand:      s.rand,
+
+		MaxAttempts:   cfg.Proxy.MaxAttempts,
+		RetryOnStatus: cfg.Proxy.RetryOnStatus,
+	})
+	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
+	var all []*route.Backend
+	for _, spec := range specs {
+		all = append(all, spec.Backends...)
+	}
+	switch cfg.Engine {
+	case config.EngineNetHTTP:
+		g.handler = proxy.New(proxy.Options{
+			Balancer: g.bal, Backends: all, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,
+			ClientTimeout: s.clientTimeout, MaxRequestBody: cfg.Limits.MaxRequestBody,
+		})
+		protocols := new(http.Protocols)
+		protocols.SetHTTP1(true)
+		protocols.SetUnencryptedHTTP2(true)
+		errLog, _ := zap.NewStdLogAt(s.log.Named("http"), zap.DebugLevel)
+		g.httpSrv = &http.Server{
+			Handler: g.handler,
+			// The native engine's limits: a head within the client
+			// timeout, and as long idle between requests. The body's
+			// deadline is set by the handler, so that a long answer is
+			// not cut by a ReadTimeout.
+			ReadHeaderTimeout: s.clientTimeout,
+			IdleTimeout:       s.clientTimeout,
+			MaxHeaderBytes:    h1.MaxHead, // as the native engine: 431 beyond (Go's default is 1 MiB)
+			ErrorLog:          errLog,
+			Protocols:         protocols,
+			ConnState: func(_ net.Conn, state http.ConnState) {
+				switch state {
+				case http.StateNew:
+					g.open.Add(1)
+				case http.StateClosed, http.StateHijacked:
+					g.open.Add(-1)
+				}
+			},
+		}
+	default:
+		g.native = h1.New(h1.Options{
+			Balancer: g.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,
+			Loops: cfg.Proxy.EventLoops, ClientTimeout: s.clientTimeout,
+			MaxRequestBody: cfg.Limits.MaxRequestBody, RequestMemory: cfg.Limits.RequestMemory,
+		})
+	}
+	return g, nil
+}
+
+// start makes the health store hold the generation's backends (those that
+// were there keep their health), starts its checker, router and engine.
+// The engine takes connections from g.ln once the server gives them.
+func (s *Server) start(g *generation, addr net.Addr) error {
+	if err := s.store.Sync(g.backends); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	checks, stopChecks := context.WithCancel(s.base)
+	routing, stopRouter := context.WithCancel(s.base)
+	g.stopChecks, g.stopRouter = stopChecks, stopRouter
+	g.checks.Go(func() { g.checker.Run(checks, g.targets) })
+	g.serving.Go(func() {
+		if err := g.router.Run(routing); err != nil {
+			s.log.Error("router stopped", zap.Error(err))
+		}
+	})
+	g.ln = newHandoff(addr)
+	serve := func(ln net.Listener, serve func(net.Listener) error) {
+		g.serving.Go(func() {
+			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("proxy engine stopped", zap.Int64("generation", g.id), zap.Error(err))
+			}
+		})
+	}
+	if g.httpSrv != nil {
+		serve(proxy.Listener(g.ln), g.httpSrv.Serve)
+	} else {
+		serve(g.ln, g.native.Serve)
+	}
+	return nil
+}
+
+// drain makes every answer of the generation close its connection; a
+// shutdown that follows closes a connection waiting for a request once it
+// has waited idle (see h1.Engine.Drain).
+func (g *generation) drain(idle time.Duration) {
+	if g.native != nil {
+		g.native.Drain(idle)
+	}
+	if g.handler != nil {
+		g.handler.Drain()
+	}
+}
+
+// shutdown stops the generation's engine from taking connections, lets
+// its requests finish until ctx ends, then stops its health checks and
+// router. With waitIdle (a generation a reload replaced), the net/http
+// engine's idle keep-alive connections are not closed: each ends after
+// its next answer or at its idle timeout, so that no client's request
+// meets a connection closing under it.
+func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
+	var err error
+	if g.native != nil {
+		err = g.native.Shutdown(ctx)
+	}
+	if g.httpSrv != nil {
+		_ = g.ln.Close()
+		if waitIdle {
+			tick := time.NewTicker(20 * time.Millisecond)
+			for g.open.Load() > 0 && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-tick.C:
+				}
+			}
+			tick.Stop()
+		}
+		if err = g.httpSrv.Shutdown(ctx); err != nil {
+			_ = g.httpSrv.Close()
+		}
+		g.handler.Close()
+	}
+	_ = g.ln.Close()
+	g.stopChecks()
+	g.checks.Wait()
+	g.stopRouter()
+	g.serving.Wait()
+	return err
+}
+
+// abandon releases what build made, for a generation never started.
+func (g *generation) abandon() {
+	if g.handler != nil {
+		g.handler.Close()
+	}
+}
+
+// memory reports the native engine's request memory; zeros for nethttp.
+func (g *generation) memory() (used, limit, refused int64) {
+	if g.native == nil {
+		return 0, 0, 0
+	}
+	return g.native.RequestMemory()
+}
+
+// handoff is a listener the server feeds: each generation's engine accepts
+// from its own, and the server gives every new connection to the current
+// generation's.
+type handoff struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newHandoff(addr net.Addr) *handoff {
+	return &handoff{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// Accept returns the next connection given, or net.ErrClosed.
+func (h *handoff) Accept() (net.Conn, error) {
+	select {
+	case nc := <-h.conns:
+		return nc, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops Accept.
+func (h *handoff) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+// Addr is the real listener's address.
+func (h *handoff) Addr() net.Addr { return h.addr }
+
+// give hands nc to the engine accepting; false when the listener is closed.
+func (h *handoff) give(nc net.Conn) bool {
+	select {
+	case h.conns <- nc:
+		return true
+	case <-h.done:
+		return false
+	}
+}
+
+// dispatch accepts on the proxy listener and gives each connection to the
+// current generation, until the listener is closed.
+func (s *Server) dispatch(ln net.Listener) {
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+				select {
+				case <-time.After(backoff):
+				case <-s.base.Done():
+					return
+				}
+				continue
+			}
+			s.log.Error("proxy listener stopped", zap.Error(err))
+			return
+		}
+		backoff = 0
+		for {
+			g := s.gen.Load()
+			if g.ln.give(nc) {
+				break
+			}
+			if s.gen.Load() == g {
+				_ = nc.Close() // the last generation has stopped: shutting down
+				break
+			}
+			// A reload swapped generations meanwhile: the new one takes it.
+		}
+	}
+}
+
+// isTemporary reports accept errors worth waiting out (out of file
+// descriptors, a connection aborted before it was accepted).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// retireGrace is how long a generation a reload replaced has, beyond the
+// client timeout (its connections' idle timeout), for its requests.
+const retireGrace = 15 * time.Second
+
+// snapshot returns the current generation's routing snapshot.
+func (s *Server) snapshot() *route.Snapshot { return s.gen.Load().router.Snapshot() }
