@@ -173,16 +173,17 @@ func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 		_ = bc.nc.SetWriteDeadline(c.now.Add(t))
 		bc.wArmed = c.now
 	}
+	var werr error // the request could not be written whole
 	if n, err := bc.nc.Write(c.out); err != nil {
 		if n == 0 {
 			return false, errors.Join(errNothingWritten, err)
 		}
-		return false, err
+		werr = err
 	}
-	if len(c.body.chunks) > 1 {
+	if len(c.body.chunks) > 1 && werr == nil {
 		bufs := c.body.buffers()
 		if _, err := bufs.WriteTo(bc.nc); err != nil {
-			return false, err
+			werr = err
 		}
 		// The header timeout runs from the end of the request.
 		if t := c.e.opts.ResponseHeaderTimeout; t > 0 {
@@ -194,7 +195,15 @@ func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 	for {
 		raw, err := readBackendHead(bc.br)
 		if err != nil {
+			if werr != nil && raw == nil {
+				err = werr // it stopped reading, and said nothing
+			}
 			return raw != nil, err
+		}
+		if werr != nil {
+			// It answered before it had read the whole request (a 413,
+			// say): the answer goes through; the connection is not reused.
+			defer func() { c.resp.close = true }()
 		}
 		err = c.resp.parseResponse(raw)
 		_, _ = bc.br.Discard(len(raw))

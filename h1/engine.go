@@ -374,6 +374,7 @@ type conn struct {
 	armed     time.Time // when the read deadline was last set
 	wArmed    time.Time // when the write deadline was last set; zero: none
 	held      holdings  // taken from the engine's memory budget
+	grown     io.Reader // what a grown c.br reads (see shrink)
 	streaming bool      // a body is being streamed to the client
 	wantsEnd  bool      // close after this response
 	trusted   bool      // the peer is a trusted proxy (it cannot change)
@@ -508,6 +509,7 @@ func (c *conn) serve() {
 		}
 	}
 	for {
+		c.shrink()
 		c.idleSince.Store(time.Now().UnixNano())
 		c.idle.Store(true)
 		if e.closing.Load() && !e.draining.Load() {
@@ -558,9 +560,53 @@ func (c *conn) readHead() ([]byte, error) {
 	}
 }
 
-// growReader gives the connection a MaxHead read buffer for the rest of its
-// life, starting with what the small one holds: a head, a chunk-size or a
-// trailer line larger than the first buffer. It reports false when the
+// prefixed reads held, then r.
+func prefixed(held []byte, r io.Reader) io.Reader {
+	if len(held) == 0 {
+		return r
+	}
+	return &heldReader{held: held, r: r}
+}
+
+// heldReader reads bytes read earlier, then r: what an event loop had read
+// of a connection it handed over, or what a small read buffer held when a
+// larger one replaced it.
+type heldReader struct {
+	held []byte
+	r    io.Reader
+}
+
+func (h *heldReader) Read(p []byte) (int, error) {
+	if len(h.held) == 0 {
+		return h.r.Read(p)
+	}
+	n := copy(p, h.held)
+	h.held = h.held[n:]
+	if len(h.held) == 0 {
+		h.held = nil // let the buffer go
+	}
+	return n, nil
+}
+
+// shrink lets go, between requests, of what one request made the
+// connection grow: a MaxHead read buffer, and what an event loop had read
+// before it handed the connection over. Both give their budget back.
+func (c *conn) shrink() {
+	if h, ok := c.src.(*heldReader); ok && h.held == nil && c.held.in > 0 {
+		c.hold(&c.held.in, 0)
+	}
+	if c.br.Size() > initialRead && c.br.Buffered() == 0 {
+		if h, ok := c.grown.(*heldReader); !ok || h.held == nil {
+			c.br = bufio.NewReaderSize(c.src, initialRead)
+			c.grown = nil
+			c.hold(&c.held.reader, 0)
+		}
+	}
+}
+
+// growReader gives the connection a MaxHead read buffer for the rest of the
+// request, starting with what the small one holds: a head, a chunk-size or
+// a trailer line larger than the first buffer. It reports false when the
 // memory budget cannot give it.
 func (c *conn) growReader() bool {
 	if c.br.Size() >= MaxHead {
@@ -570,7 +616,8 @@ func (c *conn) growReader() bool {
 		return false
 	}
 	held, _ := c.br.Peek(c.br.Buffered())
-	c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.src), MaxHead)
+	c.grown = prefixed(bytes.Clone(held), c.src)
+	c.br = bufio.NewReaderSize(c.grown, MaxHead)
 	return true
 }
 

@@ -4,11 +4,9 @@ package h1
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -687,6 +685,7 @@ func (l *loop) handoff(c *conn) {
 	}
 	nc, err := l.detachClient(c)
 	if err != nil {
+		c.releaseAll()
 		l.e.log.Warn("cannot hand a connection over; closed", zap.Error(err))
 		return
 	}
@@ -719,6 +718,7 @@ func (l *loop) handoffAnswer(c *conn, bk *lback) {
 		if c.work != nil {
 			c.giveBack()
 		}
+		c.releaseAll()
 		l.e.log.Warn("cannot hand a connection over; closed", zap.Error(errors.Join(err, berr)))
 		return
 	}
@@ -747,14 +747,6 @@ func (l *loop) detachClient(c *conn) (net.Conn, error) {
 	c.br = bufio.NewReaderSize(c.src, initialRead)
 	c.now = l.now
 	return nc, nil
-}
-
-// prefixed reads held, then r.
-func prefixed(held []byte, r io.Reader) io.Reader {
-	if len(held) == 0 {
-		return r
-	}
-	return io.MultiReader(bytes.NewReader(held), r)
 }
 
 // dropIdle closes an idle pooled connection.

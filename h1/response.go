@@ -17,6 +17,7 @@ import (
 // returns the backend connection to p (when pooled and reusable) or closes
 // it.
 func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, pooled bool) (status int, sent bool, err error) {
+	c.dropBody() // the answer is committed: the body will not be sent again
 	rs := &c.resp
 	rs.dropConnectionTokens()
 	status = rs.status

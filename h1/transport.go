@@ -201,6 +201,9 @@ func (t *Transport) exchange(ctx context.Context, p *pool, bc *bconn, req *http.
 	}
 	if t.headerTimeout > 0 {
 		_ = bc.nc.SetReadDeadline(time.Now().Add(t.headerTimeout))
+		if ctx.Err() != nil {
+			_ = bc.nc.SetReadDeadline(time.Unix(1, 0)) // the client left meanwhile: no waiting
+		}
 	}
 	var rs head
 	answered := false
@@ -223,6 +226,11 @@ func (t *Transport) exchange(ctx context.Context, p *pool, bc *bconn, req *http.
 		}
 	}
 	_ = bc.nc.SetReadDeadline(time.Time{})
+	if rs.status == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "" {
+		// Nobody asked to switch: the connection now speaks something else.
+		stop()
+		return nil, &exchangeError{err: errBadResponse, answered: true}
+	}
 	if werr != nil {
 		rs.close = true // the backend stopped reading the request: not reused
 	}

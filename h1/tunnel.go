@@ -61,6 +61,7 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 	defer c.e.untrack(bc.nc)
 	defer bc.nc.Close()
 	c.now = time.Now() // the backend may have taken a while to switch
+	c.dropBody()       // switched: the body will not be sent again
 	if err := c.flush(); err != nil {
 		return status, true, err
 	}
