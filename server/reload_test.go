@@ -230,3 +230,48 @@ func openFDs(t *testing.T) int {
 	require.NoError(t, err)
 	return len(entries)
 }
+
+// BenchmarkReload times validating a config of 100 regions with 10 backends
+// each and swapping it in (the engine's build, the health store's sync, the
+// checker's start), alternating two files that differ in weights.
+func BenchmarkReload(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "geoproxy.yaml")
+	write := func(weight int) {
+		var sb strings.Builder
+		sb.WriteString(`listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+access_log: false
+geoip: {database: ../testdata/geoip2-city.mmdb}
+health_check: {interval: 1m, timeout: 500ms}
+regions:
+`)
+		for r := range 100 {
+			fmt.Fprintf(&sb, "  - name: region-%d\n    location: {lat: %d, lon: %d}\n    backends:\n", r, r%90, r*3%180)
+			for i := range 10 {
+				fmt.Fprintf(&sb, "      - {url: \"http://127.0.%d.%d:9\", weight: %d}\n", r, i+1, weight)
+			}
+		}
+		require.NoError(b, os.WriteFile(path, []byte(sb.String()), 0o600))
+	}
+	write(1)
+	cfg, err := config.Load(path)
+	require.NoError(b, err)
+	srv, err := server.New(server.Options{Config: cfg, Log: zap.NewNop(), Version: "bench"})
+	require.NoError(b, err)
+	require.NoError(b, srv.Start(context.Background()))
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		write(2 + i%2)
+		b.StartTimer()
+		if res := srv.Reload(); !res.OK {
+			b.Fatalf("reload: %v", res.Errors)
+		}
+	}
+}
