@@ -168,6 +168,9 @@ func (s *Server) retire(g *generation) {
 
 // watchConfig reloads the config when its file changes, until ctx ends.
 func (s *Server) watchConfig(ctx context.Context, settle time.Duration) {
+	if fileIdentity(s.gen.Load().cfg.File) == (identity{}) {
+		return // not read from a file (the demo's, a test's): nothing to watch
+	}
 	s.watchFile(ctx, "config", func() string { return s.gen.Load().cfg.File }, settle, func() { s.Reload() })
 }
 
