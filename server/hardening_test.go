@@ -285,14 +285,14 @@ func TestChunkExtensionsAreBounded(t *testing.T) {
 		c := e.dial(t)
 		c.send("POST /x HTTP/1.1\r\nHost: h.example\r\nTransfer-Encoding: chunked\r\n\r\n")
 		ext := ";" + strings.Repeat("e", 1000)
-		go func() {
+		go func(nc net.Conn) {
 			for range 100 { // 100 KB of extensions for 100 bytes of data
-				if _, err := io.WriteString(c.nc, "1"+ext+"\r\nx\r\n"); err != nil {
+				if _, err := io.WriteString(nc, "1"+ext+"\r\nx\r\n"); err != nil {
 					return
 				}
 			}
-			_, _ = io.WriteString(c.nc, "0\r\n\r\n")
-		}()
+			_, _ = io.WriteString(nc, "0\r\n\r\n")
+		}(c.nc)
 		code, body := c.answer("POST")
 		assert.Equal(t, http.StatusBadRequest, code, body)
 		assert.True(t, c.closed())
@@ -318,15 +318,15 @@ func TestBodiesOverTheLimitGet413(t *testing.T) {
 
 		c = e.dial(t)
 		c.send("POST /x HTTP/1.1\r\nHost: h.example\r\nTransfer-Encoding: chunked\r\n\r\n")
-		go func() {
+		go func(nc net.Conn) {
 			chunk := fmt.Sprintf("%x\r\n%s\r\n", 10000, strings.Repeat("z", 10000))
 			for range 7 {
-				if _, err := io.WriteString(c.nc, chunk); err != nil {
+				if _, err := io.WriteString(nc, chunk); err != nil {
 					return
 				}
 			}
-			_, _ = io.WriteString(c.nc, "0\r\n\r\n")
-		}()
+			_, _ = io.WriteString(nc, "0\r\n\r\n")
+		}(c.nc)
 		code, body = c.answer("POST")
 		assert.Equal(t, http.StatusRequestEntityTooLarge, code, body)
 

@@ -206,21 +206,7 @@ regions:
   - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
 `, listen, admin, backend.URL))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	logs := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs <- sc.Text()
-		}
-		close(logs)
-	}()
-	waitFor(t, logs, `"msg":"geoproxy serving"`)
+	cmd, logs := startServe(t, bin, cfg)
 	client := &http.Client{Timeout: 10 * time.Second}
 	require.Eventually(t, func() bool {
 		resp, err := client.Get("http://" + admin + "/readyz")
@@ -274,6 +260,28 @@ regions:
 	require.NoError(t, cmd.Wait(), "exit status 0")
 }
 
+// startServe runs `geoproxy serve` on cfg, with its log lines on a channel,
+// and waits until it serves; the process is killed if the test ends first.
+func startServe(t *testing.T, bin, cfg string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	logs := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs <- sc.Text()
+		}
+		close(logs)
+	}()
+	waitFor(t, logs, `"msg":"geoproxy serving"`)
+	return cmd, logs
+}
+
 func waitFor(t *testing.T, logs <-chan string, pattern string) {
 	t.Helper()
 	re := regexp.MustCompile(regexp.QuoteMeta(pattern))
@@ -311,21 +319,7 @@ shutdown: {drain_delay: 0s}
 regions:
   - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
 `, listen, admin, backend.URL))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	logs := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs <- sc.Text()
-		}
-		close(logs)
-	}()
-	waitFor(t, logs, `"msg":"geoproxy serving"`)
+	cmd, logs := startServe(t, bin, cfg)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
 	waitFor(t, logs, `"msg":"geo database reloaded"`)
 	resp, err := http.Get("http://" + admin + "/healthz")
