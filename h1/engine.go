@@ -208,20 +208,29 @@ func (e *Engine) Serve(ln net.Listener) error {
 		if e.toLoop(nc) {
 			continue
 		}
-		c := e.newConn(nc)
-		e.mu.Lock()
-		if e.forced || e.closing.Load() && !e.draining.Load() {
-			// (Drained, it is served: its client has sent or is sending
-			// a request, which gets an answer that closes.)
-			e.mu.Unlock()
-			_ = nc.Close()
+		if !e.goServeNew(nc) {
 			return http.ErrServerClosed
 		}
-		e.conns[c] = struct{}{}
-		e.wg.Add(1)
-		e.mu.Unlock()
-		go c.serve()
 	}
+}
+
+// goServeNew serves a new connection on a goroutine of its own; false
+// (and the connection closed) when the engine no longer takes any.
+func (e *Engine) goServeNew(nc net.Conn) bool {
+	c := e.newConn(nc)
+	e.mu.Lock()
+	if e.forced || e.closing.Load() && !e.draining.Load() {
+		// (Drained, it is served: its client has sent or is sending a
+		// request, which gets an answer that closes.)
+		e.mu.Unlock()
+		_ = nc.Close()
+		return false
+	}
+	e.conns[c] = struct{}{}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go c.serve()
+	return true
 }
 
 // isTemporary reports accept errors worth waiting out (out of file

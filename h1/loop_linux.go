@@ -256,7 +256,13 @@ func (e *Engine) toLoop(nc net.Conn) bool {
 	l := e.loops[e.next.Add(1)%uint32(len(e.loops))]
 	c.lp, c.fd = l, fd
 	if !l.post(item{kind: itemConn, c: c}) {
-		_ = unix.Close(fd)
+		// The loop has ended (a drained engine whose loops had no
+		// connection left): the client still gets its answer.
+		if nc, err := attach(fd); err == nil {
+			e.goServeNew(nc)
+		} else {
+			_ = unix.Close(fd)
+		}
 	}
 	return true
 }
