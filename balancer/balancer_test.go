@@ -2,7 +2,9 @@ package balancer
 
 import (
 	"math/rand/v2"
+	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -150,5 +152,31 @@ func BenchmarkDecision(b *testing.B) {
 		bal.Decide(&d, peer, nil, xffs[i%len(xffs)])
 		bal.Next(&d)
 		i++
+	}
+}
+
+// The one rule of what follows a failed attempt, for every engine.
+func TestFailedDecidesWhatFollows(t *testing.T) {
+	b := fixture(t, nil)
+	be := &route.Backend{ID: "http://a", Region: "r"}
+	var d Decision
+	refused := &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}
+	reset := &net.OpError{Op: "read", Err: syscall.ECONNRESET}
+	for _, c := range []struct {
+		name   string
+		err    error
+		method string
+		p      Progress
+		want   bool
+	}{
+		{"refused POST: it never left", refused, "POST", Progress{}, true},
+		{"reset GET: idempotent", reset, "GET", Progress{}, true},
+		{"reset POST: it may have been acted on", reset, "POST", Progress{}, false},
+		{"part of the answer sent", reset, "GET", Progress{Answered: true}, false},
+		{"streamed body read", reset, "PUT", Progress{BodySpent: true}, false},
+		{"client gone", reset, "GET", Progress{ClientGone: true}, false},
+		{"shutting down", reset, "GET", Progress{Stopping: true}, false},
+	} {
+		assert.Equal(t, c.want, b.Failed(&d, be, c.err, c.method, c.p), c.name)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"slices"
 	"strconv"
+
+	"github.com/geoproxy/geoproxy/route"
 )
 
 // Answers when no attempt succeeded; both engines send them.
@@ -30,10 +32,40 @@ func DialFailed(err error) bool {
 
 // MayRetry reports whether a failed attempt may be repeated on another
 // backend as far as the error and the method go: the request never left,
-// or its method is idempotent. Engines add their own conditions (nothing
-// sent to the client yet, the request body still replayable).
+// or its method is idempotent. Failed adds what had happened.
 func MayRetry(err error, method string) bool {
 	return DialFailed(err) || Idempotent(method)
+}
+
+// Progress is what had happened when an attempt failed, as the engine saw
+// it.
+type Progress struct {
+	// Answered: part of an answer already went to the client.
+	Answered bool
+	// BodySpent: some of the request body was read from the client and
+	// cannot be sent again (an engine that holds bodies never sets it).
+	BodySpent bool
+	// ClientGone: the client has gone, or writing to it failed.
+	ClientGone bool
+	// Stopping: the engine is shutting down.
+	Stopping bool
+}
+
+// Failed is the one rule, for every engine, of what follows an attempt on
+// be that failed with err before its answer went through: it reports
+// whether the request goes on to the next backend (Next), else the engine
+// answers with Failure, unless the client already has part of an answer or
+// is gone. A failure that is the backend's (not the client's, nor a
+// shutdown's) is counted against the backend.
+func (b *Balancer) Failed(d *Decision, be *route.Backend, err error, method string, p Progress) bool {
+	if p.ClientGone || p.Stopping {
+		return false
+	}
+	if p.Answered {
+		return false // the client has part of it: nothing can be repeated
+	}
+	b.UpstreamError(be)
+	return !p.BodySpent && MayRetry(err, method)
 }
 
 // RetryStatus returns a StatusError when a backend's answer code should be

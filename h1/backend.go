@@ -120,7 +120,7 @@ func (c *conn) forward(p *pool, region *route.Region, method string) (status int
 	defer p.be.Release()
 	c.out = c.appendRequest(c.out[:0], p, region, false)
 	ok, err := c.exchange(bc)
-	if err != nil && reused && !ok && closedByPeer(err) && (errors.Is(err, errNothingWritten) || balancer.Idempotent(method)) {
+	if err != nil && redial(reused, err, errors.Is(err, errNothingWritten), ok, false, method) {
 		// The backend closed an idle connection: once more on a new one.
 		_ = bc.nc.Close()
 		c.now = time.Now()

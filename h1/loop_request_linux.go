@@ -445,7 +445,7 @@ func (l *loop) backFailed(bk *lback, err error) {
 	c := bk.c
 	c.bk, bk.c = nil, nil
 	l.closeBack(bk)
-	if c.reused && closedByPeer(err) && (errors.Is(err, errNothingWritten) || balancer.Idempotent(c.method)) {
+	if redial(c.reused, err, errors.Is(err, errNothingWritten), false, false, c.method) {
 		c.reused = false
 		l.dial(c, bk.p)
 		return
@@ -458,8 +458,7 @@ func (l *loop) backFailed(bk *lback, err error) {
 func (l *loop) attemptFailed(c *conn, err error) {
 	l.release(c)
 	c.lastErr = err
-	l.e.b.UpstreamError(c.be)
-	if !balancer.MayRetry(err, c.method) {
+	if !l.e.b.Failed(&c.d, c.be, err, c.method, balancer.Progress{}) {
 		l.fail(c)
 		return
 	}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -52,6 +53,18 @@ type bconn struct {
 // The peek costs one system call, made at every reuse whatever the age.
 func fresh(idle time.Duration, quiet func() bool) bool {
 	return idle <= backendIdle && quiet()
+}
+
+// redial is the one rule, for every path, of when an attempt that failed
+// on a pooled connection is made again at once on a new connection to the
+// same backend: the backend had closed the idle connection (EOF, a reset,
+// a broken pipe; a timeout is not one) before any of the answer came and
+// before any of a streamed body was read, and either nothing of the request
+// was written or its method may be repeated. It is the same attempt: not a
+// retry, and not counted against the backend.
+func redial(reused bool, err error, nothingWritten, answered, bodySpent bool, method string) bool {
+	return reused && !answered && !bodySpent && closedByPeer(err) &&
+		(nothingWritten || balancer.Idempotent(method))
 }
 
 // quiet peeks at the idle connection without blocking; see fresh.

@@ -82,14 +82,10 @@ func (c *conn) handle(raw []byte) bool {
 		}
 		lastErr = err
 		if sent || errors.Is(err, errClient) {
-			region, be = rg, b
+			region, be = rg, b // served, in part
 			break
 		}
-		if err == errShuttingDown {
-			break
-		}
-		e.b.UpstreamError(b)
-		if !balancer.MayRetry(err, method) {
+		if !e.b.Failed(&c.d, b, err, method, balancer.Progress{Stopping: err == errShuttingDown}) {
 			break
 		}
 	}

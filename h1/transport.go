@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -141,8 +140,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		_ = bc.nc.Close()
 		var ex *exchangeError
-		if reused && errors.As(err, &ex) && !ex.answered && !ex.bodyRead && closedByPeer(ex.err) &&
-			(ex.nothingWritten || balancer.Idempotent(req.Method)) && ctx.Err() == nil {
+		if errors.As(err, &ex) && redial(reused, ex.err, ex.nothingWritten, ex.answered, ex.bodyRead, req.Method) && ctx.Err() == nil {
 			reused, bc = false, nil // the backend closed an idle connection: once more on a new one
 			continue
 		}

@@ -204,8 +204,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if st.err == nil {
 			return
 		}
-		h.b.UpstreamError(be)
-		if !h.retryable(r, rw, st) {
+		progress := balancer.Progress{
+			Answered:   rw.status != 0 || st.gotResponse,
+			BodySpent:  st.body != nil && st.body.touched,
+			ClientGone: r.Context().Err() != nil,
+		}
+		if !h.b.Failed(&st.d, be, st.err, r.Method, progress) {
 			break
 		}
 		h.log.Debug("retrying", zap.String("backend", be.ID), zap.Error(st.err))
@@ -242,20 +246,6 @@ func (h *Handler) forward(rw *responseWriter, out *http.Request, be *route.Backe
 	be.Acquire()
 	defer be.Release()
 	h.rp.ServeHTTP(rw, out)
-}
-
-// retryable reports whether a failed attempt may be repeated elsewhere:
-// nothing was sent to the client, the backend never answered, the client is
-// still there, no request body was consumed, and either the request never
-// left (connection refused) or its method is idempotent.
-func (h *Handler) retryable(r *http.Request, rw *responseWriter, st *state) bool {
-	if rw.status != 0 || st.gotResponse || r.Context().Err() != nil {
-		return false
-	}
-	if st.body != nil && st.body.touched {
-		return false
-	}
-	return balancer.MayRetry(st.err, r.Method)
 }
 
 // rewrite builds the outbound request of one attempt.
