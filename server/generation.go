@@ -12,13 +12,13 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/clientip"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/geo"
-	"github.com/geoproxy/geoproxy/h1"
 	"github.com/geoproxy/geoproxy/health"
-	"github.com/geoproxy/geoproxy/proxy"
+	"github.com/geoproxy/geoproxy/proxy/core"
+	"github.com/geoproxy/geoproxy/proxy/h1"
+	"github.com/geoproxy/geoproxy/proxy/nethttp"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -37,11 +37,11 @@ type generation struct {
 	loadedAt time.Time
 
 	locator  *geo.Locator
-	router   *balancer.Router
-	bal      *balancer.Balancer
-	native   *h1.Engine     // engine native
-	handler  *proxy.Handler // engine nethttp
-	httpSrv  *http.Server   // engine nethttp
+	router   *core.Router
+	bal      *core.Balancer
+	native   *h1.Engine       // engine native
+	handler  *nethttp.Handler // engine nethttp
+	httpSrv  *http.Server     // engine nethttp
 	checker  *health.Checker
 	backends []health.BackendSpec
 	targets  []health.Target
@@ -61,7 +61,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 	g.locator = NewLocator(cfg, db)
 	specs, backends, targets := Topology(cfg)
 	g.backends, g.targets = backends, targets
-	router, err := balancer.NewRouter(specs, s.store, s.log)
+	router, err := core.NewRouter(specs, s.store, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -73,7 +73,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
 		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
 	}, s.log, s.metrics)
-	g.bal = balancer.New(balancer.Options{
+	g.bal = core.New(core.Options{
 		Locator:   g.locator,
 		Resolver:  clientip.NewResolver(cfg.GeoIP.TrustedProxies),
 		Router:    g.router,
@@ -92,7 +92,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 	}
 	switch cfg.Engine {
 	case config.EngineNetHTTP:
-		g.handler = proxy.New(proxy.Options{
+		g.handler = nethttp.New(nethttp.Options{
 			Balancer: g.bal, Backends: all, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,
 			ClientTimeout: s.clientTimeout, MaxRequestBody: cfg.Limits.MaxRequestBody,
 		})
@@ -155,7 +155,7 @@ func (s *Server) start(g *generation, addr net.Addr) error {
 		})
 	}
 	if g.httpSrv != nil {
-		serve(proxy.Listener(g.ln), g.httpSrv.Serve)
+		serve(nethttp.Listener(g.ln), g.httpSrv.Serve)
 	} else {
 		serve(g.ln, g.native.Serve)
 	}

@@ -18,12 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
-	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/geo"
-	"github.com/geoproxy/geoproxy/h1"
 	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/proxy/core"
+	"github.com/geoproxy/geoproxy/proxy/h1"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -158,7 +158,7 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.BackendSpec, []h
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
 // Router returns the current generation's router.
-func (s *Server) Router() *balancer.Router { return s.gen.Load().router }
+func (s *Server) Router() *core.Router { return s.gen.Load().router }
 
 // Config returns the configuration in force.
 func (s *Server) Config() *config.Config { return s.gen.Load().cfg }
@@ -310,7 +310,7 @@ func (s *Server) Drain() {
 }
 
 // Explain says where a direct client at addr would go now.
-func (s *Server) Explain(addr netip.Addr) balancer.Explanation {
+func (s *Server) Explain(addr netip.Addr) core.Explanation {
 	g := s.gen.Load()
-	return balancer.Explain(g.locator, g.router.Snapshot(), addr)
+	return core.Explain(g.locator, g.router.Snapshot(), addr)
 }

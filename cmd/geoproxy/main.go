@@ -21,10 +21,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/demo"
 	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/proxy/core"
 	"github.com/geoproxy/geoproxy/route"
 	"github.com/geoproxy/geoproxy/server"
 )
@@ -244,13 +244,13 @@ func cmdLookup(args []string, stdout, stderr io.Writer) int {
 			code = 1
 			continue
 		}
-		e := balancer.Explain(loc, snap, addr.Unmap())
+		e := core.Explain(loc, snap, addr.Unmap())
 		printExplanation(stdout, e)
 	}
 	return code
 }
 
-func printExplanation(w io.Writer, e balancer.Explanation) {
+func printExplanation(w io.Writer, e core.Explanation) {
 	l := e.Location
 	place := strings.Trim(strings.Join([]string{l.City, l.Subdivision, l.Country, l.Continent}, ", "), ", ")
 	for strings.Contains(place, ", , ") {

@@ -10,8 +10,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/geoproxy/geoproxy/balancer"
-	"github.com/geoproxy/geoproxy/reqcheck"
+	"github.com/geoproxy/geoproxy/proxy/core"
+	"github.com/geoproxy/geoproxy/proxy/reqcheck"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -85,7 +85,7 @@ func (c *conn) handle(raw []byte) bool {
 			region, be = rg, b // served, in part
 			break
 		}
-		if !e.b.Failed(&c.d, b, err, method, balancer.Progress{Stopping: err == errShuttingDown}) {
+		if !e.b.Failed(&c.d, b, err, method, core.Progress{Stopping: err == errShuttingDown}) {
 			break
 		}
 	}
@@ -110,7 +110,7 @@ func (c *conn) handle(raw []byte) bool {
 // failure puts in c.out the answer to a request no backend served, and
 // returns its status.
 func (c *conn) failure(lastErr error) int {
-	code, msg := balancer.Failure(&c.d, lastErr)
+	code, msg := core.Failure(&c.d, lastErr)
 	retryAfter := ""
 	if code == http.StatusServiceUnavailable {
 		retryAfter = c.e.retryAfter
@@ -123,7 +123,7 @@ func (c *conn) failure(lastErr error) int {
 // access log.
 func (c *conn) conclude(dur time.Duration, status int, region *route.Region, be *route.Backend, err error) {
 	e, r := c.e, &c.req
-	o := balancer.Outcome{Status: status, Region: region, Backend: be, Duration: dur, Err: err}
+	o := core.Outcome{Status: status, Region: region, Backend: be, Duration: dur, Err: err}
 	if e.b.AccessLog() {
 		o.Method, o.Host, o.Path = string(r.method), string(r.host), string(pathOf(r.target))
 	}

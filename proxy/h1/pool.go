@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/proxy/core"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -64,7 +64,7 @@ func fresh(idle time.Duration, quiet func() bool) bool {
 // retry, and not counted against the backend.
 func redial(reused bool, err error, nothingWritten, answered, bodySpent bool, method string) bool {
 	return reused && !answered && !bodySpent && closedByPeer(err) &&
-		(nothingWritten || balancer.Idempotent(method))
+		(nothingWritten || core.Idempotent(method))
 }
 
 // quiet peeks at the idle connection without blocking; see fresh.

@@ -26,12 +26,12 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/clientip"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/geo"
 	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/proxy/core"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -306,7 +306,7 @@ type proxy struct {
 
 func openCity(t testing.TB) *geo.Database {
 	t.Helper()
-	db, err := geo.Open("../testdata/geoip2-city.mmdb")
+	db, err := geo.Open("../../testdata/geoip2-city.mmdb")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	return db
@@ -346,7 +346,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		require.NoError(t, err)
 	}
 	log := zaptest.NewLogger(t)
-	router, err := balancer.NewRouter(specs, store, log)
+	router, err := core.NewRouter(specs, store, log)
 	require.NoError(t, err)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	px := config.Proxy{
@@ -367,7 +367,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 	case o.responseHeaderTimeout < 0:
 		px.ResponseHeaderTimeout = 0
 	}
-	b := balancer.New(balancer.Options{
+	b := core.New(core.Options{
 		Locator:       geo.NewLocator(db, geo.Location{Lat: 40.71, Lon: -74.01}, nil),
 		Resolver:      clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
 		Router:        router,

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/geoproxy/geoproxy/reqcheck"
+	"github.com/geoproxy/geoproxy/proxy/reqcheck"
 )
 
 // Every spelling a backend could resolve to a dot segment is refused: plain,

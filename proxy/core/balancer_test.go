@@ -1,4 +1,4 @@
-package balancer
+package core
 
 import (
 	"math/rand/v2"
@@ -62,7 +62,7 @@ func fixture(t testing.TB, db *geo.Database, down ...string) *Balancer {
 }
 
 func openCity(t testing.TB) *geo.Database {
-	db, err := geo.Open("../testdata/geoip2-city.mmdb")
+	db, err := geo.Open("../../testdata/geoip2-city.mmdb")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	return db

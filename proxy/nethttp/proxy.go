@@ -1,8 +1,9 @@
-// Package proxy is geoproxy's net/http engine: an http.Handler that asks the
-// balancer where each request goes and forwards it with
-// httputil.ReverseProxy, retrying on another backend or region when a
-// backend fails before answering.
-package proxy
+// Package nethttp is geoproxy's net/http engine: an http.Handler that asks
+// the request core (package core) where each request goes and forwards it
+// with httputil.ReverseProxy over the native engine's backend pools
+// (h1.Transport), retrying on another backend or region as the core
+// decides.
+package nethttp
 
 import (
 	"cmp"
@@ -23,17 +24,17 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/config"
-	"github.com/geoproxy/geoproxy/h1"
 	"github.com/geoproxy/geoproxy/metrics"
-	"github.com/geoproxy/geoproxy/reqcheck"
+	"github.com/geoproxy/geoproxy/proxy/core"
+	"github.com/geoproxy/geoproxy/proxy/h1"
+	"github.com/geoproxy/geoproxy/proxy/reqcheck"
 	"github.com/geoproxy/geoproxy/route"
 )
 
 // Options configure a Handler.
 type Options struct {
-	Balancer *balancer.Balancer
+	Balancer *core.Balancer
 	// Backends are every backend requests may go to.
 	Backends []*route.Backend
 	// Proxy holds the forwarding settings of the configuration.
@@ -58,7 +59,7 @@ const DefaultClientTimeout = 60 * time.Second
 
 // Handler forwards requests to the nearest healthy region.
 type Handler struct {
-	b          *balancer.Balancer
+	b          *core.Balancer
 	opts       config.Proxy
 	retryAfter string
 	inFlight   interface {
@@ -78,7 +79,7 @@ type stateKey struct{}
 
 // state is one request's progress; pooled.
 type state struct {
-	d           balancer.Decision
+	d           core.Decision
 	region      *route.Region
 	backend     *route.Backend
 	peerTrusted bool
@@ -184,7 +185,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == 0 && r.Context().Err() != nil {
 			status = 499 // the client went away before an answer
 		}
-		o := balancer.Outcome{
+		o := core.Outcome{
 			Status: status, Duration: time.Since(start), Err: st.err,
 			Method: r.Method, Host: r.Host, Path: r.URL.Path,
 		}
@@ -204,7 +205,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if st.err == nil {
 			return
 		}
-		progress := balancer.Progress{
+		progress := core.Progress{
 			Answered:   rw.status != 0 || st.gotResponse,
 			BodySpent:  st.body != nil && st.body.touched,
 			ClientGone: r.Context().Err() != nil,
@@ -234,7 +235,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Context().Err() != nil {
 		return // the client is gone: nobody to answer
 	}
-	code, msg := balancer.Failure(&st.d, st.err)
+	code, msg := core.Failure(&st.d, st.err)
 	if code == http.StatusServiceUnavailable {
 		rw.Header().Set("Retry-After", h.retryAfter)
 	}
@@ -273,7 +274,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	var buf [128]byte
 	for _, hd := range h.opts.RequestHeaders {
-		if v := balancer.AppendHeader(buf[:0], hd.Template, &st.d, st.region); len(v) > 0 {
+		if v := core.AppendHeader(buf[:0], hd.Template, &st.d, st.region); len(v) > 0 {
 			pr.Out.Header[hd.Name] = []string{string(v)}
 		} else {
 			delete(pr.Out.Header, hd.Name)

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 
-	"github.com/geoproxy/geoproxy/reqcheck"
+	"github.com/geoproxy/geoproxy/proxy/reqcheck"
 )
 
 // Parsing errors; each maps to the status the client gets.

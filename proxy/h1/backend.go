@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/proxy/core"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -57,7 +57,7 @@ func (c *conn) appendRequest(dst []byte, p *pool, region *route.Region, upgrade 
 		dst = append(dst, "X-Forwarded-Proto: http\r\n"...)
 	}
 	for i, hd := range c.e.opts.RequestHeaders {
-		c.tmp = balancer.AppendHeader(c.tmp[:0], hd.Template, &c.d, region)
+		c.tmp = core.AppendHeader(c.tmp[:0], hd.Template, &c.d, region)
 		if len(c.tmp) > 0 && validValue(c.tmp) {
 			dst = appendField(dst, c.e.geoNames[i], c.tmp)
 		}

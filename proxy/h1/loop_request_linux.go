@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/geoproxy/geoproxy/balancer"
+	"github.com/geoproxy/geoproxy/proxy/core"
 )
 
 // readClient reads what the client sent and serves what it can; hup: the
@@ -458,7 +458,7 @@ func (l *loop) backFailed(bk *lback, err error) {
 func (l *loop) attemptFailed(c *conn, err error) {
 	l.release(c)
 	c.lastErr = err
-	if !l.e.b.Failed(&c.d, c.be, err, c.method, balancer.Progress{}) {
+	if !l.e.b.Failed(&c.d, c.be, err, c.method, core.Progress{}) {
 		l.fail(c)
 		return
 	}

@@ -1,13 +1,15 @@
-// Package balancer is the routing core shared by every HTTP engine: it turns
-// a peer address and its forwarding headers into a located client and an
-// ordered plan of regions and backends, and it records each request's
-// outcome. It uses no net/http types.
+// Package core is the request core shared by every HTTP engine: it turns a
+// peer address and its forwarding headers into a located client and an
+// ordered plan of regions and backends, decides what follows each attempt
+// (Failed, RetryStatus, Failure), and records each request's outcome
+// (Report: metrics and the access log). It uses no net/http types; the
+// engines (packages h1 and nethttp) only do I/O.
 //
 // A Router keeps the current route.Snapshot in step with the health store:
 // it watches the store through memdb watch channels, rebuilds the immutable
 // snapshot on every change and publishes it through an atomic pointer, so
 // the request path never takes a lock.
-package balancer
+package core
 
 import (
 	"context"
@@ -71,7 +73,7 @@ func (r *Router) Run(ctx context.Context) error {
 func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, error) {
 	rows, err := r.store.Backends(ws)
 	if err != nil {
-		return nil, fmt.Errorf("balancer: read health: %w", err)
+		return nil, fmt.Errorf("core: read health: %w", err)
 	}
 	status := make(map[string]health.Status, len(rows))
 	for _, b := range rows {

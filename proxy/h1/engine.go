@@ -3,7 +3,7 @@
 // one job. It parses each head once, forwards fields as they came (minus
 // hop-by-hop ones, plus the forwarding and geo headers), writes a small
 // response in one system call, streams everything else, and tunnels
-// upgrades. It shares the routing core (package balancer) with the net/http
+// upgrades. It shares the request core (package core) with the net/http
 // engine and behaves the same: same headers, retries, error answers,
 // metrics and logs.
 //
@@ -37,9 +37,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/geoproxy/geoproxy/balancer"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/proxy/core"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -65,7 +65,7 @@ const (
 
 // Options configure an Engine.
 type Options struct {
-	Balancer *balancer.Balancer
+	Balancer *core.Balancer
 	// Proxy holds the forwarding settings of the configuration.
 	Proxy config.Proxy
 	// Backends are every backend requests may go to.
@@ -93,7 +93,7 @@ type Options struct {
 // Engine accepts client connections and forwards their requests to the
 // nearest healthy region.
 type Engine struct {
-	b             *balancer.Balancer
+	b             *core.Balancer
 	opts          config.Proxy
 	pools         map[*route.Backend]*pool
 	geoNames      [][]byte // names of opts.RequestHeaders
@@ -399,7 +399,7 @@ type work struct {
 	tmp  []byte // header values being built
 	xff  []byte
 
-	d balancer.Decision
+	d core.Decision
 	// The Forwarded and X-Forwarded-For values handed to the balancer.
 	fwdVals, xffVals [8]string
 
