@@ -50,12 +50,12 @@ type ReloadResult struct {
 // get traffic after their first pass; removed ones stop being probed once
 // their requests are done. Listen addresses and the engine take a restart:
 // the result names them, and the rest applies.
-func (s *Server) Reload() ReloadResult {
+func (s *Server) Reload() (res ReloadResult) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	cur := s.gen.Load()
-	res := ReloadResult{File: cur.cfg.File, Generation: cur.id}
-	defer func() {
+	res = ReloadResult{File: cur.cfg.File, Generation: cur.id}
+	defer func() { // the result returned, whichever return made it
 		res.Time = time.Now()
 		s.last.Store(&res)
 	}()

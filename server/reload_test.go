@@ -275,3 +275,57 @@ regions:
 		}
 	}
 }
+
+// A Kubernetes ConfigMap volume swaps a "..data" symlink to a new
+// directory; the file's path, a symlink through it, stays. The change is
+// seen and loaded without a signal, and a broken one is refused.
+func TestConfigMapSwapIsReloaded(t *testing.T) {
+	dir := t.TempDir()
+	backend := newApp(t, "us-east")
+	cfgText := func(region string) string {
+		return fmt.Sprintf(`listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+geoip: {database: %s}
+health_check: {path: /health, interval: 1s, timeout: 500ms}
+regions:
+  - {name: %s, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
+`, mustAbs(t, "../testdata/geoip2-city.mmdb"), region, backend.srv.URL)
+	}
+	publish := func(version, text string) {
+		data := filepath.Join(dir, "..2026_"+version)
+		require.NoError(t, os.Mkdir(data, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(data, "geoproxy.yaml"), []byte(text), 0o600))
+		tmp := filepath.Join(dir, "..data_tmp")
+		require.NoError(t, os.Symlink(filepath.Base(data), tmp))
+		require.NoError(t, os.Rename(tmp, filepath.Join(dir, "..data"))) // atomic, as the kubelet does
+	}
+	publish("1", cfgText("us-east"))
+	path := filepath.Join(dir, "geoproxy.yaml")
+	require.NoError(t, os.Symlink(filepath.Join("..data", "geoproxy.yaml"), path))
+
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	srv, err := server.New(server.Options{Config: cfg, Log: zaptest.NewLogger(t, zaptest.Level(zap.DPanicLevel)), Version: "test"})
+	require.NoError(t, err)
+	require.NoError(t, srv.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, srv.Shutdown(ctx))
+	})
+
+	publish("2", cfgText("us-east-2"))
+	require.Eventually(t, func() bool { return srv.Config().Regions[0].Name == "us-east-2" }, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, int64(2), srv.Status().Config.Generation)
+
+	publish("3", "regions: [\n")
+	require.Eventually(t, func() bool { r := srv.LastReload(); return r != nil && !r.OK }, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "us-east-2", srv.Config().Regions[0].Name, "the broken file changed nothing")
+	assert.Contains(t, strings.Join(srv.LastReload().Errors, "\n"), "geoproxy.yaml:")
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	require.NoError(t, err)
+	return a
+}
