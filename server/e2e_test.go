@@ -222,6 +222,31 @@ regions:
 	return e
 }
 
+// runYAML builds a server from config text, starts it, and shuts it down
+// when the test ends. o.Config is set from yaml; o.Log defaults to the
+// test's log at error level and up.
+func runYAML(t *testing.T, yaml string, o server.Options) *server.Server {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	require.NoError(t, err)
+	o.Config = cfg
+	if o.Log == nil {
+		o.Log = zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	}
+	if o.Version == "" {
+		o.Version = "test"
+	}
+	srv, err := server.New(o)
+	require.NoError(t, err)
+	require.NoError(t, srv.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, srv.Shutdown(ctx))
+	})
+	return srv
+}
+
 // get sends a request as a client at ip (through a trusted loopback hop).
 func (e *env) get(ip, path string) (*http.Response, string) {
 	e.t.Helper()

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,7 +16,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/server"
 )
 
@@ -52,22 +50,13 @@ func TestGeoDatabaseReloadsWhenItsFileChanges(t *testing.T) {
 	path := filepath.Join(dir, "country.mmdb")
 	writeCountryDB(t, path, "GB")
 	backend := newApp(t, "europe-west")
-	cfg, err := config.Parse("geo.yaml", []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+	srv := runYAML(t, fmt.Sprintf(`listen: 127.0.0.1:0
 admin: {listen: 127.0.0.1:0}
 geoip: {database: %s}
 health_check: {path: /health, interval: 1s, timeout: 500ms}
 regions:
   - {name: europe-west, location: {lat: 50.45, lon: 3.82}, backends: [{url: "%s"}]}
-`, path, backend.srv.URL)))
-	require.NoError(t, err)
-	srv, err := server.New(server.Options{Config: cfg, Log: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel+1)), Version: "test"})
-	require.NoError(t, err)
-	require.NoError(t, srv.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, srv.Shutdown(ctx))
-	})
+`, path, backend.srv.URL), server.Options{Log: zaptest.NewLogger(t, zaptest.Level(zap.DPanicLevel))})
 	reloads := func(result string) float64 {
 		mfs, err := srv.Registry().Gather()
 		require.NoError(t, err)

@@ -15,8 +15,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/server"
@@ -90,19 +88,7 @@ health_check: {path: /health, interval: 1s, timeout: 500ms}
     location: {lat: 50.45, lon: 3.82}
     backends: [{url: "%s/base"}]
 `, eng.yaml, extra, rec.srv.URL)
-			cfg, err := config.Parse("hardening.yaml", []byte(yaml))
-			require.NoError(t, err)
-			srv, err := server.New(server.Options{
-				Config: cfg, Log: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), Version: "test",
-				ClientTimeout: clientTimeout,
-			})
-			require.NoError(t, err)
-			require.NoError(t, srv.Start(context.Background()))
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				assert.NoError(t, srv.Shutdown(ctx))
-			})
+			srv := runYAML(t, yaml, server.Options{ClientTimeout: clientTimeout})
 			e := &env{t: t, srv: srv}
 			e.waitRegion("europe-west", true)
 			test(t, eng.name, &hardEnv{addr: srv.ProxyAddr().String(), rec: rec})

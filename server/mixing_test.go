@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/server"
@@ -79,16 +76,7 @@ engine: %s
     backends:
       - url: http://%s
 `, engine, proxyKeys, be.ln.Addr())
-	cfg, err := config.Parse("mixing.yaml", []byte(yaml))
-	require.NoError(t, err)
-	srv, err := server.New(server.Options{Config: cfg, Log: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), Version: "test"})
-	require.NoError(t, err)
-	require.NoError(t, srv.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, srv.Shutdown(ctx))
-	})
+	srv := runYAML(t, yaml, server.Options{})
 	(&env{t: t, srv: srv}).waitRegion("local", true)
 
 	var (

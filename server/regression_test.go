@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +14,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/server"
@@ -101,17 +98,7 @@ health_check: {path: /health, interval: 200ms, timeout: 100ms}
     location: {lat: 50.45, lon: 3.82}
     backends: [{url: "%s"}]
 `, engineYAML, backendURL)
-	cfg, err := config.Parse("regression.yaml", []byte(yaml))
-	require.NoError(t, err)
-	srv, err := server.New(server.Options{Config: cfg, Log: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), Version: "test",
-		ClientTimeout: clientTimeout})
-	require.NoError(t, err)
-	require.NoError(t, srv.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	srv := runYAML(t, yaml, server.Options{ClientTimeout: clientTimeout})
 	require.Eventually(t, func() bool { ok, _ := srv.Ready(); return ok }, 5*time.Second, 10*time.Millisecond)
 	return srv
 }
