@@ -519,7 +519,7 @@ func (c *conn) serve() {
 	}
 	for {
 		c.shrink()
-		c.idleSince.Store(time.Now().UnixNano())
+		c.idleSince.Store(c.now.UnixNano()) // the latest clock reading: the request's end
 		c.idle.Store(true)
 		if e.closing.Load() && !e.draining.Load() {
 			return // (drained: closeIdle closes it once it has waited long enough)

@@ -220,14 +220,8 @@ func readChunked(br *bufio.Reader, b *body, limit int, a chunker) (bool, error) 
 		if err != nil {
 			return waited, err
 		}
-		// Chunk extensions are ignored, but not without end: a client
-		// sending many chunks of one byte with long extensions would
-		// otherwise stream any amount through the body timeout. As Go's
-		// server does, up to 16 framing bytes per chunk plus twice its size
-		// are free, and 16 KiB beyond that in all (400).
-		excess = max(0, excess+line+2-16-2*size)
-		if excess > maxChunkExcess {
-			return waited, errBadChunk
+		if excess, err = chunkExcess(excess, line, size); err != nil {
+			return waited, err
 		}
 		if size == 0 {
 			// Trailer fields, checked and dropped, up to the empty line.
@@ -260,9 +254,24 @@ func readChunked(br *bufio.Reader, b *body, limit int, a chunker) (bool, error) 
 	}
 }
 
-// maxChunkExcess bounds the framing bytes of a chunked request body beyond
-// its allowance (see readChunked).
+// maxChunkExcess bounds the framing bytes of a chunked body beyond its
+// allowance (see chunkExcess).
 const maxChunkExcess = 16 << 10
+
+// chunkExcess counts a chunk-size line of length line for a chunk of size
+// bytes against a chunked body's framing allowance, and returns the new
+// excess. Chunk extensions are ignored, but not without end: a sender of
+// many one-byte chunks with long extensions could otherwise stream any
+// amount through a body timeout. As Go's server does, 16 framing bytes per
+// chunk plus twice its size are free, and maxChunkExcess beyond that in
+// all (errBadChunk).
+func chunkExcess(excess, line, size int) (int, error) {
+	excess = max(0, excess+line+2-16-2*size)
+	if excess > maxChunkExcess {
+		return excess, errBadChunk
+	}
+	return excess, nil
+}
 
 // chunkSize reads a chunk-size line (extensions ignored).
 func chunkSize(br *bufio.Reader) (int, error) {

@@ -483,9 +483,8 @@ func (b *backendBody) read(buf []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		b.excess = max(0, b.excess+line+2-16-2*size)
-		if b.excess > maxChunkExcess {
-			return 0, errBadChunk
+		if b.excess, err = chunkExcess(b.excess, line, size); err != nil {
+			return 0, err
 		}
 		if size == 0 {
 			return 0, b.trailer()

@@ -44,18 +44,15 @@ type Options struct {
 	// ClientTimeout is how long a client may take to send a request body
 	// once its head is in (408 beyond), and to take each part of an answer
 	// (the connection is closed beyond). The server's ReadHeaderTimeout and
-	// IdleTimeout should be the same (see DefaultClientTimeout).
+	// IdleTimeout should be the same. Zero means h1.DefaultClientTimeout,
+	// as on the native engine.
 	ClientTimeout time.Duration
 	// MaxRequestBody is the largest request body accepted (413 beyond);
-	// zero means 32 MiB.
+	// zero means h1.DefaultMaxRequestBody.
 	MaxRequestBody int64
 	Metrics        *metrics.Metrics
 	Log            *zap.Logger
 }
-
-// DefaultClientTimeout is ClientTimeout when none is given: the native
-// engine's.
-const DefaultClientTimeout = 60 * time.Second
 
 // Handler forwards requests to the nearest healthy region.
 type Handler struct {
@@ -101,9 +98,9 @@ func New(o Options) *Handler {
 		clientTimeout: o.ClientTimeout,
 	}
 	if h.clientTimeout <= 0 {
-		h.clientTimeout = DefaultClientTimeout
+		h.clientTimeout = h1.DefaultClientTimeout
 	}
-	h.maxBody = cmp.Or(o.MaxRequestBody, 32<<20)
+	h.maxBody = cmp.Or(o.MaxRequestBody, h1.DefaultMaxRequestBody)
 	h.states.New = func() any { return new(state) }
 	// The backend connections are kept by the native engine's pools, so
 	// that both engines reuse them by the same rules.
