@@ -61,6 +61,7 @@ type head struct {
 	fields []field
 
 	contentLength int64  // -1: none
+	lengthText    []byte // the Content-Length value as written
 	te            bool   // a Transfer-Encoding field is there
 	chunked       bool   // Transfer-Encoding ends in chunked
 	otherCoding   bool   // Transfer-Encoding lists codings other than chunked
@@ -357,11 +358,20 @@ func (h *head) note(f *field) error {
 		}
 		h.host = f.value
 	case kindContentLength:
+		// A repeated Content-Length must repeat the same text: "03" and
+		// "3" are refused, as net/http does, so that no two parsers can
+		// disagree about where the body ends.
+		if h.lengthText != nil {
+			if !bytes.Equal(f.value, h.lengthText) {
+				return errMalformed
+			}
+			break
+		}
 		n, ok := parseContentLength(f.value)
-		if !ok || (h.contentLength >= 0 && n != h.contentLength) {
+		if !ok {
 			return errMalformed
 		}
-		h.contentLength = n
+		h.contentLength, h.lengthText = n, f.value
 	case kindTransferEncoding:
 		// chunked, if there, must be the last coding and only once; the
 		// other codings are listed in h.codings and never decoded here.

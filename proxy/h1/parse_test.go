@@ -162,6 +162,7 @@ func TestParseRequestRefusesAmbiguousOrInvalidHeads(t *testing.T) {
 		{"content-length and transfer-encoding", "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", errMalformed},
 		{"transfer-encoding then content-length", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", errMalformed},
 		{"two different content-lengths", "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", errMalformed},
+		{"same length written two ways", "POST / HTTP/1.1\r\nContent-Length: 03\r\nContent-Length: 3\r\n\r\n", errMalformed},
 		{"content-length list", "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", errMalformed},
 		{"content-length not digits", "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", errMalformed},
 		{"content-length hex", "POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n", errMalformed},
