@@ -32,6 +32,9 @@ func TestParseRequestAcceptsValidHeads(t *testing.T) {
 		raw   string
 		check func(t *testing.T, h *head)
 	}{
+		{"content-length repeated alike", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", func(t *testing.T, h *head) {
+			assert.EqualValues(t, 3, h.contentLength)
+		}},
 		{"origin form", "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n", func(t *testing.T, h *head) {
 			assert.Equal(t, "GET", string(h.method))
 			assert.Equal(t, "/index.html?q=1", string(h.target))
