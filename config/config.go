@@ -53,6 +53,11 @@ type Config struct {
 	// Shutdown configures how the process stops (key "shutdown").
 	Shutdown Shutdown
 
+	// Resilience configures passive health, retry budgets and timeouts,
+	// failback, degraded regions and what happens when every region is
+	// down (key "resilience").
+	Resilience Resilience
+
 	// AccessLog turns the access log on: one line per request
 	// (key "access_log"). Default true.
 	AccessLog bool

@@ -134,6 +134,16 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, 3, px.EventLoops)
 	assert.Equal(t, Limits{RequestMemory: 256 << 20, MaxRequestBody: 8 << 20}, cfg.Limits)
 	assert.Equal(t, Shutdown{DrainDelay: 10 * time.Second}, cfg.Shutdown)
+	assert.Equal(t, Resilience{
+		PassiveHealth: true, EjectAfterErrors: 3, EjectAfter5xx: 4,
+		EjectStatuses: []int{500, 503}, EjectBelowSuccess: 0.6,
+		SuccessWindow: 20 * time.Second, SuccessMinRequests: 50,
+		EjectionTime: 10 * time.Second, MaxEjectionTime: 2 * time.Minute, MaxEjected: 0.34,
+		RetryBudget: 0.25, RetryBudgetMin: 5,
+		PerTryTimeout: 3 * time.Second, RequestTimeout: 15 * time.Second,
+		FailbackHold: time.Minute, SlowStart: 20 * time.Second,
+		DegradedBelow: 0.8, WhenAllDown: AllDownPanic,
+	}, cfg.Resilience)
 
 	require.Len(t, cfg.Regions, 2)
 	assert.Equal(t, []string{"http://10.1.0.1:8000", "https://us-east-2.example.com/app"}, backendURLs(cfg.Regions[0].Backends))
@@ -173,8 +183,18 @@ func TestDefaults(t *testing.T) {
 
 			ResponseHeaderTimeout: 60 * time.Second,
 		},
-		Limits:    Limits{RequestMemory: 128 << 20, MaxRequestBody: 32 << 20},
-		Shutdown:  Shutdown{DrainDelay: 5 * time.Second},
+		Limits:   Limits{RequestMemory: 128 << 20, MaxRequestBody: 32 << 20},
+		Shutdown: Shutdown{DrainDelay: 5 * time.Second},
+		Resilience: Resilience{
+			PassiveHealth: true, EjectAfterErrors: 5, EjectAfter5xx: 5,
+			EjectStatuses: []int{500, 502, 503, 504}, EjectBelowSuccess: 0.5,
+			SuccessWindow: 10 * time.Second, SuccessMinRequests: 20,
+			EjectionTime: 30 * time.Second, MaxEjectionTime: 5 * time.Minute, MaxEjected: 0.5,
+			RetryBudget: 0.2, RetryBudgetMin: 3,
+			PerTryTimeout: 10 * time.Second, RequestTimeout: 30 * time.Second,
+			FailbackHold: 30 * time.Second, SlowStart: 30 * time.Second,
+			DegradedBelow: 0.72, WhenAllDown: AllDownReject,
+		},
 		AccessLog: true,
 		Engine:    EngineNative,
 		Regions: []Region{{Name: "a", Location: LatLon{Lat: 1, Lon: 2},
@@ -431,6 +451,22 @@ func TestBroken(t *testing.T) {
 			[]string{`bad.yaml:1:24: proxy.region_header: invalid header name "X Region"`}},
 		{"hop-by-hop region header", "proxy: {region_header: upgrade}\n" + minimal,
 			[]string{`bad.yaml:1:24: proxy.region_header: header Upgrade cannot be used`}},
+
+		// Resilience.
+		{"percentage without sign", "resilience:\n  retry_budget: 20\n" + minimal,
+			[]string{`bad.yaml:2:17: resilience.retry_budget: expected a percentage such as "20%", got 20`}},
+		{"percentage over 100", "resilience:\n  max_ejected: 120%\n" + minimal,
+			[]string{`bad.yaml:2:16: resilience.max_ejected: invalid percentage "120%": want 0% to 100%`}},
+		{"unknown all-down mode", "resilience: {when_all_down: fail}\n" + minimal,
+			[]string{`bad.yaml:1:29: resilience.when_all_down: must be "reject" or "panic", got "fail"`}},
+		{"request timeout below per-try", "resilience: {per_try_timeout: 5s, request_timeout: 2s}\n" + minimal,
+			[]string{`resilience.request_timeout: 2s is less than resilience.per_try_timeout (5s)`}},
+		{"max ejection below ejection", "resilience: {ejection_time: 1m, max_ejection_time: 10s}\n" + minimal,
+			[]string{`resilience.max_ejection_time: 10s is less than resilience.ejection_time (1m0s)`}},
+		{"eject status not 5xx", "resilience: {eject_statuses: [404]}\n" + minimal,
+			[]string{`resilience.eject_statuses[0]: must be a 5xx status code, got 404`}},
+		{"zero success window", "resilience: {success_window: 0s}\n" + minimal,
+			[]string{`resilience.success_window: must be 1s to 1h, got 0s`}},
 
 		// Listeners.
 		{"listen without port", "listen: localhost\n" + minimal,

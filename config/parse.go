@@ -28,6 +28,7 @@ type rawConfig struct {
 	Proxy       opt[rawProxy]         `yaml:"proxy"`
 	Limits      opt[rawLimits]        `yaml:"limits"`
 	Shutdown    opt[rawShutdown]      `yaml:"shutdown"`
+	Resilience  opt[rawResilience]    `yaml:"resilience"`
 	AccessLog   scalar                `yaml:"access_log"`
 	Engine      scalar                `yaml:"engine"`
 	Regions     opt[[]opt[rawRegion]] `yaml:"regions"`

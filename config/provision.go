@@ -78,6 +78,7 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	p = root.key("shutdown")
 	shutdown, _ := composite(c, p, raw.Shutdown)
 	cfg.Shutdown.DrainDelay = c.duration(p.key("drain_delay"), shutdown.DrainDelay, defaultDrainDelay)
+	cfg.Resilience = c.resilience(root.key("resilience"), raw.Resilience)
 	return cfg
 }
 

@@ -27,6 +27,7 @@ func (c *checker) validate(cfg *Config) {
 	if d := cfg.Shutdown.DrainDelay; d < 0 || d > 5*time.Minute {
 		c.errorf(root.key("shutdown").key("drain_delay"), "must be 0 to 5m, got %s", d)
 	}
+	c.validateResilience(root.key("resilience"), &cfg.Resilience)
 	c.validateRegions(root.key("regions"), cfg.Regions)
 }
 
