@@ -190,7 +190,7 @@ func TestDefaults(t *testing.T) {
 			EjectStatuses: []int{500, 502, 503, 504}, EjectBelowSuccess: 0.5,
 			SuccessWindow: 10 * time.Second, SuccessMinRequests: 20,
 			EjectionTime: 30 * time.Second, MaxEjectionTime: 5 * time.Minute, MaxEjected: 0.5,
-			RetryBudget: 0.2, RetryBudgetMin: 3,
+			RetryBudget: 0.2, RetryBudgetMin: 10,
 			PerTryTimeout: 10 * time.Second, RequestTimeout: 30 * time.Second,
 			FailbackHold: 30 * time.Second, SlowStart: 30 * time.Second,
 			DegradedBelow: 0.72, WhenAllDown: AllDownReject,

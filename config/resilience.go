@@ -71,7 +71,9 @@ type Resilience struct {
 	RetryBudget float64
 
 	// RetryBudgetMin is how many retries may be in flight in a region
-	// whatever the budget (key "resilience.retry_budget_min"). Default 3.
+	// whatever the budget (key "resilience.retry_budget_min"). Default 10.
+	// A retry after a failed connect (the backend got nothing) is always
+	// allowed.
 	RetryBudgetMin int
 
 	// PerTryTimeout bounds the wait for one backend's answer head, after
@@ -156,7 +158,7 @@ func (c *checker) resilience(p fieldPath, o opt[rawResilience]) Resilience {
 		MaxEjectionTime:    c.duration(p.key("max_ejection_time"), raw.MaxEjectionTime, 5*time.Minute),
 		MaxEjected:         c.percent(p.key("max_ejected"), raw.MaxEjected, 0.5),
 		RetryBudget:        c.percent(p.key("retry_budget"), raw.RetryBudget, 0.2),
-		RetryBudgetMin:     c.int(p.key("retry_budget_min"), raw.RetryBudgetMin, 3),
+		RetryBudgetMin:     c.int(p.key("retry_budget_min"), raw.RetryBudgetMin, 10),
 		PerTryTimeout:      c.duration(p.key("per_try_timeout"), raw.PerTryTimeout, 10*time.Second),
 		RequestTimeout:     c.duration(p.key("request_timeout"), raw.RequestTimeout, 30*time.Second),
 		FailbackHold:       c.duration(p.key("failback_hold"), raw.FailbackHold, 30*time.Second),

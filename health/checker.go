@@ -44,6 +44,10 @@ type Observer interface {
 	Probed(t Target, ok bool, took time.Duration)
 	// Changed is called once per state change.
 	Changed(t Target, from, to Status)
+	// Ejected is called once per ejection by passive health.
+	Ejected(t Target, reason string)
+	// Returned is called when an ejected backend returns.
+	Returned(t Target)
 }
 
 // Checker probes backends and records their health in a Store.
@@ -135,6 +139,9 @@ func (c *Checker) loop(ctx context.Context, t Target) {
 			c.record(t, next, reason)
 			state = next
 		}
+		if err == nil {
+			c.returnIfDue(t)
+		}
 		// ±10% jitter keeps the probes of many proxies from lining up.
 		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(interval))
 		timer.Reset(interval + jitter)
@@ -161,6 +168,24 @@ func (c *Checker) record(t Target, to Status, reason string) {
 	c.log.Info("backend health changed", fields...)
 	if c.obs != nil {
 		c.obs.Changed(t, prev, to)
+	}
+}
+
+// returnIfDue puts an ejected backend that passed a probe back into
+// service once its ejection time is over.
+func (c *Checker) returnIfDue(t Target) {
+	b, returned, err := c.store.ReturnIfDue(t.ID)
+	if err != nil {
+		c.log.Error("return backend", zap.String("backend", t.ID), zap.Error(err))
+		return
+	}
+	if !returned {
+		return
+	}
+	c.log.Warn("backend returned", zap.String("region", t.Region), zap.String("backend", t.ID),
+		zap.Duration("ejected_for", b.ReturnedAt.Sub(b.EjectedAt)))
+	if c.obs != nil {
+		c.obs.Returned(t)
 	}
 }
 

@@ -96,6 +96,24 @@ func (e *events) Changed(t Target, from, to Status) {
 	e.changes <- change{id: t.ID, from: from, to: to, probes: n}
 }
 
+func (e *events) Ejected(t Target, reason string) {
+	e.mu.Lock()
+	e.probes["ejected "+reason+" "+t.ID]++
+	e.mu.Unlock()
+}
+
+func (e *events) Returned(t Target) {
+	e.mu.Lock()
+	e.probes["returned "+t.ID]++
+	e.mu.Unlock()
+}
+
+func (e *events) count(key string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.probes[key]
+}
+
 func (e *events) next(t *testing.T) change {
 	t.Helper()
 	select {

@@ -55,7 +55,29 @@ type Backend struct {
 	Since time.Time
 	// Reason is the last probe error that counted toward Status, or "".
 	Reason string
+
+	// Ejected: passive health took the backend out of service for failing
+	// real requests, whatever its probes say (see Passive).
+	Ejected bool
+	// EjectedAt is when the backend was last ejected.
+	EjectedAt time.Time
+	// EjectedUntil is when the ejection may end; the backend returns at
+	// its first passing probe after it.
+	EjectedUntil time.Time
+	// EjectReason is why the backend was last ejected.
+	EjectReason string
+	// Ejections counts the backend's ejections in a row: each lasts that
+	// many times the base ejection time.
+	Ejections int
+	// ReturnedAt is when the backend last came back into service after
+	// being unhealthy or ejected (zero if it never left): it ramps up
+	// from then (slow start).
+	ReturnedAt time.Time
 }
+
+// InService reports whether the backend may get traffic: healthy and not
+// ejected.
+func (b *Backend) InService() bool { return b.Status == Healthy && !b.Ejected }
 
 const tableBackends = "backends"
 
@@ -162,11 +184,104 @@ func (s *Store) SetStatus(id string, st Status, reason string) (Status, bool, er
 	}
 	b := *old
 	b.Status, b.Reason, b.Since = st, reason, s.now()
+	if old.Status == Unhealthy && st == Healthy {
+		b.ReturnedAt = b.Since
+	}
 	if err := txn.Insert(tableBackends, &b); err != nil {
 		return old.Status, false, fmt.Errorf("health: set status of %s: %w", id, err)
 	}
 	txn.Commit()
 	return old.Status, true, nil
+}
+
+// Ejection asks Eject to take a backend out of service.
+type Ejection struct {
+	// ID is the backend's.
+	ID string
+	// Reason says why, in a word ("errors", "5xx", "success_rate").
+	Reason string
+	// Base is the first ejection's length; the n-th in a row lasts n times
+	// as long, up to Max. A backend not ejected for Max starts again at one.
+	Base, Max time.Duration
+	// MaxShare is the largest share of the backend's region ejected at
+	// once; one backend may always be.
+	MaxShare float64
+}
+
+// Eject takes a backend out of service until its ejection time is over
+// (see Ejection). It reports false, changing nothing, when the backend is
+// already ejected or its region has as many ejected as MaxShare allows.
+func (s *Store) Eject(e Ejection) (*Backend, bool, error) {
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	raw, err := txn.First(tableBackends, "id", e.ID)
+	if err != nil {
+		return nil, false, fmt.Errorf("health: eject %s: %w", e.ID, err)
+	}
+	old, ok := raw.(*Backend)
+	if !ok {
+		return nil, false, fmt.Errorf("health: eject %s: %w", e.ID, ErrNoBackend)
+	}
+	if old.Ejected {
+		return old, false, nil
+	}
+	it, err := txn.Get(tableBackends, "region", old.Region)
+	if err != nil {
+		return nil, false, fmt.Errorf("health: eject %s: %w", e.ID, err)
+	}
+	total, ejected := 0, 0
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		total++
+		if raw.(*Backend).Ejected {
+			ejected++
+		}
+	}
+	if ejected > 0 && float64(ejected+1) > e.MaxShare*float64(total) {
+		return old, false, nil
+	}
+	now := s.now()
+	b := *old
+	if b.EjectedAt.IsZero() || now.Sub(b.EjectedAt) > e.Max+e.Base*time.Duration(b.Ejections) {
+		b.Ejections = 0 // a long good run: the count starts again
+	}
+	b.Ejections++
+	b.Ejected, b.EjectedAt, b.EjectReason = true, now, e.Reason
+	b.EjectedUntil = now.Add(min(e.Base*time.Duration(b.Ejections), max(e.Max, e.Base)))
+	if err := txn.Insert(tableBackends, &b); err != nil {
+		return nil, false, fmt.Errorf("health: eject %s: %w", e.ID, err)
+	}
+	txn.Commit()
+	return &b, true, nil
+}
+
+// ReturnIfDue puts an ejected backend back into service when its ejection
+// time is over; the checker calls it when the backend passes a probe. It
+// reports whether the backend returned.
+func (s *Store) ReturnIfDue(id string) (*Backend, bool, error) {
+	cur, err := s.Backend(id)
+	if err != nil || !cur.Ejected || s.now().Before(cur.EjectedUntil) {
+		return cur, false, err // a read only: nothing to do, most times
+	}
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	raw, err := txn.First(tableBackends, "id", id)
+	if err != nil {
+		return nil, false, fmt.Errorf("health: return %s: %w", id, err)
+	}
+	old, ok := raw.(*Backend)
+	if !ok {
+		return nil, false, fmt.Errorf("health: return %s: %w", id, ErrNoBackend)
+	}
+	if !old.Ejected {
+		return old, false, nil
+	}
+	b := *old
+	b.Ejected, b.ReturnedAt = false, s.now()
+	if err := txn.Insert(tableBackends, &b); err != nil {
+		return nil, false, fmt.Errorf("health: return %s: %w", id, err)
+	}
+	txn.Commit()
+	return &b, true, nil
 }
 
 // Backends returns every backend ordered by ID. When ws is not nil, it gets

@@ -47,6 +47,13 @@ type Metrics struct {
 	ConfigGeneration prometheus.Gauge
 	// ConfigLastSuccess is when the config was last reloaded successfully.
 	ConfigLastSuccess prometheus.Gauge
+	// Ejections counts backends ejected by passive health, by reason.
+	Ejections *prometheus.CounterVec
+	// Returns counts ejected backends back in service.
+	Returns *prometheus.CounterVec
+	// RetryBudgetExhausted counts retries not made because the region's
+	// retry budget was spent.
+	RetryBudgetExhausted *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the build info, on reg.
@@ -110,6 +117,18 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "geoproxy_backend_health_changes_total",
 			Help: "Backend health state changes, by region, backend and new state.",
 		}, []string{"region", "backend", "state"}),
+		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_backend_ejections_total",
+			Help: "Backends taken out of service by passive health for failing real requests, by region, backend and reason (errors, 5xx, success_rate).",
+		}, []string{"region", "backend", "reason"}),
+		Returns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_backend_returns_total",
+			Help: "Ejected backends back in service after their ejection time and a passing probe, by region and backend.",
+		}, []string{"region", "backend"}),
+		RetryBudgetExhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_retry_budget_exhausted_total",
+			Help: "Retries not made because the region's retry budget (resilience.retry_budget) was spent, by region.",
+		}, []string{"region"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "geoproxy_build_info",
@@ -119,7 +138,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	build.Set(1)
 	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.Failover, m.GeoLookups, m.UpstreamErrors,
 		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, m.GeoReloads,
-		m.ConfigReloads, m.ConfigGeneration, m.ConfigLastSuccess, build)
+		m.ConfigReloads, m.ConfigGeneration, m.ConfigLastSuccess, m.Ejections, m.Returns,
+		m.RetryBudgetExhausted, build)
 	for _, r := range []string{"success", "failure"} {
 		m.GeoReloads.WithLabelValues(r) // at 0 from the start, so rate() and alerts see them
 		m.ConfigReloads.WithLabelValues(r)
@@ -143,6 +163,16 @@ func (m *Metrics) Changed(t health.Target, _, to health.Status) {
 	m.HealthChanges.WithLabelValues(t.Region, t.ID, to.String()).Inc()
 }
 
+// Ejected counts one ejection by passive health.
+func (m *Metrics) Ejected(t health.Target, reason string) {
+	m.Ejections.WithLabelValues(t.Region, t.ID, reason).Inc()
+}
+
+// Returned counts an ejected backend back in service.
+func (m *Metrics) Returned(t health.Target) {
+	m.Returns.WithLabelValues(t.Region, t.ID).Inc()
+}
+
 var _ health.Observer = (*Metrics)(nil)
 
 // StateCollector exports the current routing state at scrape time: one
@@ -153,6 +183,10 @@ type StateCollector struct {
 	healthy  *prometheus.Desc
 	backends *prometheus.Desc
 	eligible *prometheus.Desc
+	share    *prometheus.Desc
+	held     *prometheus.Desc
+	allDown  *prometheus.Desc
+	panic    *prometheus.Desc
 }
 
 // NewStateCollector reads the current snapshot through snapshot (which may
@@ -169,6 +203,15 @@ func NewStateCollector(snapshot func() *route.Snapshot) *StateCollector {
 			"Configured backends in the region.", []string{"region"}, nil),
 		eligible: prometheus.NewDesc("geoproxy_region_up",
 			"1 when the region has at least one healthy backend and can serve.", []string{"region"}, nil),
+		share: prometheus.NewDesc("geoproxy_region_client_share",
+			"Share of its clients the region takes, 0 to 1: below 1 while it is degraded (resilience.degraded_below), held back or ramping up after failover.",
+			[]string{"region"}, nil),
+		held: prometheus.NewDesc("geoproxy_region_failback_held",
+			"1 while the region, back from failover, is held back (resilience.failback_hold).", []string{"region"}, nil),
+		allDown: prometheus.NewDesc("geoproxy_all_regions_down",
+			"1 while no region has a healthy backend.", nil, nil),
+		panic: prometheus.NewDesc("geoproxy_panic_mode",
+			"1 while every region is down and requests are spread over every backend of the nearest region (resilience.when_all_down: panic).", nil, nil),
 	}
 }
 
@@ -178,6 +221,10 @@ func (c *StateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.healthy
 	ch <- c.backends
 	ch <- c.eligible
+	ch <- c.share
+	ch <- c.held
+	ch <- c.allDown
+	ch <- c.panic
 }
 
 // Collect implements prometheus.Collector.
@@ -186,11 +233,21 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	if s == nil {
 		return
 	}
+	gauge := func(d *prometheus.Desc, v bool, labels ...string) {
+		f := 0.0
+		if v {
+			f = 1
+		}
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, f, labels...)
+	}
+	anyUp := false
 	for i := range s.Regions {
 		r := &s.Regions[i]
 		healthy := make(map[*route.Backend]bool, len(r.Healthy))
-		for _, b := range r.Healthy {
-			healthy[b] = true
+		if !s.Panic { // in panic mode none is healthy, whatever is tried
+			for _, b := range r.Healthy {
+				healthy[b] = true
+			}
 		}
 		for _, b := range r.Backends {
 			v := 0.0
@@ -199,12 +256,17 @@ func (c *StateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, v, r.Name, b.ID)
 		}
-		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, float64(len(r.Healthy)), r.Name)
+		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, float64(len(healthy)), r.Name)
 		ch <- prometheus.MustNewConstMetric(c.backends, prometheus.GaugeValue, float64(len(r.Backends)), r.Name)
-		up := 0.0
-		if r.Eligible() {
-			up = 1
+		gauge(c.eligible, len(healthy) > 0, r.Name)
+		anyUp = anyUp || len(healthy) > 0
+		share := float64(r.Share) / route.FullShare
+		if len(healthy) == 0 {
+			share = 0
 		}
-		ch <- prometheus.MustNewConstMetric(c.eligible, prometheus.GaugeValue, up, r.Name)
+		ch <- prometheus.MustNewConstMetric(c.share, prometheus.GaugeValue, share, r.Name)
+		gauge(c.held, r.Held(), r.Name)
 	}
+	gauge(c.allDown, !anyUp)
+	gauge(c.panic, s.Panic)
 }

@@ -28,11 +28,10 @@ func (r *Region) Pick(rnd func() uint64, tried []*Backend) *Backend {
 		// step so every other backend can come up.
 		j = (i + 1 + int(rnd()%uint64(n-1))) % n
 	}
-	a, b := r.Healthy[i], r.Healthy[j]
-	if lessLoaded(b, a) {
-		return b
+	if lessLoaded(r.Healthy[j], r.weight[j], r.Healthy[i], r.weight[i]) {
+		return r.Healthy[j]
 	}
-	return a
+	return r.Healthy[i]
 }
 
 // draw maps a point in [0, total weight) to a backend index.
@@ -52,23 +51,26 @@ func (r *Region) draw(x uint64) int {
 // leastLoaded returns the untried backend with the fewest requests in flight
 // per unit of weight, or nil.
 func (r *Region) leastLoaded(tried []*Backend) *Backend {
-	var best *Backend
+	best := -1
 outer:
-	for _, b := range r.Healthy {
+	for i, b := range r.Healthy {
 		for _, t := range tried {
 			if t == b {
 				continue outer
 			}
 		}
-		if best == nil || lessLoaded(b, best) {
-			best = b
+		if best < 0 || lessLoaded(b, r.weight[i], r.Healthy[best], r.weight[best]) {
+			best = i
 		}
 	}
-	return best
+	if best < 0 {
+		return nil
+	}
+	return r.Healthy[best]
 }
 
-// lessLoaded reports whether a has strictly fewer requests in flight per unit
-// of weight than b.
-func lessLoaded(a, b *Backend) bool {
-	return a.InFlight()*int64(max(b.Weight, 1)) < b.InFlight()*int64(max(a.Weight, 1))
+// lessLoaded reports whether a, of weight wa, has strictly fewer requests in
+// flight per unit of weight than b, of weight wb.
+func lessLoaded(a *Backend, wa int64, b *Backend, wb int64) bool {
+	return a.InFlight()*wb < b.InFlight()*wa
 }

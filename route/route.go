@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/url"
 	"sync/atomic"
+	"time"
 )
 
 // EarthRadiusKm is the mean Earth radius used for great-circle distances.
@@ -35,6 +36,9 @@ type Backend struct {
 	// Weight is the backend's share of its region's traffic, relative to
 	// the other backends of the region.
 	Weight int
+	// Index is the backend's position among every backend of its
+	// configuration, from 0: per-backend state is kept in slices by it.
+	Index int
 
 	inflight atomic.Int64
 }
@@ -67,13 +71,60 @@ type Region struct {
 	Backends []*Backend
 	// Healthy lists the backends that may receive traffic now.
 	Healthy []*Backend
+	// HealthyShare is the healthy backends' share of the region's weight,
+	// 0 to 1.
+	HealthyShare float64
+	// Degraded: HealthyShare is below the snapshot's DegradedBelow, so
+	// the region passes part of its clients on.
+	Degraded bool
+	// HeldUntil is when a region back from failover starts taking its
+	// clients again (failback hold); zero when it is not held.
+	HeldUntil time.Time
+	// Ramp is the share of its clients a region back from failover takes
+	// while it ramps up (slow start), 0 to 1; 1 when not ramping.
+	Ramp float64
+	// Share is the share of its clients the region takes, in 1/65536:
+	// FullShare when healthy enough and not held or ramping.
+	Share uint32
 
 	sinLat, cosLat, lonRad float64
-	cumWeight              []int
+	cumWeight              []int64
+	weight                 []int64 // effective weight of each Healthy backend (slow start)
 }
+
+// SameBackends reports whether r and o serve with the same backends at the
+// same weights.
+func (r *Region) SameBackends(o *Region) bool {
+	if len(r.Healthy) != len(o.Healthy) {
+		return false
+	}
+	for i := range r.Healthy {
+		if r.Healthy[i] != o.Healthy[i] || r.weight[i] != o.weight[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// FullShare is Region.Share when the region takes all its clients.
+const FullShare = 1 << 16
 
 // Eligible reports whether the region can serve: it has a healthy backend.
 func (r *Region) Eligible() bool { return len(r.Healthy) > 0 }
+
+// Held reports whether the region is held back after failover.
+func (r *Region) Held() bool { return !r.HeldUntil.IsZero() }
+
+// takes reports whether the region takes the client with key, by its
+// share: the same clients every time, and those taken at a smaller share
+// are still taken at a larger one.
+func (r *Region) takes(key uint64) bool {
+	if r.Share >= FullShare {
+		return true
+	}
+	h := (key ^ uint64(r.Index+1)*0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
+	return uint32(h>>48) < r.Share
+}
 
 // Snapshot is an immutable view of all regions and their healthy backends.
 // The request path loads the current Snapshot through an atomic pointer and
@@ -83,34 +134,107 @@ type Snapshot struct {
 	Regions []Region
 	// Version increases with every snapshot built from the same source.
 	Version uint64
+	// Panic: no region has a healthy backend, and every backend of every
+	// region is taken as healthy (see Build.PanicWhenAllDown).
+	Panic bool
 }
 
 // NewSnapshot builds a Snapshot. healthy reports whether a backend may get
 // traffic; backends are kept in configuration order.
 func NewSnapshot(specs []RegionSpec, healthy func(*Backend) bool, version uint64) *Snapshot {
-	s := &Snapshot{Regions: make([]Region, len(specs)), Version: version}
-	for i, spec := range specs {
+	return Build{Specs: specs, Version: version,
+		Backend: func(b *Backend) (bool, float64) { return healthy(b), 1 }}.Snapshot()
+}
+
+// Build describes a Snapshot to make.
+type Build struct {
+	Specs   []RegionSpec
+	Version uint64
+	// Backend reports whether a backend may get traffic, and the share of
+	// its weight it takes now, above 0 to 1 (below 1 while it ramps up).
+	Backend func(*Backend) (ok bool, ramp float64)
+	// Region, when set, returns a region's failback state: until when it
+	// is held back, and the share of its clients it takes while it ramps
+	// up (0 to 1). It is asked only for regions with a healthy backend.
+	Region func(r *Region) (heldUntil time.Time, ramp float64)
+	// DegradedBelow: a region whose healthy share of weight is below it
+	// takes only healthy share ÷ DegradedBelow of its clients; 0 never.
+	DegradedBelow float64
+	// PanicWhenAllDown: when no region has a healthy backend, take every
+	// backend as healthy.
+	PanicWhenAllDown bool
+}
+
+// Snapshot builds the snapshot b describes.
+func (b Build) Snapshot() *Snapshot {
+	s := &Snapshot{Regions: make([]Region, len(b.Specs)), Version: b.Version}
+	eligible := false
+	for i, spec := range b.Specs {
 		latRad := spec.Location.Lat * math.Pi / 180
 		r := Region{
 			Name:     spec.Name,
 			Index:    i,
 			Location: spec.Location,
 			Backends: spec.Backends,
+			Ramp:     1,
 			sinLat:   math.Sin(latRad),
 			cosLat:   math.Cos(latRad),
 			lonRad:   spec.Location.Lon * math.Pi / 180,
 		}
-		total := 0
-		for _, b := range spec.Backends {
-			if healthy(b) {
-				r.Healthy = append(r.Healthy, b)
-				total += max(b.Weight, 1)
-				r.cumWeight = append(r.cumWeight, total)
+		total, healthy := 0, 0
+		for _, be := range spec.Backends {
+			total += max(be.Weight, 1)
+			if ok, ramp := b.Backend(be); ok {
+				healthy += max(be.Weight, 1)
+				r.add(be, ramp)
 			}
 		}
+		if total > 0 {
+			r.HealthyShare = float64(healthy) / float64(total)
+		}
+		eligible = eligible || r.Eligible()
 		s.Regions[i] = r
 	}
+	if !eligible && b.PanicWhenAllDown && len(s.Regions) > 0 {
+		s.Panic = true
+		for i := range s.Regions {
+			r := &s.Regions[i]
+			for _, be := range r.Backends {
+				r.add(be, 1)
+			}
+		}
+	}
+	for i := range s.Regions {
+		r := &s.Regions[i]
+		share := 1.0
+		if !s.Panic && b.DegradedBelow > 0 && r.HealthyShare < b.DegradedBelow {
+			r.Degraded = true
+			share = r.HealthyShare / b.DegradedBelow
+		}
+		if r.Eligible() && !s.Panic && b.Region != nil {
+			r.HeldUntil, r.Ramp = b.Region(r)
+			if r.Held() {
+				r.Ramp = 0
+			}
+			share *= r.Ramp
+		}
+		r.Share = uint32(min(max(share, 0), 1) * FullShare)
+	}
 	return s
+}
+
+// add makes be a healthy backend of r, at ramp of its weight.
+func (r *Region) add(be *Backend, ramp float64) {
+	// Weights are kept in thousandths so that a ramping backend takes a
+	// fraction of its share.
+	w := max(int64(float64(max(be.Weight, 1))*1000*min(ramp, 1)), 1)
+	total := w
+	if n := len(r.cumWeight); n > 0 {
+		total += r.cumWeight[n-1]
+	}
+	r.Healthy = append(r.Healthy, be)
+	r.weight = append(r.weight, w)
+	r.cumWeight = append(r.cumWeight, total)
 }
 
 // Region returns the region with the given name, or nil.

@@ -3,6 +3,7 @@ package route
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -107,7 +108,7 @@ func TestPlan(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := topology(c.down...)
-			p := s.Plan(c.client, nil)
+			p := s.Plan(c.client, 0, nil)
 			assert.Equal(t, c.order, names(p))
 			require.Equal(t, c.order[0], p.Nearest.Name)
 			var reasons []Reason
@@ -128,7 +129,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestPlanEmptySnapshot(t *testing.T) {
-	p := NewSnapshot(nil, func(*Backend) bool { return true }, 1).Plan(london, nil)
+	p := NewSnapshot(nil, func(*Backend) bool { return true }, 1).Plan(london, 0, nil)
 	assert.Nil(t, p.Nearest)
 	assert.Equal(t, -1, p.Serving)
 }
@@ -139,7 +140,7 @@ func TestPlanTiesKeepConfigOrder(t *testing.T) {
 		{Name: "b", Location: here, Backends: []*Backend{{ID: "1"}}},
 		{Name: "a", Location: here, Backends: []*Backend{{ID: "2"}}},
 	}, func(*Backend) bool { return true }, 1)
-	assert.Equal(t, []string{"b", "a"}, names(s.Plan(here, nil)))
+	assert.Equal(t, []string{"b", "a"}, names(s.Plan(here, 0, nil)))
 }
 
 func TestDistance(t *testing.T) {
@@ -155,7 +156,7 @@ func TestPlanDoesNotAllocate(t *testing.T) {
 	s := topology("europe-west")
 	buf := make([]Candidate, 0, 8)
 	allocs := testing.AllocsPerRun(200, func() {
-		p := s.Plan(london, buf)
+		p := s.Plan(london, 0, buf)
 		_ = p.ServingRegion().Pick(rand.Uint64, nil)
 	})
 	assert.Zero(t, allocs)
@@ -221,8 +222,159 @@ func BenchmarkPlanAndPick(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		p := s.Plan(points[i%len(points)], buf)
+		p := s.Plan(points[i%len(points)], uint64(i), buf)
 		p.ServingRegion().Pick(rand.Uint64, nil)
 		i++
 	}
+}
+
+// tenBackends is a region "a" of ten backends of weight 1, of which the
+// first up are healthy, and a region "b" of one healthy backend, farther
+// from the client at london.
+func tenBackends(up int, opts Build) *Snapshot {
+	var bs []*Backend
+	for i := range 10 {
+		bs = append(bs, &Backend{ID: string(rune('0' + i)), Region: "a", Weight: 1, Index: i})
+	}
+	healthyIDs := map[string]bool{}
+	for _, b := range bs[:up] {
+		healthyIDs[b.ID] = true
+	}
+	opts.Specs = []RegionSpec{
+		{Name: "a", Location: europeWest, Backends: bs},
+		{Name: "b", Location: usEast, Backends: []*Backend{{ID: "b", Region: "b", Weight: 1, Index: 10}}},
+	}
+	opts.Backend = func(b *Backend) (bool, float64) { return b.Region == "b" || healthyIDs[b.ID], 1 }
+	return opts.Snapshot()
+}
+
+// servedShare plans n clients with distinct keys and returns the share
+// served by region "a", checking that each key always gets the same answer.
+func servedShare(t *testing.T, s *Snapshot, n int) float64 {
+	t.Helper()
+	served := 0
+	for k := range n {
+		key := uint64(k) * 0x9e3779b97f4a7c15
+		p := s.Plan(london, key, nil)
+		again := s.Plan(london, key, nil)
+		require.Equal(t, p.ServingRegion().Name, again.ServingRegion().Name, "a client must not bounce between regions")
+		if p.ServingRegion().Name == "a" {
+			served++
+		}
+	}
+	return float64(served) / float64(n)
+}
+
+func TestDegradedRegionSpillsInProportion(t *testing.T) {
+	const n = 20000
+	// 8 of 10 healthy is above 72%: the region keeps every client.
+	assert.Equal(t, 1.0, servedShare(t, tenBackends(8, Build{DegradedBelow: 0.72}), n))
+	// 5 of 10: it carries 0.5/0.72 of its clients, the rest go to b.
+	s := tenBackends(5, Build{DegradedBelow: 0.72})
+	assert.True(t, s.Region("a").Degraded)
+	assert.InDelta(t, 0.5/0.72, servedShare(t, s, n), 0.02)
+	// 1 of 10: a tenth of 1/0.72.
+	assert.InDelta(t, 0.1/0.72, servedShare(t, tenBackends(1, Build{DegradedBelow: 0.72}), n), 0.02)
+	// Turned off: a degraded region keeps them all.
+	assert.Equal(t, 1.0, servedShare(t, tenBackends(1, Build{}), n))
+
+	// The clients kept at a smaller share are kept at a larger one: a
+	// recovering region takes back clients, never swaps them.
+	small, large := tenBackends(3, Build{DegradedBelow: 0.72}), tenBackends(6, Build{DegradedBelow: 0.72})
+	for k := range 5000 {
+		key := uint64(k) * 0x9e3779b97f4a7c15
+		if small.Plan(london, key, nil).ServingRegion().Name == "a" {
+			require.Equal(t, "a", large.Plan(london, key, nil).ServingRegion().Name)
+		}
+	}
+
+	p := s.Plan(london, findKey(t, s, "b"), nil)
+	assert.Equal(t, ReasonSpill, p.Candidates[0].Reason)
+	assert.Equal(t, "degraded (50% healthy): this client goes on to the next region", p.Explain(0))
+	assert.Equal(t, "failover: a degraded", p.Explain(1))
+}
+
+// findKey returns a client key that s serves from region want.
+func findKey(t *testing.T, s *Snapshot, want string) uint64 {
+	t.Helper()
+	for k := range 1000 {
+		key := uint64(k) * 0x9e3779b97f4a7c15
+		if s.Plan(london, key, nil).ServingRegion().Name == want {
+			return key
+		}
+	}
+	t.Fatalf("no client goes to %s", want)
+	return 0
+}
+
+func TestHeldRegionTakesNoClientUntilItsHoldEnds(t *testing.T) {
+	until := time.Date(2026, 12, 7, 12, 0, 30, 0, time.UTC)
+	held := tenBackends(10, Build{Region: func(r *Region) (time.Time, float64) {
+		if r.Name == "a" {
+			return until, 1
+		}
+		return time.Time{}, 1
+	}})
+	assert.Zero(t, servedShare(t, held, 2000))
+	p := held.Plan(london, 1, nil)
+	assert.Equal(t, ReasonHeld, p.Candidates[0].Reason)
+	assert.Equal(t, "held back after failover until 2026-12-07T12:00:30Z", p.Explain(0))
+	assert.Equal(t, "failover: a held back", p.Explain(1))
+
+	ramping := tenBackends(10, Build{Region: func(r *Region) (time.Time, float64) {
+		if r.Name == "a" {
+			return time.Time{}, 0.25
+		}
+		return time.Time{}, 1
+	}})
+	assert.InDelta(t, 0.25, servedShare(t, ramping, 20000), 0.02)
+
+	// Held, but the only region that can serve: it serves.
+	alone := tenBackends(10, Build{Region: func(r *Region) (time.Time, float64) { return until, 1 }})
+	alone.Regions[1].Healthy = nil
+	assert.Equal(t, "a", alone.Plan(london, 1, nil).ServingRegion().Name)
+}
+
+func TestRampingBackendTakesPartOfItsShare(t *testing.T) {
+	a, b := &Backend{ID: "a", Weight: 1}, &Backend{ID: "b", Weight: 1}
+	s := Build{Specs: []RegionSpec{{Name: "r", Backends: []*Backend{a, b}}},
+		Backend: func(be *Backend) (bool, float64) {
+			if be == b {
+				return true, 0.25
+			}
+			return true, 1
+		}}.Snapshot()
+	rng := rand.New(rand.NewPCG(5, 6))
+	got := 0
+	const n = 20000
+	for range n {
+		if s.Regions[0].Pick(rng.Uint64, nil) == b {
+			got++
+		}
+	}
+	// Drawn 1:4 by weight, the first drawn winning ties: b wins a draw of
+	// two only when drawn both times or first, about 0.2·0.2 + 2·0.2·0.8/2.
+	assert.InDelta(t, 0.2, float64(got)/n, 0.03)
+}
+
+func TestPanicSpreadsOverEveryBackendOfTheNearestRegion(t *testing.T) {
+	s := tenBackends(0, Build{})
+	down := Build{Specs: []RegionSpec{
+		{Name: "a", Location: europeWest, Backends: s.Regions[0].Backends},
+		{Name: "b", Location: usEast, Backends: s.Regions[1].Backends},
+	}, Backend: func(*Backend) (bool, float64) { return false, 1 }}
+	assert.Equal(t, -1, down.Snapshot().Plan(london, 1, nil).Serving, "reject mode: nobody serves")
+	down.PanicWhenAllDown = true
+	ps := down.Snapshot()
+	require.True(t, ps.Panic)
+	p := ps.Plan(london, 1, nil)
+	assert.Equal(t, "a", p.ServingRegion().Name)
+	assert.Equal(t, ReasonPanic, p.Candidates[0].Reason)
+	assert.Len(t, p.ServingRegion().Healthy, 10)
+	seen := map[string]bool{}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 2000 {
+		seen[p.ServingRegion().Pick(rng.Uint64, nil).ID] = true
+	}
+	assert.Len(t, seen, 10)
 }

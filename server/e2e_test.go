@@ -154,6 +154,10 @@ type envOpts struct {
 	trusted  string
 	interval string
 	extra    map[string][]*app // more backends per region
+	// resilience is the body of the resilience block, as a YAML flow
+	// mapping; default: no failback hold and no slow start, so that a
+	// region back is served at once.
+	resilience string
 }
 
 // start runs the real server in front of three regions with the GeoIP2 City
@@ -168,6 +172,9 @@ func start(t *testing.T, o envOpts) *env {
 	}
 	if o.interval == "" {
 		o.interval = "100ms"
+	}
+	if o.resilience == "" {
+		o.resilience = "{failback_hold: 0s, slow_start: 0s}"
 	}
 	e := &env{t: t, apps: map[string]*app{}}
 	regions := []struct {
@@ -190,8 +197,9 @@ health_check:
   healthy_threshold: 2
   unhealthy_threshold: 2
 engine: %s
+resilience: %s
 regions:
-`, o.pprof, o.trusted, o.interval, o.engine)
+`, o.pprof, o.trusted, o.interval, o.engine, o.resilience)
 	for _, r := range regions {
 		a := newApp(t, r.name)
 		e.apps[r.name] = a
@@ -412,7 +420,11 @@ func TestRegionDyingUnderTrafficCausesNoErrors(t *testing.T) {
 func TestRefusedBackendIsRetriedInTheSameRegion(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		dead := newApp(t, "europe-west")
-		e := start(t, envOpts{engine: engine, interval: "1h", extra: map[string][]*app{"europe-west": {dead}}})
+		// With one of its two backends out, europe-west is degraded and
+		// would pass part of its clients on (resilience.degraded_below):
+		// not here, where the retry within the region is tested.
+		e := start(t, envOpts{engine: engine, interval: "1h", extra: map[string][]*app{"europe-west": {dead}},
+			resilience: "{failback_hold: 0s, slow_start: 0s, degraded_below: 0%}"})
 		// Both europe-west backends passed their first probe; with a one-hour
 		// interval nothing notices that one of them now refuses connections.
 		dead.srv.Close()

@@ -43,6 +43,7 @@ type generation struct {
 	handler  *nethttp.Handler // engine nethttp
 	httpSrv  *http.Server     // engine nethttp
 	checker  *health.Checker
+	passive  *health.Passive // nil when resilience.passive_health is off
 	backends []health.BackendSpec
 	targets  []health.Target
 	ln       *handoff     // the connections the server gives it
@@ -61,7 +62,15 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 	g.locator = NewLocator(cfg, db)
 	specs, backends, targets := Topology(cfg)
 	g.backends, g.targets = backends, targets
-	router, err := core.NewRouter(specs, s.store, s.log)
+	res := cfg.Resilience
+	shaping := core.Shaping{
+		FailbackHold: res.FailbackHold, SlowStart: res.SlowStart,
+		DegradedBelow: res.DegradedBelow, Panic: res.WhenAllDown == config.AllDownPanic,
+	}
+	if prev := s.gen.Load(); prev != nil {
+		shaping.Previous = prev.router // failback state carries over
+	}
+	router, err := core.NewRouter(specs, s.store, s.log, shaping)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -73,6 +82,17 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		HealthyThreshold:   cfg.HealthCheck.HealthyThreshold,
 		UnhealthyThreshold: cfg.HealthCheck.UnhealthyThreshold,
 	}, s.log, s.metrics)
+	if res.PassiveHealth {
+		g.passive = health.NewPassive(s.store, health.PassiveSettings{
+			ErrorsInRow: res.EjectAfterErrors, FailuresInRow: res.EjectAfter5xx, Statuses: res.EjectStatuses,
+			BelowSuccess: res.EjectBelowSuccess, Window: res.SuccessWindow, MinRequests: res.SuccessMinRequests,
+			EjectionTime: res.EjectionTime, MaxEjectionTime: res.MaxEjectionTime, MaxEjected: res.MaxEjected,
+		}, targets, s.log, s.metrics)
+	}
+	perTry := res.PerTryTimeout
+	if t := cfg.Proxy.ResponseHeaderTimeout; t > 0 && t < perTry {
+		perTry = t
+	}
 	g.bal = core.New(core.Options{
 		Locator:   g.locator,
 		Resolver:  clientip.NewResolver(cfg.GeoIP.TrustedProxies),
@@ -82,8 +102,13 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		AccessLog: cfg.AccessLog,
 		Rand:      s.rand,
 
-		MaxAttempts:   cfg.Proxy.MaxAttempts,
-		RetryOnStatus: cfg.Proxy.RetryOnStatus,
+		MaxAttempts:    cfg.Proxy.MaxAttempts,
+		RetryOnStatus:  cfg.Proxy.RetryOnStatus,
+		Passive:        g.passive,
+		RetryBudget:    res.RetryBudget,
+		RetryBudgetMin: res.RetryBudgetMin,
+		PerTryTimeout:  perTry,
+		RequestTimeout: res.RequestTimeout,
 	})
 	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
 	var all []*route.Backend
@@ -141,6 +166,9 @@ func (s *Server) start(g *generation, addr net.Addr) error {
 	routing, stopRouter := context.WithCancel(s.base)
 	g.stopChecks, g.stopRouter = stopChecks, stopRouter
 	g.checks.Go(func() { g.checker.Run(checks, g.targets) })
+	if g.passive != nil {
+		g.checks.Go(func() { g.passive.Run(checks) })
+	}
 	g.serving.Go(func() {
 		if err := g.router.Run(routing); err != nil {
 			s.log.Error("router stopped", zap.Error(err))

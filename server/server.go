@@ -145,7 +145,7 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.BackendSpec, []h
 		spec := route.RegionSpec{Name: r.Name, Location: route.Point{Lat: r.Location.Lat, Lon: r.Location.Lon}}
 		for _, b := range r.Backends {
 			id := b.URL.String()
-			spec.Backends = append(spec.Backends, &route.Backend{ID: id, Region: r.Name, URL: b.URL, Weight: b.Weight})
+			spec.Backends = append(spec.Backends, &route.Backend{ID: id, Region: r.Name, URL: b.URL, Weight: b.Weight, Index: len(targets)})
 			backends = append(backends, health.BackendSpec{ID: id, Region: r.Name})
 			targets = append(targets, health.Target{ID: id, Region: r.Name, URL: b.URL})
 		}

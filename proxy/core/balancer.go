@@ -3,6 +3,7 @@ package core
 import (
 	"math/rand/v2"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/geoproxy/geoproxy/clientip"
 	"github.com/geoproxy/geoproxy/geo"
+	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
 	"github.com/geoproxy/geoproxy/route"
 )
@@ -30,6 +32,11 @@ type Balancer struct {
 
 	maxAttempts   int
 	retryOnStatus []int
+	passive       *health.Passive
+	budget        float64
+	budgetMin     int64
+	perTry        time.Duration
+	deadline      time.Duration
 
 	geoCounters [geo.ResultError + 1]prometheus.Counter
 	regions     []regionMetrics // by route.Region.Index
@@ -37,10 +44,15 @@ type Balancer struct {
 }
 
 type regionMetrics struct {
-	requests [6]prometheus.Counter // 1xx..5xx, other
-	duration prometheus.Observer
-	failover []prometheus.Counter // by serving region index
-	retries  prometheus.Counter
+	requests  [6]prometheus.Counter // 1xx..5xx, other
+	duration  prometheus.Observer
+	failover  []prometheus.Counter // by serving region index
+	retries   prometheus.Counter
+	exhausted prometheus.Counter
+
+	active   atomic.Int64 // requests in flight whose first try went here
+	retrying atomic.Int64 // retries in flight here
+	_        [48]byte     // keep regions' counters off one cache line
 }
 
 // Options configure a Balancer.
@@ -61,6 +73,17 @@ type Options struct {
 	// RetryOnStatus lists backend statuses retried for idempotent requests
 	// without a body (see RetryStatus).
 	RetryOnStatus []int
+	// Passive, when set, learns each attempt's result (passive health).
+	Passive *health.Passive
+	// RetryBudget caps the retries in flight in a region at this share of
+	// its requests in flight, but RetryBudgetMin are always allowed; a
+	// zero RetryBudget with a zero RetryBudgetMin means no cap.
+	RetryBudget    float64
+	RetryBudgetMin int
+	// PerTryTimeout bounds the wait for one backend's answer head, and
+	// RequestTimeout that for the answer across every try (see
+	// TryTimeout); 0: none.
+	PerTryTimeout, RequestTimeout time.Duration
 }
 
 // New returns a Balancer for the regions the router serves.
@@ -68,7 +91,9 @@ func New(o Options) *Balancer {
 	b := &Balancer{
 		locator: o.Locator, resolver: o.Resolver, router: o.Router, rnd: o.Rand,
 		log: o.Log.Named("access"), access: o.AccessLog, m: o.Metrics,
-		maxAttempts: o.MaxAttempts, retryOnStatus: o.RetryOnStatus,
+		maxAttempts: o.MaxAttempts, retryOnStatus: o.RetryOnStatus, passive: o.Passive,
+		budget: o.RetryBudget, budgetMin: int64(o.RetryBudgetMin),
+		perTry: o.PerTryTimeout, deadline: o.RequestTimeout,
 	}
 	if b.rnd == nil {
 		b.rnd = rand.Uint64
@@ -79,7 +104,7 @@ func New(o Options) *Balancer {
 	specs := o.Router.specs
 	b.regions = make([]regionMetrics, len(specs))
 	for i, from := range specs {
-		b.regions[i] = newRegionMetrics(o.Metrics, from.Name)
+		b.regions[i].init(o.Metrics, from.Name)
 		b.regions[i].failover = make([]prometheus.Counter, len(specs))
 		for j, to := range specs {
 			if i != j {
@@ -87,19 +112,19 @@ func New(o Options) *Balancer {
 			}
 		}
 	}
-	b.none = newRegionMetrics(o.Metrics, metrics.NoRegion)
+	b.none.init(o.Metrics, metrics.NoRegion)
 	return b
 }
 
-func newRegionMetrics(m *metrics.Metrics, region string) regionMetrics {
-	rm := regionMetrics{duration: m.Duration.WithLabelValues(region)}
+func (rm *regionMetrics) init(m *metrics.Metrics, region string) {
+	rm.duration = m.Duration.WithLabelValues(region)
 	for i, class := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "other"} {
 		rm.requests[i] = m.Requests.WithLabelValues(region, class)
 	}
 	if region != metrics.NoRegion {
 		rm.retries = m.Retries.WithLabelValues(region)
+		rm.exhausted = m.RetryBudgetExhausted.WithLabelValues(region)
 	}
-	return rm
 }
 
 // Router returns the router whose snapshots the balancer plans with.
@@ -130,51 +155,140 @@ type Decision struct {
 	Snapshot *route.Snapshot
 	// Attempts made so far (Next calls that returned a backend).
 	Attempts int
+	// Start is when the request arrived (for resilience.request_timeout).
+	Start time.Time
+	// OutOfTime: the request's time ran out before its answer came.
+	OutOfTime bool
+	// freeRetry: the last attempt failed to connect, so the backend got
+	// nothing and a retry costs no budget.
+	freeRetry bool
 
-	next  int // index in Plan.Candidates of the region being tried
-	tried []*route.Backend
-	buf   [inlineRegions]route.Candidate
-	tbuf  [8]*route.Backend
+	next     int // index in Plan.Candidates of the region being tried
+	active   int // 1 + index of the region counting the request in flight; 0: none
+	retrying int // 1 + index of the region counting its retry in flight; 0: none
+	tried    []*route.Backend
+	buf      [inlineRegions]route.Candidate
+	tbuf     [8]*route.Backend
 }
 
 // Decide locates the client of a request from peer carrying the given
-// Forwarded and X-Forwarded-For values, and plans its regions. d is reset.
-func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff []string) {
+// Forwarded and X-Forwarded-For values, and plans its regions; the request
+// arrived at now. d is reset.
+func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff []string, now time.Time) {
+	b.release(d) // in case the last request on d ended without a Report (a panic)
 	d.Client = b.resolver.Resolve(peer, forwarded, xff)
 	d.Location, d.GeoResult = b.locator.Locate(d.Client)
 	b.geoCounters[d.GeoResult].Inc()
 	d.Snapshot = b.router.Snapshot()
-	d.Plan = d.Snapshot.Plan(route.Point{Lat: d.Location.Lat, Lon: d.Location.Lon}, d.buf[:0])
+	d.Plan = d.Snapshot.Plan(route.Point{Lat: d.Location.Lat, Lon: d.Location.Lon}, clientKey(d.Client), d.buf[:0])
 	d.Attempts = 0
+	d.Start, d.OutOfTime, d.freeRetry = now, false, false
 	d.next = max(d.Plan.Serving, 0)
 	d.tried = d.tbuf[:0]
 }
 
+// clientKey hashes a client address: the same client always gets the same
+// key, so a degraded or ramping region keeps the same clients.
+func clientKey(a netip.Addr) uint64 {
+	b := a.As16()
+	hi := uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+	lo := uint64(b[8])<<56 | uint64(b[9])<<48 | uint64(b[10])<<40 | uint64(b[11])<<32 |
+		uint64(b[12])<<24 | uint64(b[13])<<16 | uint64(b[14])<<8 | uint64(b[15])
+	h := hi*0x9e3779b97f4a7c15 ^ lo
+	h ^= h >> 31
+	h *= 0xbf58476d1ce4e5b9
+	return h ^ h>>29
+}
+
 // Next returns the backend for the next attempt: another backend of the
-// current region, else the next eligible region's; nil when none is left or
-// the attempts are used up. A retry in the same or another region is
+// current region, else the next eligible region's; nil when none is left,
+// the attempts are used up, the request's time ran out (OutOfTime), or the
+// region's retry budget is spent. A retry in the same or another region is
 // counted.
 func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
 	if d.Plan.Serving < 0 || b.attemptsUsed(d) {
 		return nil, nil
 	}
+	if d.Attempts > 0 && b.deadline > 0 && time.Since(d.Start) >= b.deadline {
+		d.OutOfTime = true
+		return nil, nil
+	}
 	for ; d.next < len(d.Plan.Candidates); d.next++ {
 		c := d.Plan.Candidates[d.next]
-		if c.Reason == route.ReasonUnhealthy {
+		if !serving(c.Reason) {
 			continue
 		}
 		be := c.Region.Pick(b.rnd, d.tried)
 		if be == nil {
 			continue
 		}
+		rm := &b.regions[c.Region.Index]
+		if d.Attempts == 0 {
+			rm.active.Add(1)
+			d.active = c.Region.Index + 1
+		} else {
+			if !d.freeRetry && !b.mayRetry(rm) {
+				rm.exhausted.Inc()
+				return nil, nil
+			}
+			rm.retrying.Add(1)
+			if d.retrying > 0 {
+				b.regions[d.retrying-1].retrying.Add(-1)
+			}
+			d.retrying = c.Region.Index + 1
+			rm.retries.Inc()
+		}
 		d.tried = append(d.tried, be)
 		d.Attempts++
-		if d.Attempts > 1 {
-			b.regions[c.Region.Index].retries.Inc()
-		}
 		return c.Region, be
 	}
 	return nil, nil
+}
+
+// serving reports whether a region of a plan may be tried.
+func serving(r route.Reason) bool {
+	return r != route.ReasonUnhealthy && r != route.ReasonHeld && r != route.ReasonSpill
+}
+
+// mayRetry reports whether the region's retry budget allows one more
+// retry in flight.
+func (b *Balancer) mayRetry(rm *regionMetrics) bool {
+	if b.budget <= 0 && b.budgetMin <= 0 {
+		return true
+	}
+	limit := max(b.budgetMin, int64(b.budget*float64(rm.active.Load())))
+	return rm.retrying.Load() < limit
+}
+
+// release gives back what d counts in flight.
+func (b *Balancer) release(d *Decision) {
+	if d.active > 0 {
+		b.regions[d.active-1].active.Add(-1)
+		d.active = 0
+	}
+	if d.retrying > 0 {
+		b.regions[d.retrying-1].retrying.Add(-1)
+		d.retrying = 0
+	}
+}
+
+// TryTimeout returns how long the attempt starting at now may wait for
+// its backend's answer head: the per-try timeout, within what is left of
+// the request's time; 0 means no limit. When no time is left it returns a
+// nanosecond, so that the attempt fails at once as timed out.
+func (b *Balancer) TryTimeout(d *Decision, now time.Time) time.Duration {
+	t := b.perTry
+	if b.deadline > 0 {
+		left := b.deadline - now.Sub(d.Start)
+		if left <= 0 {
+			return time.Nanosecond
+		}
+		if t <= 0 || left < t {
+			t = left
+		}
+	}
+	return t
 }
 
 // HasNext reports whether Next would return a backend, without taking it.
@@ -184,7 +298,7 @@ func (b *Balancer) HasNext(d *Decision) bool {
 	}
 	for i := d.next; i < len(d.Plan.Candidates); i++ {
 		c := d.Plan.Candidates[i]
-		if c.Reason == route.ReasonUnhealthy {
+		if !serving(c.Reason) {
 			continue
 		}
 	backends:
@@ -194,7 +308,7 @@ func (b *Balancer) HasNext(d *Decision) bool {
 					continue backends
 				}
 			}
-			return true
+			return d.Attempts == 0 || d.freeRetry || b.mayRetry(&b.regions[c.Region.Index])
 		}
 	}
 	return false
@@ -225,8 +339,13 @@ func (b *Balancer) UpstreamError(be *route.Backend) {
 	b.m.UpstreamErrors.WithLabelValues(be.Region, be.ID).Inc()
 }
 
-// Report records a finished request: metrics and the access log line.
+// Report records a finished request: metrics, passive health and the
+// access log line.
 func (b *Balancer) Report(d *Decision, o Outcome) {
+	b.release(d)
+	if b.passive != nil && o.Backend != nil && o.Err == nil && o.Status > 0 {
+		b.passive.Answered(o.Backend.Index, o.Status)
+	}
 	rm := &b.none
 	if o.Region != nil {
 		rm = &b.regions[o.Region.Index]

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
@@ -50,7 +51,7 @@ func fixture(t testing.TB, db *geo.Database, down ...string) *Balancer {
 		_, _, err := store.SetStatus(r.ID, st, "")
 		require.NoError(t, err)
 	}
-	router, err := NewRouter(specs, store, zap.NewNop())
+	router, err := NewRouter(specs, store, zap.NewNop(), Shaping{})
 	require.NoError(t, err)
 	return New(Options{
 		Locator:  geo.NewLocator(db, geo.Location{Lat: 40.71, Lon: -74.01}, nil),
@@ -72,7 +73,7 @@ func TestDecideAndNext(t *testing.T) {
 	b := fixture(t, openCity(t), "europe-west")
 	loopback := netip.MustParseAddr("127.0.0.1")
 	var d Decision
-	b.Decide(&d, loopback, nil, []string{"203.0.113.10"}) // London
+	b.Decide(&d, loopback, nil, []string{"203.0.113.10"}, time.Time{}) // London
 	assert.Equal(t, "London", d.Location.City)
 	assert.Equal(t, geo.ResultFound, d.GeoResult)
 	assert.Equal(t, "europe-west", d.Plan.Nearest.Name)
@@ -91,7 +92,7 @@ func TestDecideAndNext(t *testing.T) {
 func TestNextRetriesInsideTheRegionFirst(t *testing.T) {
 	b := fixture(t, openCity(t))
 	var d Decision
-	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil)
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, time.Time{})
 	r1, b1 := b.Next(&d)
 	r2, b2 := b.Next(&d)
 	r3, _ := b.Next(&d)
@@ -104,7 +105,7 @@ func TestNextRetriesInsideTheRegionFirst(t *testing.T) {
 func TestNoRegionNoBackend(t *testing.T) {
 	b := fixture(t, openCity(t), "us-east", "us-west", "europe-west")
 	var d Decision
-	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil)
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, time.Time{})
 	assert.Equal(t, -1, d.Plan.Serving)
 	_, be := b.Next(&d)
 	assert.Nil(t, be)
@@ -118,9 +119,9 @@ func TestDecisionDoesNotAllocate(t *testing.T) {
 	peer := netip.MustParseAddr("127.0.0.1")
 	xff := []string{"81.2.69.142"}
 	var d Decision
-	b.Decide(&d, peer, nil, xff) // warm the geo cache
+	b.Decide(&d, peer, nil, xff, time.Time{}) // warm the geo cache
 	allocs := testing.AllocsPerRun(500, func() {
-		b.Decide(&d, peer, nil, xff)
+		b.Decide(&d, peer, nil, xff, time.Time{})
 		b.Next(&d)
 	})
 	assert.Zero(t, allocs)
@@ -144,12 +145,12 @@ func BenchmarkDecision(b *testing.B) {
 	}
 	var d Decision
 	for _, x := range xffs {
-		bal.Decide(&d, peer, nil, x)
+		bal.Decide(&d, peer, nil, x, time.Time{})
 	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		bal.Decide(&d, peer, nil, xffs[i%len(xffs)])
+		bal.Decide(&d, peer, nil, xffs[i%len(xffs)], time.Time{})
 		bal.Next(&d)
 		i++
 	}

@@ -42,7 +42,7 @@ type ExplainedRegion struct {
 // its regions with snapshot s.
 func Explain(loc *geo.Locator, s *route.Snapshot, addr netip.Addr) Explanation {
 	l, res := loc.Locate(addr)
-	plan := s.Plan(route.Point{Lat: l.Lat, Lon: l.Lon}, nil)
+	plan := s.Plan(route.Point{Lat: l.Lat, Lon: l.Lon}, clientKey(addr), nil)
 	e := Explanation{
 		IP:        addr.String(),
 		Location:  ExplainedPlace{l.Country, l.Continent, l.Subdivision, l.City, l.Lat, l.Lon},

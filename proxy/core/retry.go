@@ -65,6 +65,15 @@ func (b *Balancer) Failed(d *Decision, be *route.Backend, err error, method stri
 		return false // the client has part of it: nothing can be repeated
 	}
 	b.UpstreamError(be)
+	d.freeRetry = DialFailed(err)
+	if b.passive != nil {
+		var se *StatusError
+		if errors.As(err, &se) {
+			b.passive.Answered(be.Index, se.Code)
+		} else {
+			b.passive.Failed(be.Index)
+		}
+	}
 	return !p.BodySpent && MayRetry(err, method)
 }
 
@@ -84,7 +93,7 @@ func Failure(d *Decision, err error) (int, string) {
 	switch {
 	case d.Plan.Serving < 0:
 		return 503, MsgNoRegion
-	case err != nil && timedOut(err):
+	case d.OutOfTime || err != nil && timedOut(err):
 		return 504, MsgTimeout
 	}
 	return 502, MsgUnreachable

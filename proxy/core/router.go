@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 	"go.uber.org/zap"
@@ -25,22 +26,64 @@ import (
 )
 
 // Router publishes routing snapshots built from the regions of one
-// configuration and the health in a Store.
+// configuration and the health in a Store. It also keeps each region's
+// failback state: a region that clients failed over from is held back for
+// Shaping.FailbackHold once it is healthy again, then ramps up over
+// Shaping.SlowStart, as does a backend back in service.
 type Router struct {
 	specs   []route.RegionSpec
 	store   *health.Store
 	log     *zap.Logger
+	shaping Shaping
+	now     func() time.Time
 	cur     atomic.Pointer[route.Snapshot]
 	version uint64
-	mu      sync.Mutex    // guards changed; never taken on the request path
+	mu      sync.Mutex    // guards changed and regions; never taken on the request path
 	changed chan struct{} // closed and replaced on every publish
+	regions map[string]*regionState
+	allDown bool
+}
+
+// Shaping is how a Router shapes traffic beyond plain health.
+type Shaping struct {
+	// FailbackHold: a region back from failover takes no client until it
+	// has been healthy this long.
+	FailbackHold time.Duration
+	// SlowStart: a region after its hold, or a backend back in service,
+	// ramps from a tenth of its share to all of it over this time.
+	SlowStart time.Duration
+	// DegradedBelow: see route.Build.
+	DegradedBelow float64
+	// Panic: when every region is down, spread requests over every
+	// backend of the nearest region.
+	Panic bool
+	// Previous, when set, is the router this one replaces: the regions'
+	// failback state carries over by name.
+	Previous *Router
+}
+
+// regionState is a region's failback state.
+type regionState struct {
+	everUp bool      // it had a healthy backend once
+	down   bool      // it lost them all after that: its clients failed over
+	backAt time.Time // when it had a healthy backend again; zero when settled
 }
 
 // NewRouter builds the first snapshot from the store's current health.
-func NewRouter(specs []route.RegionSpec, store *health.Store, log *zap.Logger) (*Router, error) {
-	r := &Router{specs: specs, store: store, log: log.Named("router"),
-		changed: make(chan struct{})}
-	if _, err := r.rebuild(nil); err != nil {
+func NewRouter(specs []route.RegionSpec, store *health.Store, log *zap.Logger, shaping Shaping) (*Router, error) {
+	r := &Router{specs: specs, store: store, log: log.Named("router"), shaping: shaping, now: time.Now,
+		changed: make(chan struct{}), regions: make(map[string]*regionState, len(specs))}
+	if prev := shaping.Previous; prev != nil {
+		prev.mu.Lock()
+		for name, st := range prev.regions {
+			cp := *st
+			r.regions[name] = &cp
+		}
+		r.allDown = prev.allDown
+		prev.mu.Unlock()
+		r.shaping.Previous = nil
+	}
+	if _, _, err := r.rebuild(nil); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -57,59 +100,172 @@ func (r *Router) Changed() <-chan struct{} {
 	return r.changed
 }
 
-// Run rebuilds the snapshot whenever backend health changes, until ctx ends.
+// Run rebuilds the snapshot whenever backend health changes, and while a
+// region or backend is held back or ramping up, until ctx ends.
 func (r *Router) Run(ctx context.Context) error {
 	for {
 		ws := memdb.NewWatchSet()
-		if _, err := r.rebuild(ws); err != nil {
+		_, next, err := r.rebuild(ws)
+		if err != nil {
 			return err
 		}
-		if err := ws.WatchCtx(ctx); err != nil {
-			return nil // ctx ended
+		wait := ctx
+		cancel := context.CancelFunc(func() {})
+		if !next.IsZero() {
+			wait, cancel = context.WithDeadline(ctx, next)
 		}
+		err = ws.WatchCtx(wait)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		_ = err // a change, or time for the next step of a ramp
 	}
 }
 
-func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, error) {
+// rampStep is how often a ramp is re-evaluated, as a share of SlowStart.
+const rampSteps = 20
+
+// rebuild publishes a snapshot of the store's health, shaped; next is when
+// it should be rebuilt though nothing changed (zero: only on a change).
+func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) {
 	rows, err := r.store.Backends(ws)
 	if err != nil {
-		return nil, fmt.Errorf("core: read health: %w", err)
+		return nil, time.Time{}, fmt.Errorf("core: read health: %w", err)
 	}
-	status := make(map[string]health.Status, len(rows))
+	now := r.now()
+	var next time.Time
+	soon := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	step := max(r.shaping.SlowStart/rampSteps, 50*time.Millisecond)
+	byID := make(map[string]*health.Backend, len(rows))
 	for _, b := range rows {
-		status[b.ID] = b.Status
+		byID[b.ID] = b
 	}
-	r.version++
-	s := route.NewSnapshot(r.specs, func(b *route.Backend) bool { return status[b.ID] == health.Healthy }, r.version)
-	if old := r.cur.Load(); old != nil && sameHealth(old, s) {
-		return old, nil
+	backend := func(be *route.Backend) (bool, float64) {
+		row := byID[be.ID]
+		if row == nil || !row.InService() {
+			return false, 0
+		}
+		return true, r.ramp(row.ReturnedAt, now, soon, step)
 	}
-	r.cur.Store(s)
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.version++
+	s := route.Build{
+		Specs: r.specs, Version: r.version, Backend: backend,
+		DegradedBelow: r.shaping.DegradedBelow, PanicWhenAllDown: r.shaping.Panic,
+		Region: func(reg *route.Region) (time.Time, float64) {
+			st := r.regions[reg.Name]
+			if st == nil || st.backAt.IsZero() {
+				return time.Time{}, 1
+			}
+			if until := st.backAt.Add(r.shaping.FailbackHold); now.Before(until) {
+				soon(until)
+				return until, 0
+			}
+			ramp := r.ramp(st.backAt.Add(r.shaping.FailbackHold), now, soon, step)
+			if ramp >= 1 {
+				st.backAt = time.Time{}
+			}
+			return time.Time{}, ramp
+		},
+	}
+	// The regions' failback state follows their health first.
+	anyUp := false
+	for _, spec := range r.specs {
+		up := false
+		for _, be := range spec.Backends {
+			if ok, _ := backend(be); ok {
+				up = true
+				break
+			}
+		}
+		anyUp = anyUp || up
+		st := r.regions[spec.Name]
+		if st == nil {
+			st = &regionState{}
+			r.regions[spec.Name] = st
+		}
+		switch {
+		case !up && st.everUp && !st.down:
+			st.down, st.backAt = true, time.Time{}
+		case up && st.down:
+			st.down, st.backAt = false, now
+			if r.shaping.FailbackHold > 0 || r.shaping.SlowStart > 0 {
+				r.log.Info("region back from failover: held back, then ramping up",
+					zap.String("region", spec.Name),
+					zap.Time("held_until", now.Add(r.shaping.FailbackHold)),
+					zap.Duration("slow_start", r.shaping.SlowStart))
+			}
+		}
+		st.everUp = st.everUp || up
+	}
+	snap := s.Snapshot()
+	r.noteAllDown(!anyUp && len(r.specs) > 0, snap.Panic)
+	if old := r.cur.Load(); old != nil && sameRouting(old, snap) {
+		return old, next, nil
+	}
+	r.cur.Store(snap)
 	close(r.changed)
 	r.changed = make(chan struct{})
-	r.mu.Unlock()
 	if r.log.Core().Enabled(zap.DebugLevel) {
-		for i := range s.Regions {
-			reg := &s.Regions[i]
+		for i := range snap.Regions {
+			reg := &snap.Regions[i]
 			r.log.Debug("region", zap.String("region", reg.Name), zap.Int("healthy", len(reg.Healthy)),
-				zap.Int("backends", len(reg.Backends)), zap.Uint64("version", s.Version))
+				zap.Int("backends", len(reg.Backends)), zap.Float64("share", float64(reg.Share)/route.FullShare),
+				zap.Uint64("version", snap.Version))
 		}
 	}
-	return s, nil
+	return snap, next, nil
 }
 
-// sameHealth reports whether two snapshots of the same regions route alike.
-func sameHealth(a, b *route.Snapshot) bool {
+// ramp is the share taken at now by what came back at since, over
+// SlowStart: from a tenth to all. It asks for a rebuild while ramping.
+func (r *Router) ramp(since, now time.Time, soon func(time.Time), step time.Duration) float64 {
+	if since.IsZero() || r.shaping.SlowStart <= 0 {
+		return 1
+	}
+	f := float64(now.Sub(since)) / float64(r.shaping.SlowStart)
+	if f >= 1 {
+		return 1
+	}
+	soon(now.Add(step))
+	return max(0.1, f)
+}
+
+// noteAllDown logs, once each, when every region goes down and when one
+// comes back.
+func (r *Router) noteAllDown(down, panic bool) {
+	if down == r.allDown {
+		return
+	}
+	r.allDown = down
+	switch {
+	case down && panic:
+		r.log.Warn("every region is down: panic mode, requests are spread over every backend of their nearest region")
+	case down:
+		r.log.Warn("every region is down: requests are answered 503")
+	case panic || r.shaping.Panic:
+		r.log.Warn("a region is up again: panic mode ends")
+	default:
+		r.log.Warn("a region is up again")
+	}
+}
+
+// sameRouting reports whether two snapshots of the same regions route
+// alike.
+func sameRouting(a, b *route.Snapshot) bool {
+	if a.Panic != b.Panic {
+		return false
+	}
 	for i := range a.Regions {
-		ha, hb := a.Regions[i].Healthy, b.Regions[i].Healthy
-		if len(ha) != len(hb) {
+		ra, rb := &a.Regions[i], &b.Regions[i]
+		if ra.Share != rb.Share || !ra.HeldUntil.Equal(rb.HeldUntil) || !ra.SameBackends(rb) {
 			return false
-		}
-		for j := range ha {
-			if ha[j] != hb[j] {
-				return false
-			}
 		}
 	}
 	return true

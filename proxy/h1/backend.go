@@ -159,15 +159,31 @@ var errShuttingDown = errors.New("shutting down")
 // errNothingWritten: the request could not be written at all.
 var errNothingWritten = errors.New("request not written")
 
+// armHead sets bc's read deadline for the answer head: the try's timeout
+// (see core.Balancer.TryTimeout) from c.now. Coarse, like the client's: a
+// deadline already set is kept when it falls within the last quarter of
+// the timeout, so that most requests on a connection set none.
+func (c *conn) armHead(bc *bconn) {
+	t := c.e.b.TryTimeout(&c.d, c.now)
+	if t <= 0 {
+		if !bc.armed.IsZero() {
+			_ = bc.nc.SetReadDeadline(time.Time{})
+			bc.armed = time.Time{}
+		}
+		return
+	}
+	want := c.now.Add(t)
+	if bc.armed.IsZero() || bc.armed.After(want) || want.Sub(bc.armed) > t/4 {
+		_ = bc.nc.SetReadDeadline(want)
+		bc.armed = want
+	}
+}
+
 // exchange writes the request in c.out (and the body if it was too large
 // to be appended) and reads the response head into c.resp, skipping
 // informational responses. ok reports whether any response byte came.
 func (c *conn) exchange(bc *bconn) (ok bool, err error) {
-	if t := c.e.opts.ResponseHeaderTimeout; t > 0 && (bc.armed.IsZero() || c.now.Sub(bc.armed) > t/4) {
-		// Coarse, like the client's: the wait is bounded by 3/4 to 1 of t.
-		_ = bc.nc.SetReadDeadline(c.now.Add(t))
-		bc.armed = c.now
-	}
+	c.armHead(bc)
 	if t := c.e.clientTimeout; c.now.Sub(bc.wArmed) > t/4 {
 		// A backend that stops reading the request is given up on.
 		_ = bc.nc.SetWriteDeadline(c.now.Add(t))
@@ -186,11 +202,8 @@ func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 			werr = err
 		}
 		// The header timeout runs from the end of the request.
-		if t := c.e.opts.ResponseHeaderTimeout; t > 0 {
-			c.now = time.Now()
-			_ = bc.nc.SetReadDeadline(c.now.Add(t))
-			bc.armed = c.now
-		}
+		c.now = time.Now()
+		c.armHead(bc)
 	}
 	for {
 		raw, err := readBackendHead(bc.br)

@@ -346,7 +346,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		require.NoError(t, err)
 	}
 	log := zaptest.NewLogger(t)
-	router, err := core.NewRouter(specs, store, log)
+	router, err := core.NewRouter(specs, store, log, core.Shaping{})
 	require.NoError(t, err)
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	px := config.Proxy{
@@ -375,6 +375,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		Log:           log,
 		MaxAttempts:   px.MaxAttempts,
 		RetryOnStatus: px.RetryOnStatus,
+		PerTryTimeout: px.ResponseHeaderTimeout, // the server passes the lower of it and resilience.per_try_timeout
 	})
 	p.e = New(Options{
 		Balancer:      b,

@@ -178,7 +178,7 @@ func (l *loop) start(c *conn, need int) {
 	e.inFlight.Inc()
 	c.counted = true
 	nf, nx := c.prepare()
-	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx])
+	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], l.now)
 	clear(c.fwdVals[:nf])
 	clear(c.xffVals[:nx])
 	c.method = b2s(r.method)
@@ -286,7 +286,7 @@ func (l *loop) writeBack(bk *lback) {
 	}
 	bk.st = bHead
 	bk.deadline = time.Time{}
-	if t := l.e.opts.ResponseHeaderTimeout; t > 0 {
+	if t := l.e.b.TryTimeout(&c.d, l.now); t > 0 {
 		bk.deadline = l.now.Add(t)
 	}
 	if len(bk.in) > 0 {

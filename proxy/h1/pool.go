@@ -39,7 +39,7 @@ type bconn struct {
 	raw   syscall.RawConn // the TCP socket under nc (and under TLS), for the peek
 	tls   bool            // nc is a TLS client over raw
 	used  time.Time       // when it was last returned to the pool
-	armed time.Time       // when its read deadline was set; zero: none set
+	armed time.Time       // its read deadline; zero: none set
 	// wArmed is when its write deadline was last set.
 	wArmed time.Time
 }

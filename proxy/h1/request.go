@@ -49,7 +49,7 @@ func (c *conn) handle(raw []byte) bool {
 
 	// Where the client is, from the peer and the forwarding headers.
 	nf, nx := c.prepare()
-	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx]) // resets c.d
+	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], time.Now()) // resets c.d; the request is all here
 	clear(c.fwdVals[:nf])
 	clear(c.xffVals[:nx])
 

@@ -32,6 +32,7 @@ type Transport struct {
 	pools         map[string]*pool // by scheme and host
 	dialer        net.Dialer
 	headerTimeout time.Duration
+	headerFor     func(*http.Request) time.Duration
 	writeTimeout  time.Duration
 	stop          chan struct{} // closed by Close: the reaper ends
 	reaped        sync.WaitGroup
@@ -47,6 +48,9 @@ type TransportOptions struct {
 	// ResponseHeaderTimeout bounds the wait for an answer's head once the
 	// request is written; zero means none.
 	ResponseHeaderTimeout time.Duration
+	// HeaderTimeout, when set, gives each request's ResponseHeaderTimeout
+	// instead, asked once the request is written.
+	HeaderTimeout func(*http.Request) time.Duration
 	// WriteTimeout bounds each write of a request to a backend (a backend
 	// that stops reading); zero means DefaultClientTimeout.
 	WriteTimeout time.Duration
@@ -58,6 +62,7 @@ func NewTransport(o TransportOptions) *Transport {
 		pools:         map[string]*pool{},
 		dialer:        net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second},
 		headerTimeout: o.ResponseHeaderTimeout,
+		headerFor:     o.HeaderTimeout,
 		writeTimeout:  o.WriteTimeout,
 	}
 	if t.writeTimeout <= 0 {
@@ -197,8 +202,12 @@ func (t *Transport) exchange(ctx context.Context, p *pool, bc *bconn, req *http.
 			return nil, &exchangeError{err: rerr.err, bodyRead: true}
 		}
 	}
-	if t.headerTimeout > 0 {
-		_ = bc.nc.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	wait := t.headerTimeout
+	if t.headerFor != nil {
+		wait = t.headerFor(req)
+	}
+	if wait > 0 {
+		_ = bc.nc.SetReadDeadline(time.Now().Add(wait))
 		if ctx.Err() != nil {
 			_ = bc.nc.SetReadDeadline(time.Unix(1, 0)) // the client left meanwhile: no waiting
 		}

@@ -83,6 +83,7 @@ type state struct {
 	err         error // the current attempt's error, set by the ReverseProxy's ErrorHandler
 	gotResponse bool  // the current attempt got a response from the backend
 	body        *replayGuard
+	bodySent    bool // the body was sent once: the request's time runs from then
 	rw          *responseWriter
 }
 
@@ -105,10 +106,10 @@ func New(o Options) *Handler {
 	// The backend connections are kept by the native engine's pools, so
 	// that both engines reuse them by the same rules.
 	h.transport = h1.NewTransport(h1.TransportOptions{
-		Backends:              o.Backends,
-		DialTimeout:           o.Proxy.DialTimeout,
-		ResponseHeaderTimeout: o.Proxy.ResponseHeaderTimeout,
-		WriteTimeout:          h.clientTimeout,
+		Backends:      o.Backends,
+		DialTimeout:   o.Proxy.DialTimeout,
+		HeaderTimeout: h.tryTimeout,
+		WriteTimeout:  h.clientTimeout,
 	})
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
@@ -162,7 +163,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	peer := peerAddr(r.RemoteAddr)
-	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"])
+	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"], start)
 	st.peerTrusted = h.b.Resolver().Trusted(peer)
 
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
@@ -237,6 +238,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Retry-After", h.retryAfter)
 	}
 	plain(rw, code, msg)
+}
+
+// tryTimeout bounds the wait for an attempt's answer head (see
+// core.Balancer.TryTimeout). The request's time runs from when it is all
+// received: for a streamed body, when the first attempt has sent it.
+func (h *Handler) tryTimeout(r *http.Request) time.Duration {
+	st := r.Context().Value(stateKey{}).(*state)
+	now := time.Now()
+	if st.body != nil && !st.bodySent {
+		st.bodySent = true
+		st.d.Start = now
+	}
+	return h.b.TryTimeout(&st.d, now)
 }
 
 // forward makes one attempt on be.
