@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/geoproxy/geoproxy/route"
 )
 
 //go:embed dashboard.html
@@ -53,22 +55,40 @@ type GeoIPStatus struct {
 
 // RegionStatus is one region in /admin/status.
 type RegionStatus struct {
-	Name     string          `json:"name"`
-	Lat      float64         `json:"lat"`
-	Lon      float64         `json:"lon"`
-	Up       bool            `json:"up"`
-	Healthy  int             `json:"healthy"`
-	Backends []BackendStatus `json:"backends"`
+	Name string  `json:"name"`
+	Lat  float64 `json:"lat"`
+	Lon  float64 `json:"lon"`
+	Up   bool    `json:"up"`
+	// State is "up", "degraded" (too little of it is healthy: it passes
+	// part of its clients on), "held" (back from failover, held back or
+	// ramping up), "down", or "panic" (every region is down and this one
+	// is tried with all its backends).
+	State   string `json:"state"`
+	Healthy int    `json:"healthy"`
+	// HealthyShare is the healthy backends' share of the region's weight.
+	HealthyShare float64 `json:"healthy_share"`
+	// ClientShare is the share of its clients the region takes now.
+	ClientShare float64 `json:"client_share"`
+	// HeldUntil is when a region back from failover takes clients again.
+	HeldUntil *time.Time      `json:"held_until,omitempty"`
+	Backends  []BackendStatus `json:"backends"`
 }
 
 // BackendStatus is one backend in /admin/status.
 type BackendStatus struct {
-	URL      string    `json:"url"`
-	Weight   int       `json:"weight"`
-	Status   string    `json:"status"`
-	Since    time.Time `json:"since"`
-	Reason   string    `json:"reason,omitempty"`
-	InFlight int64     `json:"in_flight"`
+	URL    string `json:"url"`
+	Weight int    `json:"weight"`
+	// Status is "healthy", "unhealthy", "unknown" (not probed yet) or
+	// "ejected" (passive health took it out for failing real requests).
+	Status string `json:"status"`
+	// Since is when it entered that status.
+	Since  time.Time `json:"since"`
+	Reason string    `json:"reason,omitempty"`
+	// EjectedUntil is when an ejected backend may return (at its next
+	// passing probe); Ejections counts its ejections in a row.
+	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
+	Ejections    int        `json:"ejections,omitempty"`
+	InFlight     int64      `json:"in_flight"`
 }
 
 // Status reports the current regions, backends and their health.
@@ -87,11 +107,34 @@ func (s *Server) Status() Status {
 	snap := g.router.Snapshot()
 	for i := range snap.Regions {
 		r := &snap.Regions[i]
-		rs := RegionStatus{Name: r.Name, Lat: r.Location.Lat, Lon: r.Location.Lon, Up: r.Eligible(), Healthy: len(r.Healthy)}
+		rs := RegionStatus{Name: r.Name, Lat: r.Location.Lat, Lon: r.Location.Lon,
+			Up: r.Eligible() && !snap.Panic, Healthy: len(r.Healthy), HealthyShare: r.HealthyShare,
+			ClientShare: float64(r.Share) / route.FullShare}
+		switch {
+		case snap.Panic:
+			rs.State, rs.Healthy, rs.ClientShare = "panic", 0, 1
+		case !r.Eligible():
+			rs.State, rs.ClientShare = "down", 0
+		case r.Held() || r.Ramp < 1:
+			rs.State = "held"
+		case r.Degraded:
+			rs.State = "degraded"
+		default:
+			rs.State = "up"
+		}
+		if r.Held() {
+			until := r.HeldUntil
+			rs.HeldUntil = &until
+		}
 		for _, b := range r.Backends {
 			bs := BackendStatus{URL: b.ID, Weight: b.Weight, Status: "unknown", InFlight: b.InFlight()}
 			if row, err := s.store.Backend(b.ID); err == nil {
 				bs.Status, bs.Since, bs.Reason = row.Status.String(), row.Since, row.Reason
+				if row.Ejected {
+					until := row.EjectedUntil
+					bs.Status, bs.Since, bs.Reason = "ejected", row.EjectedAt, "passive health: "+row.EjectReason
+					bs.EjectedUntil, bs.Ejections = &until, row.Ejections
+				}
 			}
 			rs.Backends = append(rs.Backends, bs)
 		}
@@ -112,6 +155,9 @@ func (s *Server) Ready() (bool, string) {
 		return false, "draining"
 	}
 	snap := s.snapshot()
+	if snap.Panic {
+		return true, "panic: every region is down; requests go to every backend of their nearest region"
+	}
 	for i := range snap.Regions {
 		if snap.Regions[i].Eligible() {
 			return true, "ok"

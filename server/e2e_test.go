@@ -48,6 +48,13 @@ type app struct {
 	probes atomic.Int32
 	// overloaded makes every other path answer 503.
 	overloaded atomic.Bool
+	// broken makes every other path answer 500 (while /health passes).
+	broken atomic.Bool
+	// hanging makes every other path wait, answering nothing, until the
+	// request is cancelled (while /health passes).
+	hanging atomic.Bool
+	// served counts the requests to other paths.
+	served atomic.Int32
 	mu         sync.Mutex
 	last       http.Header // headers of the last proxied request
 }
@@ -124,6 +131,18 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.last = r.Header.Clone()
 	a.mu.Unlock()
+	a.served.Add(1)
+	if a.hanging.Load() {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		return
+	}
+	if a.broken.Load() {
+		http.Error(w, a.region+" broken", http.StatusInternalServerError)
+		return
+	}
 	if a.overloaded.Load() {
 		http.Error(w, a.region+" overloaded", http.StatusServiceUnavailable)
 		return

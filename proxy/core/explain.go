@@ -2,6 +2,7 @@ package core
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/geoproxy/geoproxy/geo"
 	"github.com/geoproxy/geoproxy/route"
@@ -36,6 +37,11 @@ type ExplainedRegion struct {
 	Why             string  `json:"why"`
 	HealthyBackends int     `json:"healthy_backends"`
 	Backends        int     `json:"backends"`
+	// HeldUntil is when a region back from failover takes clients again.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// ClientShare is the share of its clients the region takes now: below
+	// 1 while it is degraded, held back or ramping up.
+	ClientShare float64 `json:"client_share"`
 }
 
 // Explain locates addr as a direct client (no forwarding headers) and plans
@@ -59,7 +65,15 @@ func Explain(loc *geo.Locator, s *route.Snapshot, addr netip.Addr) Explanation {
 			Name: c.Region.Name, DistanceKm: float64(int(c.DistanceKm*10)) / 10,
 			Reason: c.Reason.String(), Why: plan.Explain(i),
 			HealthyBackends: len(c.Region.Healthy), Backends: len(c.Region.Backends),
+			ClientShare: float64(c.Region.Share) / route.FullShare,
 		})
+		if c.Region.Held() {
+			until := c.Region.HeldUntil
+			e.Regions[len(e.Regions)-1].HeldUntil = &until
+		}
+		if s.Panic {
+			e.Regions[len(e.Regions)-1].HealthyBackends = 0
+		}
 	}
 	return e
 }

@@ -174,21 +174,28 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 			return time.Time{}, ramp
 		},
 	}
-	// The regions' failback state follows their health first.
-	anyUp := false
+	// The regions' failback state follows their health first. A region
+	// whose backends are all not probed yet (at start, or just added) says
+	// nothing: it is neither down nor back.
+	anyUp, anyKnown := false, false
 	for _, spec := range r.specs {
-		up := false
+		up, known := false, false
 		for _, be := range spec.Backends {
+			if row := byID[be.ID]; row != nil && row.Status != health.Unknown {
+				known = true
+			}
 			if ok, _ := backend(be); ok {
 				up = true
-				break
 			}
 		}
-		anyUp = anyUp || up
+		anyUp, anyKnown = anyUp || up, anyKnown || known
 		st := r.regions[spec.Name]
 		if st == nil {
 			st = &regionState{}
 			r.regions[spec.Name] = st
+		}
+		if !known {
+			continue
 		}
 		switch {
 		case !up && st.everUp && !st.down:
@@ -204,8 +211,10 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 		}
 		st.everUp = st.everUp || up
 	}
+	// Before any probe, nothing is down: no panic.
+	s.PanicWhenAllDown = s.PanicWhenAllDown && anyKnown
 	snap := s.Snapshot()
-	r.noteAllDown(!anyUp && len(r.specs) > 0, snap.Panic)
+	r.noteAllDown(!anyUp && anyKnown, snap.Panic)
 	if old := r.cur.Load(); old != nil && sameRouting(old, snap) {
 		return old, next, nil
 	}
