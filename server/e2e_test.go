@@ -55,8 +55,8 @@ type app struct {
 	hanging atomic.Bool
 	// served counts the requests to other paths.
 	served atomic.Int32
-	mu         sync.Mutex
-	last       http.Header // headers of the last proxied request
+	mu     sync.Mutex
+	last   http.Header // headers of the last proxied request
 }
 
 func newApp(t *testing.T, region string) *app {
