@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -23,6 +24,12 @@ import (
 // fixture builds a balancer over the three-region layout with db, every
 // backend healthy except those of the regions in down.
 func fixture(t testing.TB, db *geo.Database, down ...string) *Balancer {
+	t.Helper()
+	return fixtureWith(t, db, Options{}, down...)
+}
+
+// fixtureWith is fixture with o's retry settings.
+func fixtureWith(t testing.TB, db *geo.Database, o Options, down ...string) *Balancer {
 	t.Helper()
 	specs := []route.RegionSpec{
 		{Name: "us-east", Location: route.Point{Lat: 33.84, Lon: -81.16}, Backends: []*route.Backend{{ID: "http://e1", Region: "us-east", Weight: 1}}},
@@ -53,13 +60,12 @@ func fixture(t testing.TB, db *geo.Database, down ...string) *Balancer {
 	}
 	router, err := NewRouter(specs, store, zap.NewNop(), Shaping{})
 	require.NoError(t, err)
-	return New(Options{
-		Locator:  geo.NewLocator(db, geo.Location{Lat: 40.71, Lon: -74.01}, nil),
-		Resolver: clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
-		Router:   router,
-		Metrics:  metrics.New(prometheus.NewRegistry(), "test"),
-		Log:      zap.NewNop(),
-	})
+	o.Locator = geo.NewLocator(db, geo.Location{Lat: 40.71, Lon: -74.01}, nil)
+	o.Resolver = clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	o.Router = router
+	o.Metrics = metrics.New(prometheus.NewRegistry(), "test")
+	o.Log = zap.NewNop()
+	return New(o)
 }
 
 func openCity(t testing.TB) *geo.Database {
@@ -180,4 +186,71 @@ func TestFailedDecidesWhatFollows(t *testing.T) {
 	} {
 		assert.Equal(t, c.want, b.Failed(&d, be, c.err, c.method, c.p), c.name)
 	}
+}
+
+func TestRetriesStayWithinTheRegionsBudget(t *testing.T) {
+	b := fixtureWith(t, openCity(t), Options{RetryBudget: 0.2, RetryBudgetMin: 1})
+	london := netip.MustParseAddr("203.0.113.10")
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+
+	// Ten requests in flight in europe-west: 20% allows two retries there.
+	ds := make([]Decision, 10)
+	for i := range ds {
+		b.Decide(&ds[i], london, nil, nil, time.Now())
+		r, be := b.Next(&ds[i])
+		require.NotNil(t, be)
+		require.Equal(t, "europe-west", r.Name)
+	}
+	retried := 0
+	for i := range ds {
+		require.True(t, b.Failed(&ds[i], ds[i].tried[0], reset, "GET", Progress{}))
+		if _, be := b.Next(&ds[i]); be != nil {
+			retried++
+		}
+	}
+	assert.Equal(t, 2, retried, "a reset of each of ten requests makes two retries, not ten")
+	var m dto.Metric
+	require.NoError(t, b.regions[2].exhausted.Write(&m))
+	assert.Equal(t, 8.0, m.GetCounter().GetValue(), "geoproxy_retry_budget_exhausted_total")
+
+	// When those requests end, their budget is back.
+	for i := range ds {
+		b.Report(&ds[i], Outcome{Status: 502})
+	}
+	assert.Zero(t, b.regions[2].active.Load())
+	assert.Zero(t, b.regions[2].retrying.Load())
+
+	// A failed connect cost the backend nothing: its retry needs no budget.
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	for i := range ds {
+		b.Decide(&ds[i], london, nil, nil, time.Now())
+		_, be := b.Next(&ds[i])
+		require.NotNil(t, be)
+	}
+	for i := range ds {
+		require.True(t, b.Failed(&ds[i], ds[i].tried[0], refused, "GET", Progress{}))
+		_, be := b.Next(&ds[i])
+		assert.NotNil(t, be, "request %d", i)
+	}
+}
+
+func TestTryTimeoutKeepsWithinTheRequestTimeout(t *testing.T) {
+	b := fixtureWith(t, openCity(t), Options{PerTryTimeout: 2 * time.Second, RequestTimeout: 5 * time.Second})
+	var d Decision
+	start := time.Now()
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, start)
+	assert.Equal(t, 2*time.Second, b.TryTimeout(&d, start))
+	assert.Equal(t, time.Second, b.TryTimeout(&d, start.Add(4*time.Second)), "what is left of the request's time")
+	assert.Equal(t, time.Nanosecond, b.TryTimeout(&d, start.Add(6*time.Second)), "none left: fail at once")
+
+	// Out of time, no further attempt; the answer is 504.
+	_, be := b.Next(&d)
+	require.NotNil(t, be)
+	d.Start = time.Now().Add(-6 * time.Second)
+	_, be = b.Next(&d)
+	assert.Nil(t, be)
+	assert.True(t, d.OutOfTime)
+	code, msg := Failure(&d, nil)
+	assert.Equal(t, 504, code)
+	assert.Equal(t, MsgTimeout, msg)
 }
