@@ -172,6 +172,7 @@ type envOpts struct {
 	pprof    bool
 	trusted  string
 	interval string
+	timeout  string            // probe timeout; default 90ms
 	extra    map[string][]*app // more backends per region
 	// resilience is the body of the resilience block, as a YAML flow
 	// mapping; default: no failback hold and no slow start, so that a
@@ -191,6 +192,9 @@ func start(t *testing.T, o envOpts) *env {
 	}
 	if o.interval == "" {
 		o.interval = "100ms"
+	}
+	if o.timeout == "" {
+		o.timeout = "90ms"
 	}
 	if o.resilience == "" {
 		o.resilience = "{failback_hold: 0s, slow_start: 0s}"
@@ -212,13 +216,13 @@ geoip:
 health_check:
   path: /health
   interval: %s
-  timeout: 90ms
+  timeout: %s
   healthy_threshold: 2
   unhealthy_threshold: 2
 engine: %s
 resilience: %s
 regions:
-`, o.pprof, o.trusted, o.interval, o.engine, o.resilience)
+`, o.pprof, o.trusted, o.interval, o.timeout, o.engine, o.resilience)
 	for _, r := range regions {
 		a := newApp(t, r.name)
 		e.apps[r.name] = a
@@ -442,8 +446,12 @@ func TestRefusedBackendIsRetriedInTheSameRegion(t *testing.T) {
 		// With one of its two backends out, europe-west is degraded and
 		// would pass part of its clients on (resilience.degraded_below):
 		// not here, where the retry within the region is tested.
-		e := start(t, envOpts{engine: engine, interval: "1h", extra: map[string][]*app{"europe-west": {dead}},
+		// The one probe each gets must pass, even on a loaded machine.
+		e := start(t, envOpts{engine: engine, interval: "1h", timeout: "2s", extra: map[string][]*app{"europe-west": {dead}},
 			resilience: "{failback_hold: 0s, slow_start: 0s, degraded_below: 0%}"})
+		require.Eventually(t, func() bool {
+			return len(e.srv.Router().Snapshot().Region("europe-west").Healthy) == 2
+		}, 5*time.Second, 5*time.Millisecond)
 		// Both europe-west backends passed their first probe; with a one-hour
 		// interval nothing notices that one of them now refuses connections.
 		dead.srv.Close()
