@@ -71,8 +71,13 @@ type Config struct {
 	Engine string
 
 	// Regions lists the regions, in file order (key "regions"). At least one
-	// is required.
+	// is required; at most MaxRegions.
 	Regions []Region
+
+	// Rules steer the clients they match: data residency and preferred
+	// regions (key "rules"). Tried in file order; the first that matches
+	// a client applies. Default none: every client goes by distance.
+	Rules []Rule
 }
 
 // Admin configures the admin listener, which serves metrics, health, status
@@ -121,6 +126,13 @@ type GeoIP struct {
 	// database (key "geoip.overrides"). Default none. A network may appear
 	// only once; when networks nest, the longest prefix is meant to win.
 	Overrides []Override
+
+	// EdgeHeaders are the client-location headers of a CDN or load
+	// balancer in front, believed only from TrustedProxies peers (key
+	// "geoip.edge_headers"): a list of "cloudflare", "cloudfront", "gcp",
+	// or {country: HEADER, lat_lon: HEADER}. Precedence: an override, then
+	// the edge's headers, then the database. Default none.
+	EdgeHeaders EdgeHeaders
 }
 
 // Override places every client address in Prefix at Location.
@@ -283,6 +295,13 @@ type Region struct {
 	// Backends are the region's servers, in file order (key "backends"). At
 	// least one is required.
 	Backends []Backend
+	// Bias grows (positive) or shrinks (negative) the region's catchment,
+	// as Route 53's geoproximity bias (key "bias", -99 to 99): distances to
+	// the region count as distance × (1 - bias/100). Default 0.
+	Bias int
+	// Capacity bounds the region's load (key "capacity"); default
+	// unlimited.
+	Capacity Capacity
 }
 
 // Backend is one server of a region.

@@ -145,6 +145,17 @@ func TestLoadFull(t *testing.T) {
 		DegradedBelow: 0.8, WhenAllDown: AllDownPanic,
 	}, cfg.Resilience)
 
+	assert.Equal(t, EdgeHeaders{Cloudflare: true, Country: "X-Edge-Country", LatLon: "X-Edge-LatLon"}, cfg.GeoIP.EdgeHeaders)
+	assert.Equal(t, 25, cfg.Regions[0].Bias)
+	assert.Equal(t, Capacity{MaxInFlight: 500, MaxRPS: 2000}, cfg.Regions[0].Capacity)
+	assert.Equal(t, []Rule{
+		{Name: "eu-stays-in-eu", Match: Match{Continents: []string{"EU"}, Countries: []string{"CH", "NO"}},
+			Allow: []string{"europe-west"}, HasAllow: true, Fallback: []string{}},
+		{Name: "canada-east", Match: Match{Countries: []string{"CA"}, Subdivisions: []string{"US-VT"}}, Prefer: []string{"us-east"}},
+		{Name: "unlocated", Match: Match{Unknown: true, Networks: prefixes("192.0.2.0/24")},
+			Allow: []string{"us-east"}, HasAllow: true, Fallback: []string{"europe-west"}},
+	}, cfg.Rules)
+
 	require.Len(t, cfg.Regions, 2)
 	assert.Equal(t, []string{"http://10.1.0.1:8000", "https://us-east-2.example.com/app"}, backendURLs(cfg.Regions[0].Backends))
 	assert.Equal(t, 3, cfg.Regions[0].Backends[0].Weight)
@@ -467,6 +478,31 @@ func TestBroken(t *testing.T) {
 			[]string{`resilience.eject_statuses[0]: must be a 5xx status code, got 404`}},
 		{"zero success window", "resilience: {success_window: 0s}\n" + minimal,
 			[]string{`resilience.success_window: must be 1s to 1h, got 0s`}},
+
+		// Rules.
+		{"rule names an unknown region", "rules: [{name: r, match: {countries: [DE]}, allow: [mars]}]\n" + minimal,
+			[]string{`bad.yaml:1:53: rules[0].allow[0]: unknown region "mars"`}},
+		{"country code that does not exist", "rules: [{name: r, match: {countries: [DE, XX]}, allow: [a]}]\n" + minimal,
+			[]string{`bad.yaml:1:43: rules[0].match.countries[1]: unknown country code "XX"`}},
+		{"bad continent", "rules: [{name: r, match: {continents: [EUR]}, allow: [a]}]\n" + minimal,
+			[]string{`rules[0].match.continents[0]: invalid continent code "EUR"`}},
+		{"bad subdivision", "rules: [{name: r, match: {subdivisions: [CA]}, allow: [a]}]\n" + minimal,
+			[]string{`rules[0].match.subdivisions[0]: invalid subdivision "CA": want an ISO 3166-2 code such as US-CA`}},
+		{"rule shadowed by an earlier one", "rules:\n  - {name: eu, match: {continents: [EU]}, allow: [a]}\n  - {name: de, match: {countries: [de]}, prefer: [a]}\n" + minimal,
+			[]string{`bad.yaml:3:23: rules[1].match: never applies: every client it matches matches rules[0] ("eu") first`}},
+		{"empty match", "rules: [{name: r, match: {}, allow: [a]}]\n" + minimal,
+			[]string{`rules[0].match: matches no client`}},
+		{"fallback without allow", "rules: [{name: r, match: {unknown: true}, prefer: [a], fallback: [a]}]\n" + minimal,
+			[]string{`rules[0].fallback: only with allow`}},
+		{"prefer outside allow", "rules: [{name: r, match: {unknown: true}, allow: [a], prefer: [b]}]\n" + minimal +
+			"  - {name: b, location: {lat: 0, lon: 0}, backends: [{url: http://127.0.0.1:2}]}\n",
+			[]string{`rules[0].prefer[0]: region "b" is not in allow`}},
+		{"bias out of range", strings.Replace(minimal, "    location:", "    bias: 100\n    location:", 1),
+			[]string{`regions[0].bias: must be -99 to 99, got 100`}},
+		{"edge headers without trusted proxies", "geoip: {edge_headers: [cloudflare]}\n" + minimal,
+			[]string{`geoip.edge_headers: believed only from geoip.trusted_proxies, which is empty`}},
+		{"unknown edge", "geoip: {trusted_proxies: [10.0.0.0/8], edge_headers: [akamai]}\n" + minimal,
+			[]string{`geoip.edge_headers[0]: unknown edge "akamai"`}},
 
 		// Listeners.
 		{"listen without port", "listen: localhost\n" + minimal,

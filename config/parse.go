@@ -32,6 +32,7 @@ type rawConfig struct {
 	AccessLog   scalar                `yaml:"access_log"`
 	Engine      scalar                `yaml:"engine"`
 	Regions     opt[[]opt[rawRegion]] `yaml:"regions"`
+	Rules       opt[[]opt[rawRule]]   `yaml:"rules"`
 }
 
 type rawAdmin struct {
@@ -44,6 +45,7 @@ type rawGeoIP struct {
 	TrustedProxies  opt[[]scalar]           `yaml:"trusted_proxies"`
 	DefaultLocation opt[rawLatLon]          `yaml:"default_location"`
 	Overrides       opt[[]opt[rawOverride]] `yaml:"overrides"`
+	EdgeHeaders     opt[[]any]              `yaml:"edge_headers"`
 }
 
 type rawLatLon struct {
@@ -96,6 +98,8 @@ type rawRegion struct {
 	Name     scalar                 `yaml:"name"`
 	Location opt[rawLatLon]         `yaml:"location"`
 	Backends opt[[]opt[rawBackend]] `yaml:"backends"`
+	Bias     scalar                 `yaml:"bias"`
+	Capacity opt[rawCapacity]       `yaml:"capacity"`
 }
 
 type rawBackend struct {

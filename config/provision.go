@@ -79,6 +79,7 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	shutdown, _ := composite(c, p, raw.Shutdown)
 	cfg.Shutdown.DrainDelay = c.duration(p.key("drain_delay"), shutdown.DrainDelay, defaultDrainDelay)
 	cfg.Resilience = c.resilience(root.key("resilience"), raw.Resilience)
+	cfg.Rules = c.rules(root.key("rules"), raw.Rules)
 	return cfg
 }
 
@@ -126,6 +127,7 @@ func (c *checker) geoIP(p fieldPath, o opt[rawGeoIP], regions []Region) GeoIP {
 			g.Overrides = append(g.Overrides, o)
 		}
 	}
+	g.EdgeHeaders = c.edgeHeaders(p.key("edge_headers"), raw.EdgeHeaders)
 	return g
 }
 
@@ -303,6 +305,12 @@ func (c *checker) regions(p fieldPath, o opt[[]opt[rawRegion]]) []Region {
 			r.Location = c.latLon(lp, loc)
 		} else {
 			c.errorf(lp, "required") // dropped if the value had the wrong shape
+		}
+		r.Bias = c.int(rp.key("bias"), raw.Bias, 0)
+		cp := rp.key("capacity")
+		if capacity, ok := composite(c, cp, raw.Capacity); ok {
+			r.Capacity.MaxInFlight = c.int(cp.key("max_in_flight"), capacity.MaxInFlight, 0)
+			r.Capacity.MaxRPS = c.int(cp.key("max_rps"), capacity.MaxRPS, 0)
 		}
 		bp := rp.key("backends")
 		backends, _ := composite(c, bp, raw.Backends)

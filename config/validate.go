@@ -29,6 +29,25 @@ func (c *checker) validate(cfg *Config) {
 	}
 	c.validateResilience(root.key("resilience"), &cfg.Resilience)
 	c.validateRegions(root.key("regions"), cfg.Regions)
+	c.validateRules(root.key("rules"), cfg.Rules, cfg.Regions)
+	if len(cfg.Regions) > MaxRegions {
+		c.errorf(root.key("regions"), "%d regions: at most %d", len(cfg.Regions), MaxRegions)
+	}
+	for i, r := range cfg.Regions {
+		rp := root.key("regions").idx(i)
+		if r.Bias < -99 || r.Bias > 99 {
+			c.errorf(rp.key("bias"), "must be -99 to 99, got %d", r.Bias)
+		}
+		if r.Capacity.MaxInFlight < 0 {
+			c.errorf(rp.key("capacity").key("max_in_flight"), "must be 0 (unlimited) or more, got %d", r.Capacity.MaxInFlight)
+		}
+		if r.Capacity.MaxRPS < 0 {
+			c.errorf(rp.key("capacity").key("max_rps"), "must be 0 (unlimited) or more, got %d", r.Capacity.MaxRPS)
+		}
+	}
+	if e := cfg.GeoIP.EdgeHeaders; e.Any() && len(cfg.GeoIP.TrustedProxies) == 0 {
+		c.errorf(root.key("geoip").key("edge_headers"), "believed only from geoip.trusted_proxies, which is empty: list the edge's addresses there")
+	}
 }
 
 func (c *checker) validateLimits(p fieldPath, l *Limits) {
