@@ -31,6 +31,15 @@ const (
 	// ReasonPanic: every region is down; the region serves with all its
 	// backends, healthy or not.
 	ReasonPanic
+	// ReasonCapacity: the region is at its capacity and passes this
+	// client on to the next; it is skipped.
+	ReasonCapacity
+	// ReasonNotAllowed: the client's rule does not allow the region; it
+	// never serves this client.
+	ReasonNotAllowed
+	// ReasonResidencyFallback: no region the client's rule allows can
+	// serve; the region is one of the rule's fallbacks and serves.
+	ReasonResidencyFallback
 )
 
 // String returns the reason's short name.
@@ -50,6 +59,12 @@ func (r Reason) String() string {
 		return "spill"
 	case ReasonPanic:
 		return "panic"
+	case ReasonCapacity:
+		return "capacity"
+	case ReasonNotAllowed:
+		return "not_allowed"
+	case ReasonResidencyFallback:
+		return "residency_fallback"
 	}
 	return "unknown"
 }
@@ -60,6 +75,9 @@ type Candidate struct {
 	// DistanceKm is the great-circle distance from the client.
 	DistanceKm float64
 	Reason     Reason
+
+	order       float64 // distance scaled by the region's bias
+	group, rank uint8   // the rule's order (see Rule)
 }
 
 // Plan is the ordered list of regions for one client: nearest first.
@@ -73,73 +91,138 @@ type Plan struct {
 	// Serving is the index in Candidates of the first eligible region, or
 	// -1 when no region can serve.
 	Serving int
+	// Rule is the rule the client matched; nil when none did.
+	Rule *Rule
+	// Rejected: the rule allows no region that can serve now (and no
+	// fallback can): the request is refused, not sent elsewhere.
+	Rejected bool
+	// Wanted is the index in Candidates of the first region that could
+	// serve the client before shares and capacity passed it on; -1 when
+	// none.
+	Wanted int
 }
 
-// Plan ranks the snapshot's regions for a client at p whose address hashes
-// to key. The first region that has a healthy backend and takes the client
-// (see Region.Share: a region held back after failover, ramping up, or
-// degraded takes only some clients, chosen by key) serves; when none takes
-// it, the first with a healthy backend does. It writes the candidates into
-// dst's backing array (pass a buffer with capacity for every region to
-// avoid allocating) and returns the plan.
-func (s *Snapshot) Plan(p Point, key uint64, dst []Candidate) Plan {
+// Plan ranks the snapshot's regions for client c. Without a rule, by
+// distance (scaled by each region's bias). With a rule: the regions it
+// allows, in its prefer order then by distance, then its fallbacks, then
+// the others, which never serve it. The first region that may serve the
+// client, has a healthy backend and takes it (see Region.Share: a region
+// held back after failover, ramping up, degraded or at capacity takes only
+// some clients, chosen by c.Key) serves; when none takes it, the first
+// that may serve and has a healthy backend does. The fallbacks may serve
+// only when no allowed region has a healthy backend. It writes the
+// candidates into dst's backing array (pass a buffer with capacity for
+// every region to avoid allocating) and returns the plan.
+func (s *Snapshot) Plan(c *Client, dst []Candidate) Plan {
+	plan := Plan{Serving: -1, Wanted: -1}
+	for i := range s.Rules {
+		if s.Rules[i].matches(c) {
+			plan.Rule = &s.Rules[i]
+			break
+		}
+	}
+	rule := plan.Rule
 	dst = dst[:0]
-	sinLat, cosLat := math.Sincos(p.Lat * math.Pi / 180)
-	lonRad := p.Lon * math.Pi / 180
+	sinLat, cosLat := math.Sincos(c.Point.Lat * math.Pi / 180)
+	lonRad := c.Point.Lon * math.Pi / 180
 	for i := range s.Regions {
 		r := &s.Regions[i]
-		c := Candidate{Region: r, DistanceKm: r.distance(sinLat, cosLat, lonRad)}
-		// Insertion sort: a handful of regions, stable for equal distances.
-		dst = append(dst, c)
+		cand := Candidate{Region: r, DistanceKm: r.distance(sinLat, cosLat, lonRad)}
+		cand.order = cand.DistanceKm * r.scale
+		if rule != nil {
+			cand.group, cand.rank = rule.group[i], rule.rank[i]
+		}
+		// Insertion sort: a handful of regions, stable for equal keys.
+		dst = append(dst, cand)
 		j := len(dst) - 1
-		for j > 0 && dst[j-1].DistanceKm > c.DistanceKm {
+		for j > 0 && cand.before(&dst[j-1]) {
 			dst[j] = dst[j-1]
 			j--
 		}
-		dst[j] = c
+		dst[j] = cand
 	}
-	plan := Plan{Candidates: dst, Serving: -1}
+	plan.Candidates = dst
 	if len(dst) == 0 {
 		return plan
 	}
 	plan.Nearest = dst[0].Region
-	first := -1 // the first region with a healthy backend
+	for i := range dst {
+		if rule.allowed(dst[i].Region.Index, false) {
+			plan.Nearest = dst[i].Region // the nearest the client may go to
+			break
+		}
+	}
+	fallback := false // the rule's fallbacks are in use
+	if rule != nil && rule.Restrict {
+		fallback = true
+		for _, i := range rule.Allow {
+			if s.Regions[i].Eligible() {
+				fallback = false
+				break
+			}
+		}
+	}
+	first := -1 // the first region that may serve with a healthy backend
 	for i := range dst {
 		r := dst[i].Region
 		switch {
+		case !rule.allowed(r.Index, fallback):
+			dst[i].Reason = ReasonNotAllowed
 		case !r.Eligible():
 			dst[i].Reason = ReasonUnhealthy
 		case plan.Serving >= 0:
 			dst[i].Reason = ReasonFallback
-		case !r.takes(key):
+		default:
 			if first < 0 {
 				first = i
 			}
-			dst[i].Reason = ReasonSpill
-			if r.Held() || r.Ramp < 1 {
-				dst[i].Reason = ReasonHeld
+			if r.takes(c.Key) {
+				plan.Serving = i
+				dst[i].Reason = serves(s, i, fallback)
+				break
 			}
-		default:
-			plan.Serving = i
-			dst[i].Reason = serves(s, i)
+			switch {
+			case r.Held() || r.Ramp < 1:
+				dst[i].Reason = ReasonHeld
+			case r.Share < FullShare:
+				dst[i].Reason = ReasonSpill
+			default:
+				dst[i].Reason = ReasonCapacity
+			}
 		}
 	}
+	plan.Wanted = first
 	if plan.Serving < 0 && first >= 0 {
 		// No region takes the client: the first that can serves all.
 		plan.Serving = first
-		dst[first].Reason = serves(s, first)
+		dst[first].Reason = serves(s, first, fallback)
 		for i := first + 1; i < len(dst); i++ {
-			if dst[i].Reason != ReasonUnhealthy {
+			if dst[i].Reason != ReasonUnhealthy && dst[i].Reason != ReasonNotAllowed {
 				dst[i].Reason = ReasonFallback
 			}
 		}
 	}
+	plan.Rejected = plan.Serving < 0 && rule != nil && rule.Restrict
 	return plan
 }
 
+// before orders candidates: by the rule's group (allowed, fallback,
+// others) and preference, then by biased distance.
+func (c *Candidate) before(o *Candidate) bool {
+	if c.group != o.group {
+		return c.group < o.group
+	}
+	if c.rank != o.rank {
+		return c.rank < o.rank
+	}
+	return c.order < o.order
+}
+
 // serves is the reason of the serving region at index i of a plan.
-func serves(s *Snapshot, i int) Reason {
+func serves(s *Snapshot, i int, fallback bool) Reason {
 	switch {
+	case fallback:
+		return ReasonResidencyFallback
 	case s.Panic:
 		return ReasonPanic
 	case i == 0:
@@ -201,6 +284,12 @@ func (p Plan) Explain(i int) string {
 		return "degraded (" + strconv.Itoa(int(c.Region.HealthyShare*100)) + "% healthy): this client goes on to the next region"
 	case ReasonPanic:
 		return "panic: every region is down; all backends of the nearest region are tried"
+	case ReasonCapacity:
+		return "at capacity: this client goes on to the next region"
+	case ReasonNotAllowed:
+		return "not allowed by rule " + p.Rule.Name
+	case ReasonResidencyFallback:
+		return "fallback of rule " + p.Rule.Name + ": no allowed region can serve"
 	}
 	return c.Reason.String()
 }
@@ -213,6 +302,10 @@ func (r Reason) why() string {
 		return "held back"
 	case ReasonSpill:
 		return "degraded"
+	case ReasonCapacity:
+		return "at capacity"
+	case ReasonNotAllowed:
+		return "not allowed"
 	}
 	return "unhealthy"
 }

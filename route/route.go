@@ -57,6 +57,12 @@ type RegionSpec struct {
 	Name     string
 	Location Point
 	Backends []*Backend
+	// Bias grows (positive) or shrinks (negative) the region's catchment:
+	// distances to it count as distance × (1 - Bias/100), as Route 53's
+	// geoproximity bias. -99 to 99.
+	Bias int
+	// Load, when set, holds the region's capacity and load.
+	Load *Load
 }
 
 // Region is a region as seen by one Snapshot.
@@ -84,8 +90,15 @@ type Region struct {
 	// while it ramps up (slow start), 0 to 1; 1 when not ramping.
 	Ramp float64
 	// Share is the share of its clients the region takes, in 1/65536:
-	// FullShare when healthy enough and not held or ramping.
+	// FullShare when healthy enough and not held or ramping. Its capacity
+	// (Load) may take less.
 	Share uint32
+	// Bias is the region's configured bias.
+	Bias int
+	// Load is the region's capacity and load; nil when unlimited.
+	Load *Load
+
+	scale float64 // 1 - Bias/100
 
 	sinLat, cosLat, lonRad float64
 	cumWeight              []int64
@@ -119,12 +132,20 @@ func (r *Region) Held() bool { return !r.HeldUntil.IsZero() }
 // share: the same clients every time, and those taken at a smaller share
 // are still taken at a larger one.
 func (r *Region) takes(key uint64) bool {
-	if r.Share >= FullShare {
+	share := r.Share
+	if r.Load != nil {
+		share = uint32(uint64(share) * uint64(r.Load.share()) >> 16)
+	}
+	if share >= FullShare {
 		return true
 	}
 	h := (key ^ uint64(r.Index+1)*0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
-	return uint32(h>>48) < r.Share
+	return uint32(h>>48) < share
 }
+
+// atCapacity reports whether the region's capacity, not its health,
+// passes clients on.
+func (r *Region) atCapacity() bool { return r.Load != nil && r.Load.share() < FullShare }
 
 // Snapshot is an immutable view of all regions and their healthy backends.
 // The request path loads the current Snapshot through an atomic pointer and
@@ -137,6 +158,8 @@ type Snapshot struct {
 	// Panic: no region has a healthy backend, and every backend of every
 	// region is taken as healthy (see Build.PanicWhenAllDown).
 	Panic bool
+	// Rules steer the clients they match (see Plan).
+	Rules []Rule
 }
 
 // NewSnapshot builds a Snapshot. healthy reports whether a backend may get
@@ -163,11 +186,13 @@ type Build struct {
 	// PanicWhenAllDown: when no region has a healthy backend, take every
 	// backend as healthy.
 	PanicWhenAllDown bool
+	// Rules are the compiled rules (see CompileRules).
+	Rules []Rule
 }
 
 // Snapshot builds the snapshot b describes.
 func (b Build) Snapshot() *Snapshot {
-	s := &Snapshot{Regions: make([]Region, len(b.Specs)), Version: b.Version}
+	s := &Snapshot{Regions: make([]Region, len(b.Specs)), Version: b.Version, Rules: b.Rules}
 	eligible := false
 	for i, spec := range b.Specs {
 		latRad := spec.Location.Lat * math.Pi / 180
@@ -177,6 +202,9 @@ func (b Build) Snapshot() *Snapshot {
 			Location: spec.Location,
 			Backends: spec.Backends,
 			Ramp:     1,
+			Bias:     spec.Bias,
+			Load:     spec.Load,
+			scale:    1 - float64(spec.Bias)/100,
 			sinLat:   math.Sin(latRad),
 			cosLat:   math.Cos(latRad),
 			lonRad:   spec.Location.Lon * math.Pi / 180,

@@ -2,6 +2,7 @@ package route
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -108,7 +109,7 @@ func TestPlan(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := topology(c.down...)
-			p := s.Plan(c.client, 0, nil)
+			p := s.Plan(at(c.client, 0), nil)
 			assert.Equal(t, c.order, names(p))
 			require.Equal(t, c.order[0], p.Nearest.Name)
 			var reasons []Reason
@@ -129,7 +130,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestPlanEmptySnapshot(t *testing.T) {
-	p := NewSnapshot(nil, func(*Backend) bool { return true }, 1).Plan(london, 0, nil)
+	p := NewSnapshot(nil, func(*Backend) bool { return true }, 1).Plan(at(london, 0), nil)
 	assert.Nil(t, p.Nearest)
 	assert.Equal(t, -1, p.Serving)
 }
@@ -140,7 +141,7 @@ func TestPlanTiesKeepConfigOrder(t *testing.T) {
 		{Name: "b", Location: here, Backends: []*Backend{{ID: "1"}}},
 		{Name: "a", Location: here, Backends: []*Backend{{ID: "2"}}},
 	}, func(*Backend) bool { return true }, 1)
-	assert.Equal(t, []string{"b", "a"}, names(s.Plan(here, 0, nil)))
+	assert.Equal(t, []string{"b", "a"}, names(s.Plan(at(here, 0), nil)))
 }
 
 func TestDistance(t *testing.T) {
@@ -156,7 +157,7 @@ func TestPlanDoesNotAllocate(t *testing.T) {
 	s := topology("europe-west")
 	buf := make([]Candidate, 0, 8)
 	allocs := testing.AllocsPerRun(200, func() {
-		p := s.Plan(london, 0, buf)
+		p := s.Plan(at(london, 0), buf)
 		_ = p.ServingRegion().Pick(rand.Uint64, nil)
 	})
 	assert.Zero(t, allocs)
@@ -222,7 +223,7 @@ func BenchmarkPlanAndPick(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		p := s.Plan(points[i%len(points)], uint64(i), buf)
+		p := s.Plan(at(points[i%len(points)], uint64(i)), buf)
 		p.ServingRegion().Pick(rand.Uint64, nil)
 		i++
 	}
@@ -255,8 +256,8 @@ func servedShare(t *testing.T, s *Snapshot, n int) float64 {
 	served := 0
 	for k := range n {
 		key := uint64(k) * 0x9e3779b97f4a7c15
-		p := s.Plan(london, key, nil)
-		again := s.Plan(london, key, nil)
+		p := s.Plan(at(london, key), nil)
+		again := s.Plan(at(london, key), nil)
 		require.Equal(t, p.ServingRegion().Name, again.ServingRegion().Name, "a client must not bounce between regions")
 		if p.ServingRegion().Name == "a" {
 			served++
@@ -283,12 +284,12 @@ func TestDegradedRegionSpillsInProportion(t *testing.T) {
 	small, large := tenBackends(3, Build{DegradedBelow: 0.72}), tenBackends(6, Build{DegradedBelow: 0.72})
 	for k := range 5000 {
 		key := uint64(k) * 0x9e3779b97f4a7c15
-		if small.Plan(london, key, nil).ServingRegion().Name == "a" {
-			require.Equal(t, "a", large.Plan(london, key, nil).ServingRegion().Name)
+		if small.Plan(at(london, key), nil).ServingRegion().Name == "a" {
+			require.Equal(t, "a", large.Plan(at(london, key), nil).ServingRegion().Name)
 		}
 	}
 
-	p := s.Plan(london, findKey(t, s, "b"), nil)
+	p := s.Plan(at(london, findKey(t, s, "b")), nil)
 	assert.Equal(t, ReasonSpill, p.Candidates[0].Reason)
 	assert.Equal(t, "degraded (50% healthy): this client goes on to the next region", p.Explain(0))
 	assert.Equal(t, "failover: a degraded", p.Explain(1))
@@ -299,7 +300,7 @@ func findKey(t *testing.T, s *Snapshot, want string) uint64 {
 	t.Helper()
 	for k := range 1000 {
 		key := uint64(k) * 0x9e3779b97f4a7c15
-		if s.Plan(london, key, nil).ServingRegion().Name == want {
+		if s.Plan(at(london, key), nil).ServingRegion().Name == want {
 			return key
 		}
 	}
@@ -316,7 +317,7 @@ func TestHeldRegionTakesNoClientUntilItsHoldEnds(t *testing.T) {
 		return time.Time{}, 1
 	}})
 	assert.Zero(t, servedShare(t, held, 2000))
-	p := held.Plan(london, 1, nil)
+	p := held.Plan(at(london, 1), nil)
 	assert.Equal(t, ReasonHeld, p.Candidates[0].Reason)
 	assert.Equal(t, "held back after failover until 2026-12-07T12:00:30Z", p.Explain(0))
 	assert.Equal(t, "failover: a held back", p.Explain(1))
@@ -332,7 +333,7 @@ func TestHeldRegionTakesNoClientUntilItsHoldEnds(t *testing.T) {
 	// Held, but the only region that can serve: it serves.
 	alone := tenBackends(10, Build{Region: func(r *Region) (time.Time, float64) { return until, 1 }})
 	alone.Regions[1].Healthy = nil
-	assert.Equal(t, "a", alone.Plan(london, 1, nil).ServingRegion().Name)
+	assert.Equal(t, "a", alone.Plan(at(london, 1), nil).ServingRegion().Name)
 }
 
 func TestRampingBackendTakesPartOfItsShare(t *testing.T) {
@@ -363,11 +364,11 @@ func TestPanicSpreadsOverEveryBackendOfTheNearestRegion(t *testing.T) {
 		{Name: "a", Location: europeWest, Backends: s.Regions[0].Backends},
 		{Name: "b", Location: usEast, Backends: s.Regions[1].Backends},
 	}, Backend: func(*Backend) (bool, float64) { return false, 1 }}
-	assert.Equal(t, -1, down.Snapshot().Plan(london, 1, nil).Serving, "reject mode: nobody serves")
+	assert.Equal(t, -1, down.Snapshot().Plan(at(london, 1), nil).Serving, "reject mode: nobody serves")
 	down.PanicWhenAllDown = true
 	ps := down.Snapshot()
 	require.True(t, ps.Panic)
-	p := ps.Plan(london, 1, nil)
+	p := ps.Plan(at(london, 1), nil)
 	assert.Equal(t, "a", p.ServingRegion().Name)
 	assert.Equal(t, ReasonPanic, p.Candidates[0].Reason)
 	assert.Len(t, p.ServingRegion().Healthy, 10)
@@ -377,4 +378,237 @@ func TestPanicSpreadsOverEveryBackendOfTheNearestRegion(t *testing.T) {
 		seen[p.ServingRegion().Pick(rng.Uint64, nil).ID] = true
 	}
 	assert.Len(t, seen, 10)
+}
+
+// at is a located client at p whose address hashes to key.
+func at(p Point, key uint64) *Client {
+	return &Client{Point: p, Key: key, Located: true}
+}
+
+// ruled is the three-region topology with rules, down lists regions
+// whose backends are all unhealthy.
+func ruled(rules []RuleSpec, down ...string) *Snapshot {
+	s := topology(down...)
+	var names []string
+	for _, r := range s.Regions {
+		names = append(names, r.Name)
+	}
+	s.Rules = CompileRules(rules, names)
+	return s
+}
+
+var euOnly = RuleSpec{Name: "eu-stays-in-eu", Continents: []string{"EU"}, Restrict: true, Allow: []string{"europe-west"}}
+
+func TestResidencyRuleKeepsClientsInTheirRegions(t *testing.T) {
+	paris := &Client{Point: Point{48.86, 2.35}, Country: "FR", Continent: "EU", Located: true}
+	ny := &Client{Point: newYork, Country: "US", Continent: "NA", Subdivision: "NY", Located: true}
+
+	s := ruled([]RuleSpec{euOnly})
+	p := s.Plan(paris, nil)
+	require.NotNil(t, p.Rule)
+	assert.Equal(t, "eu-stays-in-eu", p.Rule.Name)
+	assert.Equal(t, "europe-west", p.ServingRegion().Name)
+	assert.Equal(t, []Reason{ReasonNearest, ReasonNotAllowed, ReasonNotAllowed}, reasons(p))
+	assert.Nil(t, s.Plan(ny, nil).Rule, "a client no rule matches goes by distance")
+
+	// europe-west down: refused, never sent to another region.
+	down := ruled([]RuleSpec{euOnly}, "europe-west")
+	p = down.Plan(paris, nil)
+	assert.Equal(t, -1, p.Serving)
+	assert.True(t, p.Rejected)
+	assert.Equal(t, "not allowed by rule eu-stays-in-eu", p.Explain(1))
+
+	// With a fallback, that serves instead, and only then.
+	withFallback := euOnly
+	withFallback.Fallback = []string{"us-east"}
+	p = ruled([]RuleSpec{withFallback}, "europe-west").Plan(paris, nil)
+	assert.Equal(t, "us-east", p.ServingRegion().Name)
+	assert.Equal(t, ReasonResidencyFallback, p.Candidates[p.Serving].Reason)
+	assert.False(t, p.Rejected)
+	p = ruled([]RuleSpec{withFallback}).Plan(paris, nil)
+	assert.Equal(t, "europe-west", p.ServingRegion().Name)
+	for _, c := range p.Candidates[1:] {
+		assert.Equal(t, ReasonNotAllowed, c.Reason, "no retry leaves the allowed region while it is up")
+	}
+
+	// Panic mode stays within the rule too.
+	pb := Build{Specs: specsOf(s), Rules: s.Rules, PanicWhenAllDown: true,
+		Backend: func(*Backend) (bool, float64) { return false, 1 }}.Snapshot()
+	p = pb.Plan(paris, nil)
+	assert.Equal(t, "europe-west", p.ServingRegion().Name)
+	for _, c := range p.Candidates[1:] {
+		assert.Equal(t, ReasonNotAllowed, c.Reason)
+	}
+}
+
+func specsOf(s *Snapshot) []RegionSpec {
+	var out []RegionSpec
+	for _, r := range s.Regions {
+		out = append(out, RegionSpec{Name: r.Name, Location: r.Location, Backends: r.Backends})
+	}
+	return out
+}
+
+func reasons(p Plan) []Reason {
+	var out []Reason
+	for _, c := range p.Candidates {
+		out = append(out, c.Reason)
+	}
+	return out
+}
+
+func TestRulesMatchFirstAndByEveryCriterion(t *testing.T) {
+	rules := []RuleSpec{
+		{Name: "office", Networks: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, Prefer: []string{"us-west"}},
+		{Name: "california", Subdivisions: []string{"US-CA"}, Prefer: []string{"us-east"}},
+		{Name: "canada", Countries: []string{"CA"}, Prefer: []string{"us-east", "europe-west"}},
+		{Name: "nowhere", Unknown: true, Restrict: true},
+	}
+	s := ruled(rules)
+	cases := []struct {
+		c     Client
+		rule  string
+		order []string
+	}{
+		{Client{Point: seattle, Country: "US", Continent: "NA", Subdivision: "WA", Located: true}, "", []string{"us-west", "us-east", "europe-west"}},
+		{Client{Point: seattle, Country: "US", Continent: "NA", Subdivision: "CA", Located: true}, "california", []string{"us-east", "us-west", "europe-west"}},
+		{Client{Point: Point{43.65, -79.38}, Country: "CA", Continent: "NA", Located: true}, "canada", []string{"us-east", "europe-west", "us-west"}},
+		{Client{Point: london, Addr: netip.MustParseAddr("192.0.2.7"), Country: "GB", Continent: "EU", Located: true}, "office", []string{"us-west", "europe-west", "us-east"}},
+		{Client{Point: london, Addr: netip.MustParseAddr("10.0.0.1")}, "nowhere", nil},
+		// A client that cannot be located matches no country rule.
+		{Client{Point: seattle, Country: "CA"}, "nowhere", nil},
+	}
+	for _, tc := range cases {
+		p := s.Plan(&tc.c, nil)
+		name := ""
+		if p.Rule != nil {
+			name = p.Rule.Name
+		}
+		assert.Equal(t, tc.rule, name, "%+v", tc.c)
+		if tc.order != nil {
+			assert.Equal(t, tc.order, names(p))
+		} else {
+			assert.True(t, p.Rejected, "allow: [] refuses")
+		}
+	}
+}
+
+func TestBiasGrowsAndShrinksCatchments(t *testing.T) {
+	// A client a bit nearer us-east than us-west.
+	mid := Point{40, -100}
+	specs := specsOf(topology())
+	plain := NewSnapshot(specs, func(*Backend) bool { return true }, 1)
+	dEast, dWest := Distance(mid, usEast), Distance(mid, usWest)
+	require.Less(t, dWest, dEast*1.5)
+	first := plain.Plan(at(mid, 0), nil).ServingRegion().Name
+	// Bias 50 on the farther region halves its distance: it wins.
+	other := "us-east"
+	if first == "us-east" {
+		other = "us-west"
+	}
+	for i := range specs {
+		if specs[i].Name == other {
+			specs[i].Bias = 50
+		}
+	}
+	biased := NewSnapshot(specs, func(*Backend) bool { return true }, 1)
+	assert.Equal(t, other, biased.Plan(at(mid, 0), nil).ServingRegion().Name)
+	// Bias scales distances, as Route 53's: -99 nearly doubles them. It
+	// shrinks a catchment; it does not send London across the Atlantic.
+	for i := range specs {
+		specs[i].Bias = 0
+		if specs[i].Name == "europe-west" {
+			specs[i].Bias = -99
+		}
+	}
+	assert.Equal(t, "europe-west", NewSnapshot(specs, func(*Backend) bool { return true }, 1).Plan(at(london, 0), nil).ServingRegion().Name)
+}
+
+func TestCapacitySpillsTheSurplusDeterministically(t *testing.T) {
+	specs := specsOf(topology())
+	load := NewLoad(100, 0)
+	for i := range specs {
+		if specs[i].Name == "europe-west" {
+			specs[i].Load = load
+		}
+	}
+	s := NewSnapshot(specs, func(*Backend) bool { return true }, 1)
+	served := func() float64 {
+		n := 0
+		for k := range 20000 {
+			if s.Plan(at(london, uint64(k)*0x9e3779b97f4a7c15), nil).ServingRegion().Name == "europe-west" {
+				n++
+			}
+		}
+		return float64(n) / 20000
+	}
+	assert.Equal(t, 1.0, served())
+	load.Wanted.Store(400) // four times its capacity wants it
+	assert.InDelta(t, 0.25, served(), 0.02)
+	p := s.Plan(at(london, findKeyAt(t, s, london, "us-east")), nil)
+	assert.Equal(t, ReasonCapacity, p.Candidates[0].Reason)
+	assert.Equal(t, "at capacity: this client goes on to the next region", p.Explain(0))
+	assert.Equal(t, 0, p.Wanted, "it wanted europe-west")
+
+	load.Wanted.Store(0)
+	rps := NewLoad(0, 1000)
+	rps.UpdateRate(4000)
+	for i := range specs {
+		specs[i].Load = nil
+		if specs[i].Name == "europe-west" {
+			specs[i].Load = rps
+		}
+	}
+	s = NewSnapshot(specs, func(*Backend) bool { return true }, 1)
+	assert.InDelta(t, 0.25, served(), 0.02)
+
+	// Residency wins over capacity: a full allowed region still serves.
+	s.Rules = CompileRules([]RuleSpec{euOnly}, []string{"us-east", "us-west", "europe-west"})
+	paris := &Client{Point: Point{48.86, 2.35}, Country: "FR", Continent: "EU", Located: true}
+	for k := range 200 {
+		paris.Key = uint64(k) * 0x9e3779b97f4a7c15
+		require.Equal(t, "europe-west", s.Plan(paris, nil).ServingRegion().Name)
+	}
+}
+
+func findKeyAt(t *testing.T, s *Snapshot, p Point, want string) uint64 {
+	t.Helper()
+	for k := range 1000 {
+		key := uint64(k) * 0x9e3779b97f4a7c15
+		if s.Plan(at(p, key), nil).ServingRegion().Name == want {
+			return key
+		}
+	}
+	t.Fatalf("no client goes to %s", want)
+	return 0
+}
+
+func BenchmarkPlanTenRulesTenRegions(b *testing.B) {
+	var specs []RegionSpec
+	var names []string
+	for i := range 10 {
+		name := "r" + string(rune('0'+i))
+		names = append(names, name)
+		specs = append(specs, RegionSpec{Name: name, Location: Point{float64(i*15 - 70), float64(i*35 - 170)},
+			Backends: []*Backend{{ID: name, Region: name, Weight: 1}}})
+	}
+	var rules []RuleSpec
+	for i := range 9 {
+		rules = append(rules, RuleSpec{Name: "c" + string(rune('0'+i)), Countries: []string{"X" + string(rune('A'+i))},
+			Subdivisions: []string{"Y" + string(rune('A'+i)) + "-Z"}, Restrict: true, Allow: names[i : i+1]})
+	}
+	rules = append(rules, RuleSpec{Name: "eu", Continents: []string{"EU"}, Prefer: names[3:5]})
+	s := Build{Specs: specs, Rules: CompileRules(rules, names),
+		Backend: func(*Backend) (bool, float64) { return true, 1 }}.Snapshot()
+	c := &Client{Point: london, Country: "FR", Continent: "EU", Subdivision: "IDF", Located: true,
+		Addr: netip.MustParseAddr("81.2.69.142")}
+	buf := make([]Candidate, 0, 16)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Key++
+		p := s.Plan(c, buf)
+		if p.Serving < 0 {
+			b.Fatal("no region")
+		}
+	}
 }
