@@ -48,7 +48,14 @@ const (
 	ResultNotFound               // public address not in the database
 	ResultInvalid                // zero netip.Addr
 	ResultError                  // database error (corrupt data)
+	ResultEdge                   // a trusted CDN or load balancer in front said where the client is
 )
+
+// Located reports whether the result places the client (an override, a
+// trusted edge, or the database); the others give the default location.
+func (r Result) Located() bool {
+	return r == ResultFound || r == ResultOverride || r == ResultEdge
+}
 
 // String returns the metric label of r: "found", "override", "private",
 // "not_found", "invalid" or "error".
@@ -66,6 +73,8 @@ func (r Result) String() string {
 		return "invalid"
 	case ResultError:
 		return "error"
+	case ResultEdge:
+		return "edge"
 	default:
 		return "unknown"
 	}

@@ -89,6 +89,18 @@ func (l *Locator) Swap(db *Database) *Database { return l.db.Swap(db) }
 // Default returns the default location, completed as NewLocator describes.
 func (l *Locator) Default() Location { return l.def }
 
+// Override returns the location of the configured override that holds
+// addr, if any.
+func (l *Locator) Override(addr netip.Addr) (Location, bool) {
+	addr = addr.Unmap().WithZone("")
+	for i := range l.overrides {
+		if l.overrides[i].Prefix.Contains(addr) {
+			return l.overrides[i].Location, true
+		}
+	}
+	return Location{}, false
+}
+
 // Locate returns where addr is and how that was decided. IPv4-mapped IPv6
 // addresses are treated as IPv4 and zones are ignored. Database errors give
 // the default location with ResultError.

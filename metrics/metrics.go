@@ -54,6 +54,15 @@ type Metrics struct {
 	// RetryBudgetExhausted counts retries not made because the region's
 	// retry budget was spent.
 	RetryBudgetExhausted *prometheus.CounterVec
+	// RuleMatches counts requests by the rule their client matched.
+	RuleMatches *prometheus.CounterVec
+	// ResidencyRejections counts requests refused because no region their
+	// rule allows could serve.
+	ResidencyRejections *prometheus.CounterVec
+	// Spill counts requests a region passed on (degraded, held back,
+	// ramping up or at capacity), by that region and the one that took
+	// them.
+	Spill *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the build info, on reg.
@@ -129,6 +138,18 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "geoproxy_retry_budget_exhausted_total",
 			Help: "Retries not made because the region's retry budget (resilience.retry_budget) was spent, by region.",
 		}, []string{"region"}),
+		RuleMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_rule_matches_total",
+			Help: "Requests whose client matched a rule, by rule.",
+		}, []string{"rule"}),
+		ResidencyRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_residency_rejections_total",
+			Help: "Requests refused with 503 because no region their rule allows (nor a fallback) could serve, by rule.",
+		}, []string{"rule"}),
+		Spill: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_spill_requests_total",
+			Help: "Requests a region passed on to the next of their plan (degraded, held back or ramping up after failover, or at capacity), by that region and the one that took them.",
+		}, []string{"from", "to"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "geoproxy_build_info",
@@ -139,7 +160,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.Failover, m.GeoLookups, m.UpstreamErrors,
 		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, m.GeoReloads,
 		m.ConfigReloads, m.ConfigGeneration, m.ConfigLastSuccess, m.Ejections, m.Returns,
-		m.RetryBudgetExhausted, build)
+		m.RetryBudgetExhausted, m.RuleMatches, m.ResidencyRejections, m.Spill, build)
 	for _, r := range []string{"success", "failure"} {
 		m.GeoReloads.WithLabelValues(r) // at 0 from the start, so rate() and alerts see them
 		m.ConfigReloads.WithLabelValues(r)

@@ -40,6 +40,9 @@ const (
 	// ReasonResidencyFallback: no region the client's rule allows can
 	// serve; the region is one of the rule's fallbacks and serves.
 	ReasonResidencyFallback
+	// ReasonPreferred: the client's rule prefers the region, and it
+	// serves.
+	ReasonPreferred
 )
 
 // String returns the reason's short name.
@@ -65,6 +68,8 @@ func (r Reason) String() string {
 		return "not_allowed"
 	case ReasonResidencyFallback:
 		return "residency_fallback"
+	case ReasonPreferred:
+		return "preferred"
 	}
 	return "unknown"
 }
@@ -178,7 +183,7 @@ func (s *Snapshot) Plan(c *Client, dst []Candidate) Plan {
 			}
 			if r.takes(c.Key) {
 				plan.Serving = i
-				dst[i].Reason = serves(s, i, fallback)
+				dst[i].Reason = serves(s, &dst[i], i, fallback, rule)
 				break
 			}
 			switch {
@@ -195,7 +200,7 @@ func (s *Snapshot) Plan(c *Client, dst []Candidate) Plan {
 	if plan.Serving < 0 && first >= 0 {
 		// No region takes the client: the first that can serves all.
 		plan.Serving = first
-		dst[first].Reason = serves(s, first, fallback)
+		dst[first].Reason = serves(s, &dst[first], first, fallback, rule)
 		for i := first + 1; i < len(dst); i++ {
 			if dst[i].Reason != ReasonUnhealthy && dst[i].Reason != ReasonNotAllowed {
 				dst[i].Reason = ReasonFallback
@@ -218,13 +223,15 @@ func (c *Candidate) before(o *Candidate) bool {
 	return c.order < o.order
 }
 
-// serves is the reason of the serving region at index i of a plan.
-func serves(s *Snapshot, i int, fallback bool) Reason {
+// serves is the reason of the serving candidate c, at index i of a plan.
+func serves(s *Snapshot, c *Candidate, i int, fallback bool, rule *Rule) Reason {
 	switch {
 	case fallback:
 		return ReasonResidencyFallback
 	case s.Panic:
 		return ReasonPanic
+	case i == 0 && rule != nil && int(c.rank) < len(rule.Prefer):
+		return ReasonPreferred
 	case i == 0:
 		return ReasonNearest
 	}
@@ -288,6 +295,8 @@ func (p Plan) Explain(i int) string {
 		return "at capacity: this client goes on to the next region"
 	case ReasonNotAllowed:
 		return "not allowed by rule " + p.Rule.Name
+	case ReasonPreferred:
+		return "preferred by rule " + p.Rule.Name
 	case ReasonResidencyFallback:
 		return "fallback of rule " + p.Rule.Name + ": no allowed region can serve"
 	}

@@ -134,7 +134,7 @@ func (r *Region) Held() bool { return !r.HeldUntil.IsZero() }
 func (r *Region) takes(key uint64) bool {
 	share := r.Share
 	if r.Load != nil {
-		share = uint32(uint64(share) * uint64(r.Load.share()) >> 16)
+		share = uint32(uint64(share) * uint64(r.Load.Share()) >> 16)
 	}
 	if share >= FullShare {
 		return true
@@ -145,7 +145,7 @@ func (r *Region) takes(key uint64) bool {
 
 // atCapacity reports whether the region's capacity, not its health,
 // passes clients on.
-func (r *Region) atCapacity() bool { return r.Load != nil && r.Load.share() < FullShare }
+func (r *Region) atCapacity() bool { return r.Load != nil && r.Load.Share() < FullShare }
 
 // Snapshot is an immutable view of all regions and their healthy backends.
 // The request path loads the current Snapshot through an atomic pointer and

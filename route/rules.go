@@ -186,8 +186,9 @@ func (l *Load) UpdateRate(rate float64) {
 	l.rpsShare.Store(uint32(float64(l.MaxRPS) / rate * FullShare))
 }
 
-// share is the share of its clients the region takes for its capacity.
-func (l *Load) share() uint32 {
+// Share is the share of its clients the region takes for its capacity, in
+// 1/65536.
+func (l *Load) Share() uint32 {
 	if l == nil {
 		return FullShare
 	}

@@ -66,6 +66,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 	shaping := core.Shaping{
 		FailbackHold: res.FailbackHold, SlowStart: res.SlowStart,
 		DegradedBelow: res.DegradedBelow, Panic: res.WhenAllDown == config.AllDownPanic,
+		Rules: Rules(cfg),
 	}
 	if prev := s.gen.Load(); prev != nil {
 		shaping.Previous = prev.router // failback state carries over
@@ -109,6 +110,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		RetryBudgetMin: res.RetryBudgetMin,
 		PerTryTimeout:  perTry,
 		RequestTimeout: res.RequestTimeout,
+		Edge:           cfg.GeoIP.EdgeHeaders,
 	})
 	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
 	var all []*route.Backend

@@ -142,7 +142,10 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.BackendSpec, []h
 		targets  []health.Target
 	)
 	for _, r := range cfg.Regions {
-		spec := route.RegionSpec{Name: r.Name, Location: route.Point{Lat: r.Location.Lat, Lon: r.Location.Lon}}
+		spec := route.RegionSpec{Name: r.Name, Location: route.Point{Lat: r.Location.Lat, Lon: r.Location.Lon}, Bias: r.Bias}
+		if c := r.Capacity; c.MaxInFlight > 0 || c.MaxRPS > 0 {
+			spec.Load = route.NewLoad(c.MaxInFlight, c.MaxRPS)
+		}
 		for _, b := range r.Backends {
 			id := b.URL.String()
 			spec.Backends = append(spec.Backends, &route.Backend{ID: id, Region: r.Name, URL: b.URL, Weight: b.Weight, Index: len(targets)})
@@ -152,6 +155,23 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.BackendSpec, []h
 		specs = append(specs, spec)
 	}
 	return specs, backends, targets
+}
+
+// Rules compiles cfg's rules for its regions.
+func Rules(cfg *config.Config) []route.Rule {
+	var names []string
+	for _, r := range cfg.Regions {
+		names = append(names, r.Name)
+	}
+	specs := make([]route.RuleSpec, 0, len(cfg.Rules))
+	for _, r := range cfg.Rules {
+		specs = append(specs, route.RuleSpec{
+			Name: r.Name, Continents: r.Match.Continents, Countries: r.Match.Countries,
+			Subdivisions: r.Match.Subdivisions, Networks: r.Match.Networks, Unknown: r.Match.Unknown,
+			Restrict: r.HasAllow, Allow: r.Allow, Fallback: r.Fallback, Prefer: r.Prefer,
+		})
+	}
+	return route.CompileRules(specs, names)
 }
 
 // Registry returns the server's metrics registry.

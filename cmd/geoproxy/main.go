@@ -235,7 +235,8 @@ func cmdLookup(args []string, stdout, stderr io.Writer) int {
 	defer func() { _ = db.Close() }()
 	loc := server.NewLocator(cfg, db)
 	specs, _, _ := server.Topology(cfg)
-	snap := route.NewSnapshot(specs, func(*route.Backend) bool { return true }, 1)
+	snap := route.Build{Specs: specs, Rules: server.Rules(cfg),
+		Backend: func(*route.Backend) (bool, float64) { return true, 1 }}.Snapshot()
 	code := 0
 	for _, raw := range fs.Args() {
 		addr, err := netip.ParseAddr(raw)
@@ -260,11 +261,39 @@ func printExplanation(w io.Writer, e core.Explanation) {
 		place = "unknown place"
 	}
 	_, _ = fmt.Fprintf(w, "%s: %s (%.2f, %.2f) [%s]\n", e.IP, place, l.Lat, l.Lon, e.GeoResult)
+	if e.Rule != "" {
+		rule := "  rule " + e.Rule
+		if e.Allowed != nil {
+			rule += ": allowed " + list(e.Allowed)
+			if len(e.Fallback) > 0 {
+				rule += ", fallback " + list(e.Fallback)
+			}
+		}
+		if len(e.Preferred) > 0 {
+			rule += ", preferred " + list(e.Preferred)
+		}
+		_, _ = fmt.Fprintln(w, rule)
+	}
+	if e.Rejected {
+		_, _ = fmt.Fprintln(w, "  refused: no region its rule allows can serve now (503)")
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for i, r := range e.Regions {
-		_, _ = fmt.Fprintf(tw, "  %d.\t%s\t%.0f km\t%s\n", i+1, r.Name, r.DistanceKm, r.Why)
+		extra := ""
+		if r.Bias != 0 {
+			extra = fmt.Sprintf(" (bias %+d)", r.Bias)
+		}
+		_, _ = fmt.Fprintf(tw, "  %d.\t%s\t%.0f km%s\t%s\n", i+1, r.Name, r.DistanceKm, extra, r.Why)
 	}
 	_ = tw.Flush()
+}
+
+// list joins region names for a line of text.
+func list(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/geoproxy/geoproxy/clientip"
+	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/geo"
 	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
@@ -38,15 +39,24 @@ type Balancer struct {
 	perTry        time.Duration
 	deadline      time.Duration
 
-	geoCounters [geo.ResultError + 1]prometheus.Counter
+	edge      []edgeField
+	edgeNames []string
+
+	geoCounters [geo.ResultEdge + 1]prometheus.Counter
 	regions     []regionMetrics // by route.Region.Index
 	none        regionMetrics
+	rules       []ruleMetrics // by route.Rule.Index
+}
+
+type ruleMetrics struct {
+	matches, rejections prometheus.Counter
 }
 
 type regionMetrics struct {
 	requests  [6]prometheus.Counter // 1xx..5xx, other
 	duration  prometheus.Observer
 	failover  []prometheus.Counter // by serving region index
+	spill     []prometheus.Counter // by serving region index
 	retries   prometheus.Counter
 	exhausted prometheus.Counter
 
@@ -84,6 +94,9 @@ type Options struct {
 	// RequestTimeout that for the answer across every try (see
 	// TryTimeout); 0: none.
 	PerTryTimeout, RequestTimeout time.Duration
+	// Edge names the client-location headers of a trusted CDN or load
+	// balancer (see EdgeNames).
+	Edge config.EdgeHeaders
 }
 
 // New returns a Balancer for the regions the router serves.
@@ -98,7 +111,11 @@ func New(o Options) *Balancer {
 	if b.rnd == nil {
 		b.rnd = rand.Uint64
 	}
-	for r := geo.ResultFound; r <= geo.ResultError; r++ {
+	b.edge = edgeFields(o.Edge)
+	for _, f := range b.edge {
+		b.edgeNames = append(b.edgeNames, f.name)
+	}
+	for r := geo.ResultFound; r <= geo.ResultEdge; r++ {
 		b.geoCounters[r] = o.Metrics.GeoLookups.WithLabelValues(r.String())
 	}
 	specs := o.Router.specs
@@ -106,11 +123,19 @@ func New(o Options) *Balancer {
 	for i, from := range specs {
 		b.regions[i].init(o.Metrics, from.Name)
 		b.regions[i].failover = make([]prometheus.Counter, len(specs))
+		b.regions[i].spill = make([]prometheus.Counter, len(specs))
 		for j, to := range specs {
 			if i != j {
 				b.regions[i].failover[j] = o.Metrics.Failover.WithLabelValues(from.Name, to.Name)
+				b.regions[i].spill[j] = o.Metrics.Spill.WithLabelValues(from.Name, to.Name)
 			}
 		}
+	}
+	for _, r := range o.Router.Snapshot().Rules {
+		b.rules = append(b.rules, ruleMetrics{
+			matches:    o.Metrics.RuleMatches.WithLabelValues(r.Name),
+			rejections: o.Metrics.ResidencyRejections.WithLabelValues(r.Name),
+		})
 	}
 	b.none.init(o.Metrics, metrics.NoRegion)
 	return b
@@ -126,6 +151,11 @@ func (rm *regionMetrics) init(m *metrics.Metrics, region string) {
 		rm.exhausted = m.RetryBudgetExhausted.WithLabelValues(region)
 	}
 }
+
+// EdgeNames returns the canonical names of the headers a trusted edge
+// locates clients with; engines pass their values to Decide in this order
+// (none when no edge is configured).
+func (b *Balancer) EdgeNames() []string { return b.edgeNames }
 
 // Router returns the router whose snapshots the balancer plans with.
 func (b *Balancer) Router() *Router { return b.router }
@@ -165,6 +195,7 @@ type Decision struct {
 
 	next     int // index in Plan.Candidates of the region being tried
 	active   int // 1 + index of the region counting the request in flight; 0: none
+	wanted   int // 1 + index of the region counting it wanted (capacity); 0: none
 	retrying int // 1 + index of the region counting its retry in flight; 0: none
 	tried    []*route.Backend
 	buf      [inlineRegions]route.Candidate
@@ -172,19 +203,53 @@ type Decision struct {
 }
 
 // Decide locates the client of a request from peer carrying the given
-// Forwarded and X-Forwarded-For values, and plans its regions; the request
-// arrived at now. d is reset.
-func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff []string, now time.Time) {
+// Forwarded and X-Forwarded-For values and the edge's location headers
+// (values in EdgeNames order), and plans its regions; the request arrived
+// at now. d is reset.
+func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff, edge []string, now time.Time) {
 	b.release(d) // in case the last request on d ended without a Report (a panic)
 	d.Client = b.resolver.Resolve(peer, forwarded, xff)
-	d.Location, d.GeoResult = b.locator.Locate(d.Client)
+	d.Location, d.GeoResult = b.locate(d.Client, peer, edge)
 	b.geoCounters[d.GeoResult].Inc()
 	d.Snapshot = b.router.Snapshot()
-	d.Plan = d.Snapshot.Plan(route.Point{Lat: d.Location.Lat, Lon: d.Location.Lon}, clientKey(d.Client), d.buf[:0])
+	c := route.Client{
+		Point:   route.Point{Lat: d.Location.Lat, Lon: d.Location.Lon},
+		Country: d.Location.Country, Continent: d.Location.Continent, Subdivision: d.Location.Subdivision,
+		Addr: d.Client, Located: d.GeoResult.Located(), Key: clientKey(d.Client),
+	}
+	d.Plan = d.Snapshot.Plan(&c, d.buf[:0])
 	d.Attempts = 0
 	d.Start, d.OutOfTime, d.freeRetry = now, false, false
 	d.next = max(d.Plan.Serving, 0)
 	d.tried = d.tbuf[:0]
+	if r := d.Plan.Rule; r != nil && r.Index < len(b.rules) {
+		b.rules[r.Index].matches.Inc()
+	}
+	if w := d.Plan.Wanted; w >= 0 {
+		want := d.Plan.Candidates[w].Region
+		if l := want.Load; l != nil {
+			l.Wanted.Add(1)
+			l.Arrivals.Add(1)
+			d.wanted = want.Index + 1
+		}
+		if d.Plan.Serving != w {
+			b.regions[want.Index].spill[d.Plan.Candidates[d.Plan.Serving].Region.Index].Inc()
+		}
+	}
+}
+
+// locate finds where the client is: an override, then a trusted edge's
+// headers, then the database.
+func (b *Balancer) locate(client, peer netip.Addr, edge []string) (geo.Location, geo.Result) {
+	if len(b.edge) > 0 && len(edge) > 0 && b.resolver.Trusted(peer) {
+		if loc, ok := b.locator.Override(client); ok {
+			return loc, geo.ResultOverride
+		}
+		if loc, ok := locateEdge(b.edge, edge); ok {
+			return loc, geo.ResultEdge
+		}
+	}
+	return b.locator.Locate(client)
 }
 
 // clientKey hashes a client address: the same client always gets the same
@@ -248,7 +313,11 @@ func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
 
 // serving reports whether a region of a plan may be tried.
 func serving(r route.Reason) bool {
-	return r != route.ReasonUnhealthy && r != route.ReasonHeld && r != route.ReasonSpill
+	switch r {
+	case route.ReasonNearest, route.ReasonPreferred, route.ReasonFailover, route.ReasonFallback, route.ReasonPanic, route.ReasonResidencyFallback:
+		return true
+	}
+	return false
 }
 
 // mayRetry reports whether the region's retry budget allows one more
@@ -263,6 +332,12 @@ func (b *Balancer) mayRetry(rm *regionMetrics) bool {
 
 // release gives back what d counts in flight.
 func (b *Balancer) release(d *Decision) {
+	if d.wanted > 0 {
+		if l := d.Snapshot.Regions[d.wanted-1].Load; l != nil {
+			l.Wanted.Add(-1)
+		}
+		d.wanted = 0
+	}
 	if d.active > 0 {
 		b.regions[d.active-1].active.Add(-1)
 		d.active = 0
@@ -343,6 +418,11 @@ func (b *Balancer) UpstreamError(be *route.Backend) {
 // access log line.
 func (b *Balancer) Report(d *Decision, o Outcome) {
 	b.release(d)
+	if d.Plan.Rejected && o.Region == nil {
+		if r := d.Plan.Rule; r != nil && r.Index < len(b.rules) {
+			b.rules[r.Index].rejections.Inc()
+		}
+	}
 	if b.passive != nil && o.Backend != nil && o.Err == nil && o.Status > 0 {
 		b.passive.Answered(o.Backend.Index, o.Status)
 	}

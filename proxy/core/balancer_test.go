@@ -79,7 +79,7 @@ func TestDecideAndNext(t *testing.T) {
 	b := fixture(t, openCity(t), "europe-west")
 	loopback := netip.MustParseAddr("127.0.0.1")
 	var d Decision
-	b.Decide(&d, loopback, nil, []string{"203.0.113.10"}, time.Time{}) // London
+	b.Decide(&d, loopback, nil, []string{"203.0.113.10"}, nil, time.Time{}) // London
 	assert.Equal(t, "London", d.Location.City)
 	assert.Equal(t, geo.ResultFound, d.GeoResult)
 	assert.Equal(t, "europe-west", d.Plan.Nearest.Name)
@@ -98,7 +98,7 @@ func TestDecideAndNext(t *testing.T) {
 func TestNextRetriesInsideTheRegionFirst(t *testing.T) {
 	b := fixture(t, openCity(t))
 	var d Decision
-	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, time.Time{})
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, nil, time.Time{})
 	r1, b1 := b.Next(&d)
 	r2, b2 := b.Next(&d)
 	r3, _ := b.Next(&d)
@@ -111,7 +111,7 @@ func TestNextRetriesInsideTheRegionFirst(t *testing.T) {
 func TestNoRegionNoBackend(t *testing.T) {
 	b := fixture(t, openCity(t), "us-east", "us-west", "europe-west")
 	var d Decision
-	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, time.Time{})
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, nil, time.Time{})
 	assert.Equal(t, -1, d.Plan.Serving)
 	_, be := b.Next(&d)
 	assert.Nil(t, be)
@@ -125,9 +125,9 @@ func TestDecisionDoesNotAllocate(t *testing.T) {
 	peer := netip.MustParseAddr("127.0.0.1")
 	xff := []string{"81.2.69.142"}
 	var d Decision
-	b.Decide(&d, peer, nil, xff, time.Time{}) // warm the geo cache
+	b.Decide(&d, peer, nil, xff, nil, time.Time{}) // warm the geo cache
 	allocs := testing.AllocsPerRun(500, func() {
-		b.Decide(&d, peer, nil, xff, time.Time{})
+		b.Decide(&d, peer, nil, xff, nil, time.Time{})
 		b.Next(&d)
 	})
 	assert.Zero(t, allocs)
@@ -151,12 +151,12 @@ func BenchmarkDecision(b *testing.B) {
 	}
 	var d Decision
 	for _, x := range xffs {
-		bal.Decide(&d, peer, nil, x, time.Time{})
+		bal.Decide(&d, peer, nil, x, nil, time.Time{})
 	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		bal.Decide(&d, peer, nil, xffs[i%len(xffs)], time.Time{})
+		bal.Decide(&d, peer, nil, xffs[i%len(xffs)], nil, time.Time{})
 		bal.Next(&d)
 		i++
 	}
@@ -196,7 +196,7 @@ func TestRetriesStayWithinTheRegionsBudget(t *testing.T) {
 	// Ten requests in flight in europe-west: 20% allows two retries there.
 	ds := make([]Decision, 10)
 	for i := range ds {
-		b.Decide(&ds[i], london, nil, nil, time.Now())
+		b.Decide(&ds[i], london, nil, nil, nil, time.Now())
 		r, be := b.Next(&ds[i])
 		require.NotNil(t, be)
 		require.Equal(t, "europe-west", r.Name)
@@ -223,7 +223,7 @@ func TestRetriesStayWithinTheRegionsBudget(t *testing.T) {
 	// A failed connect cost the backend nothing: its retry needs no budget.
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	for i := range ds {
-		b.Decide(&ds[i], london, nil, nil, time.Now())
+		b.Decide(&ds[i], london, nil, nil, nil, time.Now())
 		_, be := b.Next(&ds[i])
 		require.NotNil(t, be)
 	}
@@ -238,7 +238,7 @@ func TestTryTimeoutKeepsWithinTheRequestTimeout(t *testing.T) {
 	b := fixtureWith(t, openCity(t), Options{PerTryTimeout: 2 * time.Second, RequestTimeout: 5 * time.Second})
 	var d Decision
 	start := time.Now()
-	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, start)
+	b.Decide(&d, netip.MustParseAddr("203.0.113.10"), nil, nil, nil, start)
 	assert.Equal(t, 2*time.Second, b.TryTimeout(&d, start))
 	assert.Equal(t, time.Second, b.TryTimeout(&d, start.Add(4*time.Second)), "what is left of the request's time")
 	assert.Equal(t, time.Nanosecond, b.TryTimeout(&d, start.Add(6*time.Second)), "none left: fail at once")

@@ -11,9 +11,20 @@ import (
 // Explanation says where a client would go and why; the admin API and the
 // lookup command print it.
 type Explanation struct {
-	IP        string            `json:"ip"`
-	Location  ExplainedPlace    `json:"location"`
-	GeoResult string            `json:"geo_result"`
+	IP       string         `json:"ip"`
+	Location ExplainedPlace `json:"location"`
+	// GeoResult is where the location came from: found (the database),
+	// override, edge (a trusted CDN's headers), or private, not_found,
+	// invalid, error (not located: the default location).
+	GeoResult string `json:"geo_result"`
+	// Rule is the rule the client matched, "" when none; Allowed,
+	// Fallback and Preferred are its regions; Rejected: no region it
+	// allows can serve now, the request would get 503.
+	Rule      string            `json:"rule,omitempty"`
+	Allowed   []string          `json:"allowed,omitempty"`
+	Fallback  []string          `json:"fallback,omitempty"`
+	Preferred []string          `json:"preferred,omitempty"`
+	Rejected  bool              `json:"rejected,omitempty"`
 	Nearest   string            `json:"nearest"`
 	Serving   string            `json:"serving"` // "" when no region can serve
 	Regions   []ExplainedRegion `json:"regions"`
@@ -42,17 +53,50 @@ type ExplainedRegion struct {
 	// ClientShare is the share of its clients the region takes now: below
 	// 1 while it is degraded, held back or ramping up.
 	ClientShare float64 `json:"client_share"`
+	// Bias is the region's bias: its distances count as distance × (1 -
+	// bias/100).
+	Bias int `json:"bias,omitempty"`
+	// Capacity, when the region has one: its limits, the requests in
+	// flight that want it, and the share of its clients it takes for it.
+	Capacity *ExplainedCapacity `json:"capacity,omitempty"`
 }
 
-// Explain locates addr as a direct client (no forwarding headers) and plans
-// its regions with snapshot s.
+// ExplainedCapacity is a region's capacity in an Explanation.
+type ExplainedCapacity struct {
+	MaxInFlight int64   `json:"max_in_flight,omitempty"`
+	MaxRPS      int64   `json:"max_rps,omitempty"`
+	Wanted      int64   `json:"wanted_in_flight"`
+	Share       float64 `json:"share"`
+}
+
+// Explain locates addr as a direct client (no forwarding or edge headers)
+// and plans its regions with snapshot s.
 func Explain(loc *geo.Locator, s *route.Snapshot, addr netip.Addr) Explanation {
 	l, res := loc.Locate(addr)
-	plan := s.Plan(route.Point{Lat: l.Lat, Lon: l.Lon}, clientKey(addr), nil)
+	c := route.Client{Point: route.Point{Lat: l.Lat, Lon: l.Lon}, Country: l.Country, Continent: l.Continent,
+		Subdivision: l.Subdivision, Addr: addr, Located: res.Located(), Key: clientKey(addr)}
+	plan := s.Plan(&c, nil)
 	e := Explanation{
 		IP:        addr.String(),
 		Location:  ExplainedPlace{l.Country, l.Continent, l.Subdivision, l.City, l.Lat, l.Lon},
 		GeoResult: res.String(),
+		Rejected:  plan.Rejected,
+	}
+	if r := plan.Rule; r != nil {
+		e.Rule = r.Name
+		names := func(idx []int) []string {
+			out := []string{}
+			for _, i := range idx {
+				out = append(out, s.Regions[i].Name)
+			}
+			return out
+		}
+		if r.Restrict {
+			e.Allowed, e.Fallback = names(r.Allow), names(r.Fallback)
+		}
+		if len(r.Prefer) > 0 {
+			e.Preferred = names(r.Prefer)
+		}
 	}
 	if plan.Nearest != nil {
 		e.Nearest = plan.Nearest.Name
@@ -60,20 +104,26 @@ func Explain(loc *geo.Locator, s *route.Snapshot, addr netip.Addr) Explanation {
 	if r := plan.ServingRegion(); r != nil {
 		e.Serving = r.Name
 	}
-	for i, c := range plan.Candidates {
-		e.Regions = append(e.Regions, ExplainedRegion{
-			Name: c.Region.Name, DistanceKm: float64(int(c.DistanceKm*10)) / 10,
-			Reason: c.Reason.String(), Why: plan.Explain(i),
-			HealthyBackends: len(c.Region.Healthy), Backends: len(c.Region.Backends),
-			ClientShare: float64(c.Region.Share) / route.FullShare,
-		})
-		if c.Region.Held() {
-			until := c.Region.HeldUntil
-			e.Regions[len(e.Regions)-1].HeldUntil = &until
+	for i, cand := range plan.Candidates {
+		r := cand.Region
+		er := ExplainedRegion{
+			Name: r.Name, DistanceKm: float64(int(cand.DistanceKm*10)) / 10,
+			Reason: cand.Reason.String(), Why: plan.Explain(i),
+			HealthyBackends: len(r.Healthy), Backends: len(r.Backends),
+			ClientShare: float64(r.Share) / route.FullShare, Bias: r.Bias,
+		}
+		if r.Held() {
+			until := r.HeldUntil
+			er.HeldUntil = &until
 		}
 		if s.Panic {
-			e.Regions[len(e.Regions)-1].HealthyBackends = 0
+			er.HealthyBackends = 0
 		}
+		if ld := r.Load; ld != nil {
+			er.Capacity = &ExplainedCapacity{MaxInFlight: ld.MaxInFlight, MaxRPS: ld.MaxRPS,
+				Wanted: ld.Wanted.Load(), Share: float64(ld.Share()) / route.FullShare}
+		}
+		e.Regions = append(e.Regions, er)
 	}
 	return e
 }

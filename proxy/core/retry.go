@@ -15,6 +15,7 @@ const (
 	MsgNoRegion    = "geoproxy: no healthy region can serve this request"
 	MsgTimeout     = "geoproxy: the backend did not answer in time"
 	MsgUnreachable = "geoproxy: no backend could be reached"
+	MsgResidency   = "geoproxy: this request cannot be served in its jurisdiction now"
 )
 
 // StatusError is a backend answer with a status in the retry list: the
@@ -91,6 +92,8 @@ func (b *Balancer) RetryStatus(d *Decision, code int, method string, hasBody boo
 // succeeded; err is the last attempt's error, if any.
 func Failure(d *Decision, err error) (int, string) {
 	switch {
+	case d.Plan.Rejected:
+		return 503, MsgResidency
 	case d.Plan.Serving < 0:
 		return 503, MsgNoRegion
 	case d.OutOfTime || err != nil && timedOut(err):

@@ -42,7 +42,19 @@ type Router struct {
 	changed chan struct{} // closed and replaced on every publish
 	regions map[string]*regionState
 	allDown bool
+	rates   []rate // regions with a max_rps
 }
+
+// rate measures a region's arrivals per second for its max_rps.
+type rate struct {
+	load *route.Load
+	last int64     // arrivals counted at the last reading
+	at   time.Time // of the last reading
+	ewma float64
+}
+
+// rateEvery is how often arrival rates are measured.
+const rateEvery = 250 * time.Millisecond
 
 // Shaping is how a Router shapes traffic beyond plain health.
 type Shaping struct {
@@ -57,6 +69,8 @@ type Shaping struct {
 	// Panic: when every region is down, spread requests over every
 	// backend of the nearest region.
 	Panic bool
+	// Rules are the compiled rules every snapshot carries.
+	Rules []route.Rule
 	// Previous, when set, is the router this one replaces: the regions'
 	// failback state carries over by name.
 	Previous *Router
@@ -73,6 +87,11 @@ type regionState struct {
 func NewRouter(specs []route.RegionSpec, store *health.Store, log *zap.Logger, shaping Shaping) (*Router, error) {
 	r := &Router{specs: specs, store: store, log: log.Named("router"), shaping: shaping, now: time.Now,
 		changed: make(chan struct{}), regions: make(map[string]*regionState, len(specs))}
+	for _, spec := range specs {
+		if spec.Load != nil && spec.Load.MaxRPS > 0 {
+			r.rates = append(r.rates, rate{load: spec.Load, last: spec.Load.Arrivals.Load(), at: r.now()})
+		}
+	}
 	if prev := shaping.Previous; prev != nil {
 		prev.mu.Lock()
 		for name, st := range prev.regions {
@@ -141,6 +160,16 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 		}
 	}
 	step := max(r.shaping.SlowStart/rampSteps, 50*time.Millisecond)
+	for i := range r.rates {
+		rt := &r.rates[i]
+		if dt := now.Sub(rt.at); dt >= rateEvery/2 {
+			n := rt.load.Arrivals.Load()
+			rt.ewma = 0.5*rt.ewma + 0.5*float64(n-rt.last)/dt.Seconds()
+			rt.last, rt.at = n, now
+			rt.load.UpdateRate(rt.ewma)
+		}
+		soon(now.Add(rateEvery))
+	}
 	byID := make(map[string]*health.Backend, len(rows))
 	for _, b := range rows {
 		byID[b.ID] = b
@@ -156,7 +185,7 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 	defer r.mu.Unlock()
 	r.version++
 	s := route.Build{
-		Specs: r.specs, Version: r.version, Backend: backend,
+		Specs: r.specs, Version: r.version, Backend: backend, Rules: r.shaping.Rules,
 		DegradedBelow: r.shaping.DegradedBelow, PanicWhenAllDown: r.shaping.Panic,
 		Region: func(reg *route.Region) (time.Time, float64) {
 			st := r.regions[reg.Name]

@@ -57,6 +57,9 @@ const (
 	// DefaultClientTimeout is how long a client connection may stay silent
 	// between requests, or take over one request's head and body.
 	DefaultClientTimeout = 60 * time.Second
+	// maxEdgeHeaders caps the edge location headers read (three edges of
+	// three, and a pair of one's own).
+	maxEdgeHeaders = 12
 	// maxIdlePerBackend caps the idle connections kept per backend.
 	maxIdlePerBackend = 1024
 	// backendIdle is how long an idle backend connection is kept.
@@ -97,6 +100,7 @@ type Engine struct {
 	opts          config.Proxy
 	pools         map[*route.Backend]*pool
 	geoNames      [][]byte // names of opts.RequestHeaders
+	edgeNames     [][]byte // the balancer's EdgeNames
 	retryAfter    string
 	clientTimeout time.Duration
 	maxBody       int64
@@ -160,6 +164,9 @@ func New(o Options) *Engine {
 	}
 	for _, hd := range o.Proxy.RequestHeaders {
 		e.geoNames = append(e.geoNames, []byte(hd.Name))
+	}
+	for _, name := range o.Balancer.EdgeNames() {
+		e.edgeNames = append(e.edgeNames, []byte(name))
 	}
 	return e
 }
@@ -400,8 +407,10 @@ type work struct {
 	xff  []byte
 
 	d core.Decision
-	// The Forwarded and X-Forwarded-For values handed to the balancer.
+	// The Forwarded and X-Forwarded-For values handed to the balancer, and
+	// a trusted edge's location headers (by the balancer's EdgeNames).
 	fwdVals, xffVals [8]string
+	edgeVals         [maxEdgeHeaders]string
 
 	hasBody bool
 	xfHost  bool // keep the client's X-Forwarded-Host

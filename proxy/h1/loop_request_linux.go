@@ -178,9 +178,11 @@ func (l *loop) start(c *conn, need int) {
 	e.inFlight.Inc()
 	c.counted = true
 	nf, nx := c.prepare()
-	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], l.now)
+	ne := min(len(e.edgeNames), maxEdgeHeaders)
+	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], c.edgeVals[:ne], l.now)
 	clear(c.fwdVals[:nf])
 	clear(c.xffVals[:nx])
+	clear(c.edgeVals[:ne])
 	c.method = b2s(r.method)
 	c.lastErr = nil
 	l.attempt(c)

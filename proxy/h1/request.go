@@ -49,9 +49,11 @@ func (c *conn) handle(raw []byte) bool {
 
 	// Where the client is, from the peer and the forwarding headers.
 	nf, nx := c.prepare()
-	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], time.Now()) // resets c.d; the request is all here
+	ne := min(len(e.edgeNames), maxEdgeHeaders)
+	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], c.edgeVals[:ne], time.Now()) // resets c.d; the request is all here
 	clear(c.fwdVals[:nf])
 	clear(c.xffVals[:nx])
+	clear(c.edgeVals[:ne])
 
 	method := b2s(r.method)
 	var (
@@ -339,7 +341,8 @@ func chunkEnd(br *bufio.Reader) error {
 // prepare decides the forwarding headers and marks the client fields the
 // proxy replaces, in one pass over the fields. It also collects the
 // Forwarded and X-Forwarded-For values the client is located from, into
-// c.fwdVals[:nf] and c.xffVals[:nx].
+// c.fwdVals[:nf] and c.xffVals[:nx], and a trusted peer's edge headers in
+// c.edgeVals.
 func (c *conn) prepare() (nf, nx int) {
 	e, r := c.e, &c.req
 	c.xfHost, c.xfProto = false, false
@@ -378,6 +381,13 @@ func (c *conn) prepare() (nf, nx int) {
 				if equalFoldBytes(f.name, name) {
 					f.kind = kindDropped
 					break
+				}
+			}
+			if c.trusted {
+				for j, name := range e.edgeNames[:min(len(e.edgeNames), maxEdgeHeaders)] {
+					if c.edgeVals[j] == "" && equalFoldBytes(f.name, name) {
+						c.edgeVals[j] = b2s(f.value)
+					}
 				}
 			}
 		}

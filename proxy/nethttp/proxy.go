@@ -84,6 +84,7 @@ type state struct {
 	gotResponse bool  // the current attempt got a response from the backend
 	body        *replayGuard
 	bodySent    bool // the body was sent once: the request's time runs from then
+	edge        []string
 	rw          *responseWriter
 }
 
@@ -163,7 +164,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	peer := peerAddr(r.RemoteAddr)
-	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"], start)
+	var edge []string
+	if names := h.b.EdgeNames(); len(names) > 0 {
+		st.edge = st.edge[:0]
+		for _, name := range names {
+			st.edge = append(st.edge, r.Header.Get(name))
+		}
+		edge = st.edge
+	}
+	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"], edge, start)
 	st.peerTrusted = h.b.Resolver().Trusted(peer)
 
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
