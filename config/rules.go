@@ -110,11 +110,6 @@ type rawCapacity struct {
 	MaxRPS      scalar `yaml:"max_rps"`
 }
 
-type rawEdgePair struct {
-	Country scalar `yaml:"country"`
-	LatLon  scalar `yaml:"lat_lon"`
-}
-
 // strings reads a list of strings.
 func (c *checker) strings(p fieldPath, o opt[[]scalar]) ([]string, bool) {
 	list, ok := composite(c, p, o)

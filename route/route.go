@@ -143,10 +143,6 @@ func (r *Region) takes(key uint64) bool {
 	return uint32(h>>48) < share
 }
 
-// atCapacity reports whether the region's capacity, not its health,
-// passes clients on.
-func (r *Region) atCapacity() bool { return r.Load != nil && r.Load.Share() < FullShare }
-
 // Snapshot is an immutable view of all regions and their healthy backends.
 // The request path loads the current Snapshot through an atomic pointer and
 // never locks.
