@@ -174,6 +174,9 @@ type envOpts struct {
 	interval string
 	timeout  string            // probe timeout; default 90ms
 	extra    map[string][]*app // more backends per region
+	// top is more top-level YAML (rules, say); geoip more keys of the
+	// geoip block, as "key: value" lines indented by two spaces.
+	top, geoip string
 	// resilience is the body of the resilience block, as a YAML flow
 	// mapping; default: no failback hold and no slow start, so that a
 	// region back is served at once.
@@ -213,7 +216,7 @@ geoip:
   database: ../testdata/geoip2-city.mmdb
   trusted_proxies: %s
   default_location: {lat: 40.71, lon: -74.01}
-health_check:
+%shealth_check:
   path: /health
   interval: %s
   timeout: %s
@@ -221,8 +224,8 @@ health_check:
   unhealthy_threshold: 2
 engine: %s
 resilience: %s
-regions:
-`, o.pprof, o.trusted, o.interval, o.timeout, o.engine, o.resilience)
+%sregions:
+`, o.pprof, o.trusted, o.geoip, o.interval, o.timeout, o.engine, o.resilience, o.top)
 	for _, r := range regions {
 		a := newApp(t, r.name)
 		e.apps[r.name] = a

@@ -192,6 +192,9 @@ type Decision struct {
 	// freeRetry: the last attempt failed to connect, so the backend got
 	// nothing and a retry costs no budget.
 	freeRetry bool
+	// fenced: a retry was due, but only regions the client's rule does
+	// not allow were left.
+	fenced bool
 
 	next     int // index in Plan.Candidates of the region being tried
 	active   int // 1 + index of the region counting the request in flight; 0: none
@@ -219,7 +222,7 @@ func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff, edge []s
 	}
 	d.Plan = d.Snapshot.Plan(&c, d.buf[:0])
 	d.Attempts = 0
-	d.Start, d.OutOfTime, d.freeRetry = now, false, false
+	d.Start, d.OutOfTime, d.freeRetry, d.fenced = now, false, false, false
 	d.next = max(d.Plan.Serving, 0)
 	d.tried = d.tbuf[:0]
 	if r := d.Plan.Rule; r != nil && r.Index < len(b.rules) {
@@ -307,6 +310,14 @@ func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
 		d.tried = append(d.tried, be)
 		d.Attempts++
 		return c.Region, be
+	}
+	if r := d.Plan.Rule; r != nil && r.Restrict && d.Attempts > 0 {
+		for _, c := range d.Plan.Candidates {
+			if c.Reason == route.ReasonNotAllowed && c.Region.Eligible() {
+				d.fenced = true // elsewhere could have served: the rule said no
+				break
+			}
+		}
 	}
 	return nil, nil
 }
@@ -418,7 +429,7 @@ func (b *Balancer) UpstreamError(be *route.Backend) {
 // access log line.
 func (b *Balancer) Report(d *Decision, o Outcome) {
 	b.release(d)
-	if d.Plan.Rejected && o.Region == nil {
+	if (d.Plan.Rejected || d.fenced) && o.Region == nil {
 		if r := d.Plan.Rule; r != nil && r.Index < len(b.rules) {
 			b.rules[r.Index].rejections.Inc()
 		}

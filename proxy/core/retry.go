@@ -98,6 +98,10 @@ func Failure(d *Decision, err error) (int, string) {
 		return 503, MsgNoRegion
 	case d.OutOfTime || err != nil && timedOut(err):
 		return 504, MsgTimeout
+	case d.fenced:
+		// The allowed regions failed the request, and only regions its
+		// rule does not allow were left.
+		return 503, MsgResidency
 	}
 	return 502, MsgUnreachable
 }
