@@ -221,4 +221,3 @@ func TestResidencyNeverLeaks(t *testing.T) {
 	require.Positive(t, refused)
 	require.Positive(t, fellBack)
 }
-
