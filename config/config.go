@@ -74,6 +74,11 @@ type Config struct {
 	// is required; at most MaxRegions.
 	Regions []Region
 
+	// Affinity keeps clients of the regions it names on the region and
+	// backend that served them, with a cookie (key "affinity"). Default
+	// off.
+	Affinity Affinity
+
 	// Rules steer the clients they match: data residency and preferred
 	// regions (key "rules"). Tried in file order; the first that matches
 	// a client applies. Default none: every client goes by distance.

@@ -156,6 +156,9 @@ func TestLoadFull(t *testing.T) {
 			Allow: []string{"us-east"}, HasAllow: true, Fallback: []string{"europe-west"}},
 	}, cfg.Rules)
 
+	assert.Equal(t, Affinity{Regions: []string{"europe-west"}, Cookie: Cookie{Name: "movr_region", TTL: 30 * time.Minute,
+		Path: "/app", Domain: "movr.example.com", Secure: true, HTTPOnly: true, SameSite: "strict"}}, cfg.Affinity)
+
 	require.Len(t, cfg.Regions, 2)
 	assert.Equal(t, []string{"http://10.1.0.1:8000", "https://us-east-2.example.com/app"}, backendURLs(cfg.Regions[0].Backends))
 	assert.Equal(t, 3, cfg.Regions[0].Backends[0].Weight)
@@ -206,6 +209,7 @@ func TestDefaults(t *testing.T) {
 			FailbackHold: 30 * time.Second, SlowStart: 30 * time.Second,
 			DegradedBelow: 0.72, WhenAllDown: AllDownReject,
 		},
+		Affinity:  Affinity{Cookie: Cookie{Name: "geoproxy_affinity", TTL: time.Hour, Path: "/", HTTPOnly: true, SameSite: "lax"}},
 		AccessLog: true,
 		Engine:    EngineNative,
 		Regions: []Region{{Name: "a", Location: LatLon{Lat: 1, Lon: 2},
@@ -503,6 +507,14 @@ func TestBroken(t *testing.T) {
 			[]string{`geoip.edge_headers: believed only from geoip.trusted_proxies, which is empty`}},
 		{"unknown edge", "geoip: {trusted_proxies: [10.0.0.0/8], edge_headers: [akamai]}\n" + minimal,
 			[]string{`geoip.edge_headers[0]: unknown edge "akamai"`}},
+
+		// Affinity.
+		{"affinity for an unknown region", "affinity: {regions: [b]}\n" + minimal,
+			[]string{`bad.yaml:1:22: affinity.regions[0]: unknown region "b"`}},
+		{"same_site none without secure", "affinity: {regions: [a], cookie: {same_site: none}}\n" + minimal,
+			[]string{`affinity.cookie.same_site: none needs secure: true`}},
+		{"bad cookie name", "affinity: {regions: [a], cookie: {name: \"a b\"}}\n" + minimal,
+			[]string{`affinity.cookie.name: invalid cookie name "a b"`}},
 
 		// Listeners.
 		{"listen without port", "listen: localhost\n" + minimal,

@@ -33,6 +33,7 @@ type rawConfig struct {
 	Engine      scalar                `yaml:"engine"`
 	Regions     opt[[]opt[rawRegion]] `yaml:"regions"`
 	Rules       opt[[]opt[rawRule]]   `yaml:"rules"`
+	Affinity    opt[rawAffinity]      `yaml:"affinity"`
 }
 
 type rawAdmin struct {

@@ -80,6 +80,7 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	cfg.Shutdown.DrainDelay = c.duration(p.key("drain_delay"), shutdown.DrainDelay, defaultDrainDelay)
 	cfg.Resilience = c.resilience(root.key("resilience"), raw.Resilience)
 	cfg.Rules = c.rules(root.key("rules"), raw.Rules)
+	cfg.Affinity = c.affinity(root.key("affinity"), raw.Affinity)
 	return cfg
 }
 

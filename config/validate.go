@@ -30,6 +30,7 @@ func (c *checker) validate(cfg *Config) {
 	c.validateResilience(root.key("resilience"), &cfg.Resilience)
 	c.validateRegions(root.key("regions"), cfg.Regions)
 	c.validateRules(root.key("rules"), cfg.Rules, cfg.Regions)
+	c.validateAffinity(root.key("affinity"), &cfg.Affinity, cfg.Regions)
 	if len(cfg.Regions) > MaxRegions {
 		c.errorf(root.key("regions"), "%d regions: at most %d", len(cfg.Regions), MaxRegions)
 	}
