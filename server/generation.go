@@ -111,6 +111,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		PerTryTimeout:  perTry,
 		RequestTimeout: res.RequestTimeout,
 		Edge:           cfg.GeoIP.EdgeHeaders,
+		Affinity:       cfg.Affinity,
 	})
 	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
 	var all []*route.Backend

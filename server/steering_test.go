@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,5 +129,75 @@ func TestEdgeHeadersFromAnUntrustedPeerAreIgnored(t *testing.T) {
 		// The loopback peer is not trusted: it is located as itself (a
 		// private address: the default location, New York).
 		assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
+	})
+}
+
+func TestAffinityKeepsAClientOnItsBackendWhileItMayServe(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		second := newApp(t, "europe-west")
+		e := start(t, envOpts{engine: engine, extra: map[string][]*app{"europe-west": {second}},
+			top: "affinity: {regions: [europe-west, us-east], cookie: {name: movr, ttl: 10m}}\n" + euRule,
+			resilience: "{failback_hold: 0s, slow_start: 0s, degraded_below: 0%}"})
+		jar := func(cookie string) (*http.Response, string) {
+			req, err := http.NewRequest(http.MethodGet, e.base+"/", nil)
+			require.NoError(t, err)
+			req.Header.Set("X-Forwarded-For", london)
+			if cookie != "" {
+				req.Header.Set("Cookie", "other=1; "+cookie)
+			}
+			return e.do(req)
+		}
+		resp, _ := jar("")
+		set := resp.Header.Get("Set-Cookie")
+		require.NotEmpty(t, set, "the first answer sets the cookie")
+		assert.Contains(t, set, "; Path=/; Max-Age=600; HttpOnly; SameSite=Lax")
+		cookie, _, _ := strings.Cut(set, ";")
+		require.True(t, strings.HasPrefix(cookie, "movr="))
+
+		// Every request with it goes to the same backend, and sets nothing.
+		before1, before2 := e.apps["europe-west"].served.Load(), second.served.Load()
+		for range 20 {
+			resp, _ := jar(cookie)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Empty(t, resp.Header.Get("Set-Cookie"))
+		}
+		d1, d2 := e.apps["europe-west"].served.Load()-before1, second.served.Load()-before2
+		assert.True(t, d1 == 20 && d2 == 0 || d1 == 0 && d2 == 20, "all on one backend: %d and %d", d1, d2)
+
+		// Its backend goes down: the cookie is dropped and replaced.
+		stuck := e.apps["europe-west"]
+		if d2 == 20 {
+			stuck = second
+		}
+		stuck.failing.Store(true)
+		require.Eventually(t, func() bool {
+			return len(e.srv.Router().Snapshot().Region("europe-west").Healthy) == 1
+		}, 5*time.Second, 10*time.Millisecond)
+		resp, _ = jar(cookie)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		newCookie, _, _ := strings.Cut(resp.Header.Get("Set-Cookie"), ";")
+		assert.NotEqual(t, cookie, newCookie)
+		assert.NotEmpty(t, newCookie)
+
+		// A us-east cookie (a New York client's) keeps a client that
+		// moves to New York's neighbourhood... but never takes an EU
+		// client out of the EU: there it is ignored and replaced.
+		req, err := http.NewRequest(http.MethodGet, e.base+"/", nil)
+		require.NoError(t, err)
+		req.Header.Set("X-Forwarded-For", newYork)
+		resp, _ = e.do(req)
+		require.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
+		usCookie, _, _ := strings.Cut(resp.Header.Get("Set-Cookie"), ";")
+		require.NotEmpty(t, usCookie)
+		resp, _ = jar(usCookie)
+		assert.Equal(t, "europe-west", resp.Header.Get("X-Geoproxy-Region"))
+		assert.NotEmpty(t, resp.Header.Get("Set-Cookie"))
+		// A client no rule holds keeps its region even where another is
+		// nearer: Seattle with the us-east cookie stays on us-east.
+		req.Header.Set("X-Forwarded-For", seattle)
+		req.Header.Set("Cookie", usCookie)
+		resp, _ = e.do(req)
+		assert.Equal(t, "us-east", resp.Header.Get("X-Geoproxy-Region"))
+		assert.Empty(t, resp.Header.Get("Set-Cookie"))
 	})
 }

@@ -41,6 +41,7 @@ type Balancer struct {
 
 	edge      []edgeField
 	edgeNames []string
+	affinity  *affinity
 
 	geoCounters [geo.ResultEdge + 1]prometheus.Counter
 	regions     []regionMetrics // by route.Region.Index
@@ -97,6 +98,9 @@ type Options struct {
 	// Edge names the client-location headers of a trusted CDN or load
 	// balancer (see EdgeNames).
 	Edge config.EdgeHeaders
+	// Affinity configures affinity cookies (see Stick); off without
+	// regions.
+	Affinity config.Affinity
 }
 
 // New returns a Balancer for the regions the router serves.
@@ -112,6 +116,7 @@ func New(o Options) *Balancer {
 		b.rnd = rand.Uint64
 	}
 	b.edge = edgeFields(o.Edge)
+	b.affinity = newAffinity(o.Affinity, o.Router.specs)
 	for _, f := range b.edge {
 		b.edgeNames = append(b.edgeNames, f.name)
 	}
@@ -195,6 +200,9 @@ type Decision struct {
 	// fenced: a retry was due, but only regions the client's rule does
 	// not allow were left.
 	fenced bool
+	// sticky is the backend the client's affinity cookie named, when it
+	// may serve (see Stick).
+	sticky *route.Backend
 
 	next     int // index in Plan.Candidates of the region being tried
 	active   int // 1 + index of the region counting the request in flight; 0: none
@@ -222,7 +230,7 @@ func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff, edge []s
 	}
 	d.Plan = d.Snapshot.Plan(&c, d.buf[:0])
 	d.Attempts = 0
-	d.Start, d.OutOfTime, d.freeRetry, d.fenced = now, false, false, false
+	d.Start, d.OutOfTime, d.freeRetry, d.fenced, d.sticky = now, false, false, false, nil
 	d.next = max(d.Plan.Serving, 0)
 	d.tried = d.tbuf[:0]
 	if r := d.Plan.Rule; r != nil && r.Index < len(b.rules) {
@@ -284,10 +292,13 @@ func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
 	}
 	for ; d.next < len(d.Plan.Candidates); d.next++ {
 		c := d.Plan.Candidates[d.next]
-		if !serving(c.Reason) {
-			continue
+		be := d.sticky
+		if be == nil || d.Attempts > 0 {
+			if !serving(c.Reason) {
+				continue
+			}
+			be = c.Region.Pick(b.rnd, d.tried)
 		}
-		be := c.Region.Pick(b.rnd, d.tried)
 		if be == nil {
 			continue
 		}

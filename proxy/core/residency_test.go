@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geoproxy/geoproxy/clientip"
+	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/geo"
 	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/metrics"
@@ -125,7 +126,8 @@ func newWorld(t *testing.T, rng *rand.Rand, prev *Router) (*world, *Router) {
 		Resolver: clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
 		Router:   router, Metrics: metrics.New(prometheus.NewRegistry(), "test"), Log: zap.NewNop(),
 		MaxAttempts: 1 + rng.IntN(10), RetryBudget: 0.2, RetryBudgetMin: 1 + rng.IntN(3),
-		Rand: rng.Uint64,
+		Rand:     rng.Uint64,
+		Affinity: config.Affinity{Regions: subset(rng, w.names, 0), Cookie: config.Cookie{Name: "a", TTL: time.Hour, Path: "/", SameSite: "lax"}},
 	})
 	return w, router
 }
@@ -173,6 +175,13 @@ func TestResidencyNeverLeaks(t *testing.T) {
 			addr := netip.MustParseAddr(clients[rng.IntN(len(clients))])
 			var d Decision
 			w.b.Decide(&d, addr, nil, nil, nil, time.Now())
+			if af := w.b.affinity; af != nil && rng.IntN(2) == 0 {
+				// An affinity cookie naming any backend, as a client
+				// that moved (or forged it) would send.
+				if v := af.value[rng.IntN(len(af.value))]; v != "" {
+					w.b.Stick(&d, []string{"x=1; a=" + v})
+				}
+			}
 			want := w.ruleFor(d.Location, d.GeoResult, addr)
 			if want == nil {
 				require.Nil(t, d.Plan.Rule, "world %d: %s matched a rule no spec matches", n, addr)

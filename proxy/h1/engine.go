@@ -411,6 +411,8 @@ type work struct {
 	// a trusted edge's location headers (by the balancer's EdgeNames).
 	fwdVals, xffVals [8]string
 	edgeVals         [maxEdgeHeaders]string
+	cookieVals       [4]string // Cookie values, when affinity is on
+	ncookies         int       // in cookieVals
 
 	hasBody bool
 	xfHost  bool // keep the client's X-Forwarded-Host

@@ -180,9 +180,12 @@ func (l *loop) start(c *conn, need int) {
 	nf, nx := c.prepare()
 	ne := min(len(e.edgeNames), maxEdgeHeaders)
 	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], c.edgeVals[:ne], l.now)
+	e.b.Stick(&c.d, c.cookieVals[:c.ncookies])
 	clear(c.fwdVals[:nf])
 	clear(c.xffVals[:nx])
 	clear(c.edgeVals[:ne])
+	clear(c.cookieVals[:c.ncookies])
+	c.ncookies = 0
 	c.method = b2s(r.method)
 	c.lastErr = nil
 	l.attempt(c)

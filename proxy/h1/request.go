@@ -51,9 +51,12 @@ func (c *conn) handle(raw []byte) bool {
 	nf, nx := c.prepare()
 	ne := min(len(e.edgeNames), maxEdgeHeaders)
 	e.b.Decide(&c.d, c.peer, c.fwdVals[:nf], c.xffVals[:nx], c.edgeVals[:ne], time.Now()) // resets c.d; the request is all here
+	e.b.Stick(&c.d, c.cookieVals[:c.ncookies])
 	clear(c.fwdVals[:nf])
 	clear(c.xffVals[:nx])
 	clear(c.edgeVals[:ne])
+	clear(c.cookieVals[:c.ncookies])
+	c.ncookies = 0
 
 	method := b2s(r.method)
 	var (
@@ -345,7 +348,7 @@ func chunkEnd(br *bufio.Reader) error {
 // c.edgeVals.
 func (c *conn) prepare() (nf, nx int) {
 	e, r := c.e, &c.req
-	c.xfHost, c.xfProto = false, false
+	c.xfHost, c.xfProto, c.ncookies = false, false, 0
 	xff := c.xff[:0]
 	for i := range r.fields {
 		f := &r.fields[i]
@@ -382,6 +385,10 @@ func (c *conn) prepare() (nf, nx int) {
 					f.kind = kindDropped
 					break
 				}
+			}
+			if c.ncookies < len(c.cookieVals) && e.b.Affinity() && equalFold2(f.name, "cookie") {
+				c.cookieVals[c.ncookies] = b2s(f.value)
+				c.ncookies++
 			}
 			if c.trusted {
 				for j, name := range e.edgeNames[:min(len(e.edgeNames), maxEdgeHeaders)] {

@@ -157,6 +157,11 @@ func (c *conn) appendResponseHead(dst []byte, region *route.Region, chunked, bod
 		dst = append(dst, region.Name...)
 		dst = append(dst, "\r\n"...)
 	}
+	if sc := e.b.SetCookie(&c.d); sc != "" && region != nil {
+		dst = append(dst, "Set-Cookie: "...)
+		dst = append(dst, sc...)
+		dst = append(dst, "\r\n"...)
+	}
 	switch {
 	case rs.contentLength >= 0 && (!bodiless || rs.status != http.StatusNoContent && rs.status >= 200):
 		dst = append(dst, "Content-Length: "...)

@@ -173,6 +173,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		edge = st.edge
 	}
 	h.b.Decide(&st.d, peer, r.Header["Forwarded"], r.Header["X-Forwarded-For"], edge, start)
+	h.b.Stick(&st.d, r.Header["Cookie"])
 	st.peerTrusted = h.b.Resolver().Trusted(peer)
 
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
@@ -315,6 +316,9 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	}
 	if h.opts.RegionHeader != "" {
 		res.Header.Set(h.opts.RegionHeader, st.region.Name)
+	}
+	if sc := h.b.SetCookie(&st.d); sc != "" {
+		res.Header.Add("Set-Cookie", sc)
 	}
 	return nil
 }
