@@ -136,7 +136,7 @@ func TestAffinityKeepsAClientOnItsBackendWhileItMayServe(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		second := newApp(t, "europe-west")
 		e := start(t, envOpts{engine: engine, extra: map[string][]*app{"europe-west": {second}},
-			top: "affinity: {regions: [europe-west, us-east], cookie: {name: movr, ttl: 10m}}\n" + euRule,
+			top:        "affinity: {regions: [europe-west, us-east], cookie: {name: movr, ttl: 10m}}\n" + euRule,
 			resilience: "{failback_hold: 0s, slow_start: 0s, degraded_below: 0%}"})
 		jar := func(cookie string) (*http.Response, string) {
 			req, err := http.NewRequest(http.MethodGet, e.base+"/", nil)
