@@ -90,8 +90,9 @@ type Plan struct {
 	// Candidates holds every region, nearest first (ties in configuration
 	// order). Regions with Reason ReasonUnhealthy are skipped when serving.
 	Candidates []Candidate
-	// Nearest is the nearest region regardless of health; nil when the
-	// snapshot has no region.
+	// Nearest is the nearest region regardless of health (among those the
+	// client's rule allows, whatever it prefers); nil when the snapshot
+	// has no region.
 	Nearest *Region
 	// Serving is the index in Candidates of the first eligible region, or
 	// -1 when no region can serve.
@@ -150,12 +151,17 @@ func (s *Snapshot) Plan(c *Client, dst []Candidate) Plan {
 	if len(dst) == 0 {
 		return plan
 	}
+	// Nearest: the nearest (by biased distance) the client may go to,
+	// whatever a rule prefers.
 	plan.Nearest = dst[0].Region
+	best := -1
 	for i := range dst {
-		if rule.allowed(dst[i].Region.Index, false) {
-			plan.Nearest = dst[i].Region // the nearest the client may go to
-			break
+		if rule.allowed(dst[i].Region.Index, false) && (best < 0 || dst[i].order < dst[best].order) {
+			best = i
 		}
+	}
+	if best >= 0 {
+		plan.Nearest = dst[best].Region
 	}
 	fallback := false // the rule's fallbacks are in use
 	if rule != nil && rule.Restrict {

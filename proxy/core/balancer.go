@@ -451,7 +451,10 @@ func (b *Balancer) Report(d *Decision, o Outcome) {
 	rm := &b.none
 	if o.Region != nil {
 		rm = &b.regions[o.Region.Index]
-		if n := d.Plan.Nearest; n != nil && n != o.Region {
+		// Away from the plan's first choice (the nearest, or the region
+		// a rule prefers): a failover.
+		if len(d.Plan.Candidates) > 0 && d.Plan.Candidates[0].Region != o.Region {
+			n := d.Plan.Candidates[0].Region
 			b.regions[n.Index].failover[o.Region.Index].Inc()
 		}
 	}
