@@ -83,7 +83,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}),
 		Failover: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "geoproxy_failover_requests_total",
-			Help: "Requests served by a region other than the client's nearest, by nearest region and serving region.",
+			Help: "Requests served by a region other than the client's first choice (its nearest, or the region its rule prefers), by that region and the serving region.",
 		}, []string{"from", "to"}),
 		GeoLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "geoproxy_geo_lookups_total",
