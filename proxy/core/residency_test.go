@@ -225,6 +225,16 @@ func TestResidencyNeverLeaks(t *testing.T) {
 			}
 			w.b.Report(&d, Outcome{Status: 200})
 		}
+		// Every request ended: nothing is left counted in flight.
+		for _, r := range w.b.router.Snapshot().Regions {
+			if r.Load != nil {
+				require.Zero(t, r.Load.Wanted.Load(), "world %d: region %s", n, r.Name)
+			}
+		}
+		for i := range w.b.regions {
+			require.Zero(t, w.b.regions[i].active.Load())
+			require.Zero(t, w.b.regions[i].retrying.Load())
+		}
 	}
 	t.Logf("%d attempts checked; %d requests refused, %d attempts on a fallback", attempts, refused, fellBack)
 	require.Positive(t, refused)
