@@ -96,6 +96,20 @@ type Admin struct {
 	// Default "127.0.0.1:9090". It must differ from the proxy's listen
 	// address (unless both use port 0).
 	Listen string
+
+	// TokenFile is a file holding the bearer token that every admin
+	// request changing something must carry (key "admin.token_file");
+	// surrounding whitespace is ignored. Default "": none.
+	TokenFile string
+
+	// TokenEnv names an environment variable holding that token instead
+	// (key "admin.token_env"). Default "": none.
+	TokenEnv string
+
+	// ProtectReads asks for the token on every /admin/* endpoint, reads
+	// included (key "admin.protect_reads"). Default false: /metrics,
+	// /healthz, /readyz and the dashboard stay open.
+	ProtectReads bool
 }
 
 // LatLon is a point on Earth in decimal degrees.

@@ -37,8 +37,11 @@ type rawConfig struct {
 }
 
 type rawAdmin struct {
-	Listen scalar `yaml:"listen"`
-	Pprof  scalar `yaml:"pprof"`
+	Listen       scalar `yaml:"listen"`
+	Pprof        scalar `yaml:"pprof"`
+	TokenFile    scalar `yaml:"token_file"`
+	TokenEnv     scalar `yaml:"token_env"`
+	ProtectReads scalar `yaml:"protect_reads"`
 }
 
 type rawGeoIP struct {

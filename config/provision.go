@@ -66,6 +66,15 @@ func (c *checker) provision(raw *rawConfig) *Config {
 	admin, _ := composite(c, p, raw.Admin)
 	cfg.Admin.Listen = c.str(p.key("listen"), admin.Listen, defaultAdminListen)
 	cfg.Admin.Pprof = c.bool(p.key("pprof"), admin.Pprof, false)
+	cfg.Admin.TokenFile = c.str(p.key("token_file"), admin.TokenFile, "")
+	cfg.Admin.TokenEnv = c.str(p.key("token_env"), admin.TokenEnv, "")
+	cfg.Admin.ProtectReads = c.bool(p.key("protect_reads"), admin.ProtectReads, false)
+	if cfg.Admin.ProtectReads && cfg.Admin.TokenFile == "" && cfg.Admin.TokenEnv == "" {
+		c.errorf(p.key("protect_reads"), "needs a token: set admin.token_file or admin.token_env")
+	}
+	if cfg.Admin.TokenFile != "" && cfg.Admin.TokenEnv != "" {
+		c.errorf(p.key("token_env"), "give admin.token_file or admin.token_env, not both")
+	}
 
 	cfg.Regions = c.regions(root.key("regions"), raw.Regions)
 	cfg.GeoIP = c.geoIP(root.key("geoip"), raw.GeoIP, cfg.Regions)

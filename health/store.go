@@ -95,7 +95,8 @@ func backendsTableSchema() *memdb.TableSchema {
 // Schema returns the store's memdb schema.
 func Schema() *memdb.DBSchema {
 	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
-		tableBackends: backendsTableSchema(),
+		tableBackends:  backendsTableSchema(),
+		tableOverrides: overridesTableSchema(),
 	}}
 }
 

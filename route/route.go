@@ -170,7 +170,8 @@ type Build struct {
 	Specs   []RegionSpec
 	Version uint64
 	// Backend reports whether a backend may get traffic, and the share of
-	// its weight it takes now, above 0 to 1 (below 1 while it ramps up).
+	// its configured weight it takes now: below 1 while it ramps up, other
+	// than 1 when an operator set its weight.
 	Backend func(*Backend) (ok bool, ramp float64)
 	// Region, when set, returns a region's failback state: until when it
 	// is held back, and the share of its clients it takes while it ramps
@@ -247,11 +248,11 @@ func (b Build) Snapshot() *Snapshot {
 	return s
 }
 
-// add makes be a healthy backend of r, at ramp of its weight.
+// add makes be a healthy backend of r, at ramp times its weight.
 func (r *Region) add(be *Backend, ramp float64) {
 	// Weights are kept in thousandths so that a ramping backend takes a
 	// fraction of its share.
-	w := max(int64(float64(max(be.Weight, 1))*1000*min(ramp, 1)), 1)
+	w := max(int64(float64(max(be.Weight, 1))*1000*ramp), 1)
 	total := w
 	if n := len(r.cumWeight); n > 0 {
 		total += r.cumWeight[n-1]

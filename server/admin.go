@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/geoproxy/geoproxy/health"
 	"github.com/geoproxy/geoproxy/route"
 )
 
@@ -70,8 +71,12 @@ type RegionStatus struct {
 	// ClientShare is the share of its clients the region takes now.
 	ClientShare float64 `json:"client_share"`
 	// HeldUntil is when a region back from failover takes clients again.
-	HeldUntil *time.Time      `json:"held_until,omitempty"`
-	Backends  []BackendStatus `json:"backends"`
+	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// Override is an operator's "drain" or "disable" of the whole region,
+	// since OverrideSince.
+	Override      string          `json:"override,omitempty"`
+	OverrideSince *time.Time      `json:"override_since,omitempty"`
+	Backends      []BackendStatus `json:"backends"`
 }
 
 // BackendStatus is one backend in /admin/status.
@@ -89,6 +94,13 @@ type BackendStatus struct {
 	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
 	Ejections    int        `json:"ejections,omitempty"`
 	InFlight     int64      `json:"in_flight"`
+	// Override is an operator's "drain" or "disable" (of the backend or
+	// its region), since OverrideSince; Status then says "draining"
+	// (while requests are in flight), "drained" or "disabled".
+	Override      string     `json:"override,omitempty"`
+	OverrideSince *time.Time `json:"override_since,omitempty"`
+	// WeightOverride is the weight an operator set, replacing Weight.
+	WeightOverride int `json:"weight_override,omitempty"`
 }
 
 // Status reports the current regions, backends and their health.
@@ -105,6 +117,7 @@ func (s *Server) Status() Status {
 			Source: info.Source, SourceBuildTime: info.SourceBuildTime, Modified: info.Modified},
 	}
 	snap := g.router.Snapshot()
+	overrides, _ := s.store.Overrides(nil)
 	for i := range snap.Regions {
 		r := &snap.Regions[i]
 		rs := RegionStatus{Name: r.Name, Lat: r.Location.Lat, Lon: r.Location.Lon,
@@ -126,6 +139,12 @@ func (s *Server) Status() Status {
 			until := r.HeldUntil
 			rs.HeldUntil = &until
 		}
+		regionOverride := overrides[health.RegionTarget(r.Name)]
+		if o := regionOverride; o != nil && o.Kind != "" {
+			since := o.Since
+			rs.Override, rs.OverrideSince = o.Kind, &since
+			rs.State = map[string]string{health.Drain: "draining", health.Disable: "disabled"}[o.Kind]
+		}
 		for _, b := range r.Backends {
 			bs := BackendStatus{URL: b.ID, Weight: b.Weight, Status: "unknown", InFlight: b.InFlight()}
 			if row, err := s.store.Backend(b.ID); err == nil {
@@ -134,6 +153,25 @@ func (s *Server) Status() Status {
 					until := row.EjectedUntil
 					bs.Status, bs.Since, bs.Reason = "ejected", row.EjectedAt, "passive health: "+row.EjectReason
 					bs.EjectedUntil, bs.Ejections = &until, row.Ejections
+				}
+			}
+			o := overrides[health.BackendTarget(b.ID)]
+			if o != nil && o.Weight > 0 {
+				bs.WeightOverride = o.Weight
+			}
+			if o == nil || o.Kind == "" {
+				o = regionOverride
+			}
+			if o != nil && o.Kind != "" {
+				since := o.Since
+				bs.Override, bs.OverrideSince, bs.Since = o.Kind, &since, o.Since
+				switch {
+				case o.Kind == health.Disable:
+					bs.Status = "disabled"
+				case bs.InFlight > 0:
+					bs.Status = "draining"
+				default:
+					bs.Status = "drained"
 				}
 			}
 			rs.Backends = append(rs.Backends, bs)
@@ -193,6 +231,13 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
+	mux.HandleFunc("GET /admin/traffic", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"flows": s.gen.Load().bal.Traffic()})
+	})
+	mux.HandleFunc("POST /admin/drain", s.overrideHandler(health.Drain))
+	mux.HandleFunc("POST /admin/disable", s.overrideHandler(health.Disable))
+	mux.HandleFunc("POST /admin/enable", s.overrideHandler("enable"))
+	mux.HandleFunc("POST /admin/weight", s.overrideHandler("weight"))
 	mux.HandleFunc("GET /admin/lookup", func(w http.ResponseWriter, r *http.Request) {
 		raw := r.URL.Query().Get("ip")
 		addr, err := netip.ParseAddr(raw)
@@ -214,7 +259,7 @@ func (s *Server) adminHandler() http.Handler {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
 		_, _ = w.Write(dashboardHTML)
 	})
-	return mux
+	return s.guard(mux)
 }
 
 func plainText(w http.ResponseWriter, code int, msg string) {

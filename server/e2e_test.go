@@ -53,7 +53,7 @@ type app struct {
 	// hanging makes every other path wait, answering nothing, until the
 	// request is cancelled (while /health passes).
 	hanging atomic.Bool
-	// served counts the requests to other paths.
+	// served counts the requests to paths other than /health.
 	served atomic.Int32
 	mu     sync.Mutex
 	last   http.Header // headers of the last proxied request
@@ -67,6 +67,9 @@ func newApp(t *testing.T, region string) *app {
 }
 
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/health" {
+		a.served.Add(1)
+	}
 	switch r.URL.Path {
 	case "/health":
 		a.probes.Add(1)
@@ -131,7 +134,6 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.last = r.Header.Clone()
 	a.mu.Unlock()
-	a.served.Add(1)
 	if a.hanging.Load() {
 		select {
 		case <-r.Context().Done():
@@ -174,6 +176,8 @@ type envOpts struct {
 	interval string
 	timeout  string            // probe timeout; default 90ms
 	extra    map[string][]*app // more backends per region
+	// adminExtra is more keys of the admin block, as geoip.
+	adminExtra string
 	// top is more top-level YAML (rules, say); geoip more keys of the
 	// geoip block, as "key: value" lines indented by two spaces.
 	top, geoip string
@@ -212,7 +216,7 @@ func start(t *testing.T, o envOpts) *env {
 admin:
   listen: 127.0.0.1:0
   pprof: %v
-geoip:
+%sgeoip:
   database: ../testdata/geoip2-city.mmdb
   trusted_proxies: %s
   default_location: {lat: 40.71, lon: -74.01}
@@ -225,7 +229,7 @@ geoip:
 engine: %s
 resilience: %s
 %sregions:
-`, o.pprof, o.trusted, o.geoip, o.interval, o.timeout, o.engine, o.resilience, o.top)
+`, o.pprof, o.adminExtra, o.trusted, o.geoip, o.interval, o.timeout, o.engine, o.resilience, o.top)
 	for _, r := range regions {
 		a := newApp(t, r.name)
 		e.apps[r.name] = a
@@ -263,6 +267,19 @@ func runYAML(t *testing.T, yaml string, o server.Options) *server.Server {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	require.NoError(t, err)
+	return runConfig(t, cfg, o)
+}
+
+// runYAMLFile is runYAML for a config file (which Reload reads again).
+func runYAMLFile(t *testing.T, path string) *server.Server {
+	t.Helper()
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	return runConfig(t, cfg, server.Options{})
+}
+
+func runConfig(t *testing.T, cfg *config.Config, o server.Options) *server.Server {
+	t.Helper()
 	o.Config = cfg
 	if o.Log == nil {
 		o.Log = zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))

@@ -33,6 +33,7 @@ import (
 type generation struct {
 	id       int64
 	cfg      *config.Config
+	token    string // the admin bearer token; "" for none
 	hash     string
 	loadedAt time.Time
 
@@ -59,6 +60,11 @@ type generation struct {
 // until start.
 func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash string) (*generation, error) {
 	g := &generation{id: id, cfg: cfg, hash: hash, loadedAt: time.Now()}
+	token, err := adminToken(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	g.token = token
 	g.locator = NewLocator(cfg, db)
 	specs, backends, targets := Topology(cfg)
 	g.backends, g.targets = backends, targets
@@ -163,6 +169,9 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 // The engine takes connections from g.ln once the server gives them.
 func (s *Server) start(g *generation, addr net.Addr) error {
 	if err := s.store.Sync(g.backends); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := s.pruneOverrides(g); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	checks, stopChecks := context.WithCancel(s.base)

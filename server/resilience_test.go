@@ -62,7 +62,11 @@ func TestBackendAnswering500IsEjectedThoughItPassesItsProbes(t *testing.T) {
 		assert.Equal(t, 1, st.Ejections)
 		require.NotNil(t, st.EjectedUntil)
 		assert.WithinDuration(t, time.Now().Add(time.Hour), *st.EjectedUntil, time.Minute)
-		assert.Equal(t, 5, fails, "the 500s before the ejection reach clients: 500 is not in retry_on_status")
+		// The 500s before the ejection reach clients (500 is not in
+		// retry_on_status): the five that eject it, and the few sent while
+		// the ejection is written and the routing snapshot rebuilt.
+		assert.GreaterOrEqual(t, fails, 5)
+		assert.Less(t, fails, 25)
 
 		// Once ejected (and the routing snapshot, rebuilt on the change,
 		// published) it gets no traffic, though its probes pass.

@@ -42,6 +42,7 @@ type Balancer struct {
 	edge      []edgeField
 	edgeNames []string
 	affinity  *affinity
+	traffic   *traffic
 
 	geoCounters [geo.ResultEdge + 1]prometheus.Counter
 	regions     []regionMetrics // by route.Region.Index
@@ -117,6 +118,7 @@ func New(o Options) *Balancer {
 	}
 	b.edge = edgeFields(o.Edge)
 	b.affinity = newAffinity(o.Affinity, o.Router.specs)
+	b.traffic = newTraffic(len(o.Router.specs))
 	for _, f := range b.edge {
 		b.edgeNames = append(b.edgeNames, f.name)
 	}
@@ -453,10 +455,14 @@ func (b *Balancer) Report(d *Decision, o Outcome) {
 		rm = &b.regions[o.Region.Index]
 		// Away from the plan's first choice (the nearest, or the region
 		// a rule prefers): a failover.
-		if len(d.Plan.Candidates) > 0 && d.Plan.Candidates[0].Region != o.Region {
-			n := d.Plan.Candidates[0].Region
-			b.regions[n.Index].failover[o.Region.Index].Inc()
+		var first *route.Region
+		if len(d.Plan.Candidates) > 0 {
+			first = d.Plan.Candidates[0].Region
 		}
+		if first != nil && first != o.Region {
+			b.regions[first.Index].failover[o.Region.Index].Inc()
+		}
+		b.traffic.add(d.Location.Country, first, o.Region)
 	}
 	class := o.Status/100 - 1
 	if class < 0 || class > 4 {

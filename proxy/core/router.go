@@ -152,6 +152,10 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("core: read health: %w", err)
 	}
+	overrides, err := r.store.Overrides(ws)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("core: read overrides: %w", err)
+	}
 	now := r.now()
 	var next time.Time
 	soon := func(t time.Time) {
@@ -179,7 +183,19 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 		if row == nil || !row.InService() {
 			return false, 0
 		}
-		return true, r.ramp(row.ReturnedAt, now, soon, step)
+		scale := 1.0
+		if o := overrides[health.RegionTarget(be.Region)]; o != nil && o.Kind != "" {
+			return false, 0 // drained or disabled by an operator
+		}
+		if o := overrides[health.BackendTarget(be.ID)]; o != nil {
+			if o.Kind != "" {
+				return false, 0
+			}
+			if o.Weight > 0 {
+				scale = float64(o.Weight) / float64(max(be.Weight, 1))
+			}
+		}
+		return true, scale * r.ramp(row.ReturnedAt, now, soon, step)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
