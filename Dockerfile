@@ -25,5 +25,13 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/geoproxy /usr/local/bin/geoproxy
 USER nonroot:nonroot
 EXPOSE 8080 9090
+# Healthy while /readyz on the admin listener answers 2xx: serving, with a
+# region that can take traffic. The image has no shell and no curl, so the
+# binary checks itself. With another admin port, override the test in exec
+# form (there is no shell for the string form), e.g. in compose:
+#   healthcheck: {test: ["CMD", "/usr/local/bin/geoproxy", "healthcheck", "-url", "http://127.0.0.1:PORT/readyz"]}
+# Kubernetes ignores HEALTHCHECK: it uses the pod's probes (deploy/k8s).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/geoproxy", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/geoproxy"]
 CMD ["serve", "-config", "/etc/geoproxy/geoproxy.yaml"]

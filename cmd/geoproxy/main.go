@@ -43,6 +43,8 @@ Usage:
   geoproxy validate [-config] FILE                    check a config file and the geo database it names
   geoproxy lookup   -config FILE IP...                where would these clients go
   geoproxy demo     [flags]                           try it all on this machine
+  geoproxy app      -region NAME [-listen ADDR]       run one demo regional app (for containers)
+  geoproxy healthcheck [-url URL]                     exit 0 if URL answers 2xx (a container's HEALTHCHECK)
   geoproxy version                                    print version and geo data
 
 Run 'geoproxy COMMAND -h' for a command's flags.
@@ -63,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdLookup(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(rest, stdout, stderr)
+	case "app":
+		return cmdApp(rest, stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		return cmdVersion(stdout, stderr)
 	case "help", "-h", "-help", "--help":

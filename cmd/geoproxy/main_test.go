@@ -141,7 +141,7 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 	code, _, errOut = runCLI("frobnicate")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, `unknown command "frobnicate"`)
-	for _, cmd := range []string{"serve", "validate", "lookup", "demo"} {
+	for _, cmd := range []string{"serve", "validate", "lookup", "demo", "app", "healthcheck"} {
 		code, _, errOut = runCLI(cmd, "-h")
 		assert.Equal(t, 0, code, cmd)
 		assert.Contains(t, errOut, "Usage: geoproxy "+cmd, cmd)
