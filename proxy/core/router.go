@@ -245,14 +245,12 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 		switch {
 		case !up && st.everUp && !st.down:
 			st.down, st.backAt = true, time.Time{}
+			r.log.Warn("region down: its clients fail over", zap.String("region", spec.Name))
 		case up && st.down:
 			st.down, st.backAt = false, now
-			if r.shaping.FailbackHold > 0 || r.shaping.SlowStart > 0 {
-				r.log.Info("region back from failover: held back, then ramping up",
-					zap.String("region", spec.Name),
-					zap.Time("held_until", now.Add(r.shaping.FailbackHold)),
-					zap.Duration("slow_start", r.shaping.SlowStart))
-			}
+			r.log.Warn("region up: its clients come back", zap.String("region", spec.Name),
+				zap.Time("held_until", now.Add(r.shaping.FailbackHold)),
+				zap.Duration("slow_start", r.shaping.SlowStart))
 		}
 		st.everUp = st.everUp || up
 	}
