@@ -43,6 +43,10 @@ type Balancer struct {
 	edgeNames []string
 	affinity  *affinity
 	traffic   *traffic
+	// failLog limits the warn lines of failed requests: the next is due at
+	// this unix time (ns); skipped counts those not logged meanwhile.
+	failLog, skipped atomic.Int64
+	flog             *zap.Logger
 
 	geoCounters [geo.ResultEdge + 1]prometheus.Counter
 	regions     []regionMetrics // by route.Region.Index
@@ -116,6 +120,7 @@ func New(o Options) *Balancer {
 	if b.rnd == nil {
 		b.rnd = rand.Uint64
 	}
+	b.flog = o.Log.Named("proxy")
 	b.edge = edgeFields(o.Edge)
 	b.affinity = newAffinity(o.Affinity, o.Router.specs)
 	b.traffic = newTraffic(len(o.Router.specs))
@@ -438,6 +443,31 @@ func (b *Balancer) UpstreamError(be *route.Backend) {
 	b.m.UpstreamErrors.WithLabelValues(be.Region, be.ID).Inc()
 }
 
+// failLogEvery spaces the warn lines of failed requests.
+const failLogEvery = 100 * time.Millisecond
+
+// logFailure writes a warn line for a request no backend answered, naming
+// the region and backend of its last attempt; at most one per
+// failLogEvery, with how many were not logged since the last.
+func (b *Balancer) logFailure(d *Decision, o Outcome) {
+	now := time.Now().UnixNano()
+	due := b.failLog.Load()
+	if now < due || !b.failLog.CompareAndSwap(due, now+int64(failLogEvery)) {
+		b.skipped.Add(1)
+		return
+	}
+	region, backend := "", ""
+	if n := len(d.tried); n > 0 {
+		region, backend = d.tried[n-1].Region, d.tried[n-1].ID
+	}
+	fields := []zap.Field{zap.Int("status", o.Status), zap.String("region", region), zap.String("backend", backend),
+		zap.Int("attempts", d.Attempts), zap.Stringer("client", d.Client), zap.Int64("not_logged_since_last", b.skipped.Swap(0))}
+	if o.Err != nil {
+		fields = append(fields, zap.NamedError("upstream_error", o.Err))
+	}
+	b.flog.Warn("request failed: no backend answered", fields...)
+}
+
 // Report records a finished request: metrics, passive health and the
 // access log line.
 func (b *Balancer) Report(d *Decision, o Outcome) {
@@ -463,6 +493,9 @@ func (b *Balancer) Report(d *Decision, o Outcome) {
 			b.regions[first.Index].failover[o.Region.Index].Inc()
 		}
 		b.traffic.add(d.Location.Country, first, o.Region)
+	}
+	if o.Region == nil && (o.Status == 502 || o.Status == 504) {
+		b.logFailure(d, o)
 	}
 	class := o.Status/100 - 1
 	if class < 0 || class > 4 {
