@@ -95,6 +95,7 @@ func TestLoadFull(t *testing.T) {
 	assert.False(t, cfg.AccessLog)
 	assert.Equal(t, EngineNetHTTP, cfg.Engine)
 	assert.True(t, cfg.Admin.Pprof)
+	assert.Equal(t, "GEOPROXY_ADMIN_TOKEN", cfg.Admin.TokenEnv)
 
 	assert.Equal(t, prefixes("10.0.0.0/8", "192.168.1.7/32", "::1/128"), cfg.GeoIP.TrustedProxies)
 	assert.Equal(t, LatLon{Lat: 40.71, Lon: -74.01}, cfg.GeoIP.DefaultLocation)
