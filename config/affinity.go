@@ -72,16 +72,7 @@ func (c *checker) validateAffinity(p fieldPath, a *Affinity, regions []Region) {
 	for _, r := range regions {
 		known[r.Name] = true
 	}
-	seen := map[string]bool{}
-	for i, name := range a.Regions {
-		switch {
-		case !known[name]:
-			c.errorf(p.key("regions").idx(i), "unknown region %q", name)
-		case seen[name]:
-			c.errorf(p.key("regions").idx(i), "region %q is listed twice", name)
-		}
-		seen[name] = true
-	}
+	c.validateRegionList(p.key("regions"), a.Regions, known)
 	cp := p.key("cookie")
 	if !validCookieName(a.Cookie.Name) {
 		c.errorf(cp.key("name"), "invalid cookie name %q: use letters, digits and !#$%%&'*+-.^_`|~", a.Cookie.Name)

@@ -247,34 +247,10 @@ func (c *checker) validateRules(p fieldPath, rules []Rule, regions []Region) {
 	names := make(map[string]int)
 	for i, r := range rules {
 		rp := p.idx(i)
-		np := rp.key("name")
-		switch {
-		case r.Name == "":
-			c.errorf(np, "required")
-		case !validRegionName(r.Name):
-			c.errorf(np, "invalid rule name %q: use lower-case letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit", r.Name)
-		default:
-			if j, dup := names[r.Name]; dup {
-				c.errorf(np, "duplicate rule name %q (also %s)", r.Name, p.idx(j).key("name"))
-			} else {
-				names[r.Name] = i
-			}
-		}
-		check := func(key string, list []string) {
-			seen := map[string]bool{}
-			for j, name := range list {
-				switch {
-				case !known[name]:
-					c.errorf(rp.key(key).idx(j), "unknown region %q", name)
-				case seen[name]:
-					c.errorf(rp.key(key).idx(j), "region %q is listed twice", name)
-				}
-				seen[name] = true
-			}
-		}
-		check("allow", r.Allow)
-		check("fallback", r.Fallback)
-		check("prefer", r.Prefer)
+		c.validateName(p, i, "rule", r.Name, names)
+		c.validateRegionList(rp.key("allow"), r.Allow, known)
+		c.validateRegionList(rp.key("fallback"), r.Fallback, known)
+		c.validateRegionList(rp.key("prefer"), r.Prefer, known)
 		if len(r.Fallback) > 0 && !r.HasAllow {
 			c.errorf(rp.key("fallback"), "only with allow: fallback regions serve when no allowed region can")
 		}

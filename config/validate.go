@@ -185,6 +185,38 @@ func (c *checker) validateProxy(p fieldPath, px *Proxy) {
 	}
 }
 
+// validateName checks the name of entry i of list p (a region or a rule):
+// required, well formed, unique among names.
+func (c *checker) validateName(p fieldPath, i int, what, name string, names map[string]int) {
+	np := p.idx(i).key("name")
+	switch {
+	case name == "":
+		c.errorf(np, "required")
+	case !validRegionName(name):
+		c.errorf(np, "invalid %s name %q: use lower-case letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit", what, name)
+	default:
+		if j, dup := names[name]; dup {
+			c.errorf(np, "duplicate %s name %q (also %s)", what, name, p.idx(j).key("name"))
+		} else {
+			names[name] = i
+		}
+	}
+}
+
+// validateRegionList checks a list of region names: known, each once.
+func (c *checker) validateRegionList(p fieldPath, list []string, known map[string]bool) {
+	seen := map[string]bool{}
+	for j, name := range list {
+		switch {
+		case !known[name]:
+			c.errorf(p.idx(j), "unknown region %q", name)
+		case seen[name]:
+			c.errorf(p.idx(j), "region %q is listed twice", name)
+		}
+		seen[name] = true
+	}
+}
+
 func (c *checker) validateRegions(p fieldPath, regions []Region) {
 	if len(regions) == 0 && !c.hasErrorWithin(p) {
 		c.errorf(p, "at least one region is required")
@@ -193,19 +225,7 @@ func (c *checker) validateRegions(p fieldPath, regions []Region) {
 	urls := make(map[string]fieldPath)
 	for i, r := range regions {
 		rp := p.idx(i)
-		np := rp.key("name")
-		switch {
-		case r.Name == "":
-			c.errorf(np, "required")
-		case !validRegionName(r.Name):
-			c.errorf(np, "invalid region name %q: use lower-case letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit", r.Name)
-		default:
-			if j, dup := names[r.Name]; dup {
-				c.errorf(np, "duplicate region name %q (also %s)", r.Name, p.idx(j).key("name"))
-			} else {
-				names[r.Name] = i
-			}
-		}
+		c.validateName(p, i, "region", r.Name, names)
 		c.validateLatLon(rp.key("location"), r.Location.Lat, r.Location.Lon)
 		bp := rp.key("backends")
 		if len(r.Backends) == 0 && !c.hasErrorWithin(bp) {

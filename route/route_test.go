@@ -295,17 +295,11 @@ func TestDegradedRegionSpillsInProportion(t *testing.T) {
 	assert.Equal(t, "failover: a degraded", p.Explain(1))
 }
 
-// findKey returns a client key that s serves from region want.
+// findKey returns a client key that s serves from region want, for a
+// client in London.
 func findKey(t *testing.T, s *Snapshot, want string) uint64 {
 	t.Helper()
-	for k := range 1000 {
-		key := uint64(k) * 0x9e3779b97f4a7c15
-		if s.Plan(at(london, key), nil).ServingRegion().Name == want {
-			return key
-		}
-	}
-	t.Fatalf("no client goes to %s", want)
-	return 0
+	return findKeyAt(t, s, london, want)
 }
 
 func TestHeldRegionTakesNoClientUntilItsHoldEnds(t *testing.T) {
