@@ -436,6 +436,14 @@ type Outcome struct {
 	Method, Host, Path string
 	// Err is the last upstream error, if any.
 	Err error
+	// RequestID is the request's ID (a trusted proxy's X-Request-Id, or
+	// one made for it), sent to the backend too.
+	RequestID string
+	// UserAgent is the client's User-Agent.
+	UserAgent string
+	// BytesIn and BytesOut are the body bytes read from the client and
+	// written to it for this request.
+	BytesIn, BytesOut int64
 }
 
 // UpstreamError counts one failed attempt to reach a backend.
@@ -530,8 +538,12 @@ func (b *Balancer) Report(d *Decision, o Outcome) {
 			zap.String("host", o.Host),
 			zap.String("path", o.Path),
 			zap.Int("status", o.Status),
-			zap.Duration("duration", o.Duration),
+			zap.Float64("duration_ms", float64(o.Duration.Microseconds())/1000),
 			zap.Int("attempts", d.Attempts),
+			zap.String("request_id", o.RequestID),
+			zap.Int64("bytes_in", o.BytesIn),
+			zap.Int64("bytes_out", o.BytesOut),
+			zap.String("user_agent", o.UserAgent),
 		}
 		if o.Err != nil {
 			fields = append(fields, zap.NamedError("upstream_error", o.Err))

@@ -56,6 +56,7 @@ func (c *conn) appendRequest(dst []byte, p *pool, region *route.Region, upgrade 
 	if !c.xfProto {
 		dst = append(dst, "X-Forwarded-Proto: http\r\n"...)
 	}
+	dst = appendFieldS(dst, core.RequestIDHeader, c.reqID)
 	for i, hd := range c.e.opts.RequestHeaders {
 		c.tmp = core.AppendHeader(c.tmp[:0], hd.Template, &c.d, region)
 		if len(c.tmp) > 0 && validValue(c.tmp) {

@@ -411,6 +411,10 @@ type work struct {
 	// a trusted edge's location headers (by the balancer's EdgeNames).
 	fwdVals, xffVals [8]string
 	edgeVals         [maxEdgeHeaders]string
+	reqID            []byte    // the request's ID (see core.RequestIDHeader)
+	ua               []byte    // its User-Agent, in c.req.buf
+	inBytes, wrote   int64     // body bytes read from the client for it; bytes written to it
+	respHead         int       // length of its answer's head (not counted as body)
 	cookieVals       [4]string // Cookie values, when affinity is on
 	ncookies         int       // in cookieVals
 

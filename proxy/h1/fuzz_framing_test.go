@@ -549,7 +549,7 @@ func originForm(target string) string {
 // rather than passing the client's on.
 var engineFields = []string{
 	"Host", "X-Forwarded-For", "Content-Length", "Connection", "Upgrade",
-	"X-City", "X-Country", "X-Geoproxy-Nearest-Region",
+	"X-City", "X-Country", "X-Geoproxy-Nearest-Region", "X-Request-Id",
 }
 
 // differs compares a request the backend got with the reference's, and

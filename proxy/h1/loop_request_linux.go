@@ -406,6 +406,7 @@ func (l *loop) respond(c *conn, bk *lback, bodiless bool) {
 	rs := &c.resp
 	rs.dropConnectionTokens()
 	c.out = c.appendResponseHead(c.out[:0], c.region, false, bodiless)
+	c.respHead = len(c.out)
 	if !bodiless {
 		n := int(rs.contentLength)
 		c.out = append(c.out, bk.in[:n]...)

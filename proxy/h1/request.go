@@ -131,6 +131,8 @@ func (c *conn) conclude(dur time.Duration, status int, region *route.Region, be 
 	o := core.Outcome{Status: status, Region: region, Backend: be, Duration: dur, Err: err}
 	if e.b.AccessLog() {
 		o.Method, o.Host, o.Path = string(r.method), string(r.host), string(pathOf(r.target))
+		o.RequestID, o.UserAgent = string(c.reqID), string(c.ua)
+		o.BytesIn, o.BytesOut = c.inBytes, max(c.wrote+int64(len(c.out)-c.respHead), 0)
 	}
 	e.inFlight.Dec()
 	e.b.Report(&c.d, o)
@@ -349,6 +351,8 @@ func chunkEnd(br *bufio.Reader) error {
 func (c *conn) prepare() (nf, nx int) {
 	e, r := c.e, &c.req
 	c.xfHost, c.xfProto, c.ncookies = false, false, 0
+	c.reqID, c.ua, c.wrote, c.respHead = c.reqID[:0], nil, 0, 0
+	c.inBytes = int64(c.body.size())
 	xff := c.xff[:0]
 	for i := range r.fields {
 		f := &r.fields[i]
@@ -386,6 +390,18 @@ func (c *conn) prepare() (nf, nx int) {
 					break
 				}
 			}
+			switch {
+			case equalFold2(f.name, "x-request-id"):
+				// Kept from a trusted proxy, else made anew; sent on
+				// in its own field either way.
+				if c.trusted && len(c.reqID) == 0 && core.ValidRequestID(f.value) {
+					c.reqID = append(c.reqID, f.value...)
+				}
+				f.kind = kindDropped
+				continue
+			case equalFold2(f.name, "user-agent"):
+				c.ua = f.value
+			}
 			if c.ncookies < len(c.cookieVals) && e.b.Affinity() && equalFold2(f.name, "cookie") {
 				c.cookieVals[c.ncookies] = b2s(f.value)
 				c.ncookies++
@@ -406,6 +422,9 @@ func (c *conn) prepare() (nf, nx int) {
 		xff = c.peer.AppendTo(xff)
 	}
 	c.xff = xff
+	if len(c.reqID) == 0 {
+		c.reqID = core.AppendRequestID(c.reqID)
+	}
 	return nf, nx
 }
 

@@ -43,6 +43,7 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 		framing = chunked
 	}
 	c.out = c.appendResponseHead(c.out[:0], region, framing == chunked, noBody(method, rs.status))
+	c.respHead = len(c.out)
 
 	br := bc.br
 	switch {
@@ -206,7 +207,8 @@ func (c *conn) flush() error {
 	} else {
 		c.armWrite(c.now)
 	}
-	_, err := c.nc.Write(c.out)
+	n, err := c.nc.Write(c.out)
+	c.wrote += int64(n)
 	c.out = c.out[:0]
 	if err != nil {
 		return errors.Join(errClient, err)

@@ -85,6 +85,7 @@ type state struct {
 	body        *replayGuard
 	bodySent    bool // the body was sent once: the request's time runs from then
 	edge        []string
+	requestID   string
 	rw          *responseWriter
 }
 
@@ -164,6 +165,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	peer := peerAddr(r.RemoteAddr)
+	st.requestID = r.Header.Get(core.RequestIDHeader)
+	if !h.b.Resolver().Trusted(peer) || !core.ValidRequestID(st.requestID) {
+		st.requestID = string(core.AppendRequestID(make([]byte, 0, 16)))
+	}
 	var edge []string
 	if names := h.b.EdgeNames(); len(names) > 0 {
 		st.edge = st.edge[:0]
@@ -196,6 +201,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o := core.Outcome{
 			Status: status, Duration: time.Since(start), Err: st.err,
 			Method: r.Method, Host: r.Host, Path: r.URL.Path,
+			RequestID: st.requestID, UserAgent: r.UserAgent(), BytesOut: rw.written,
+		}
+		if st.body != nil {
+			o.BytesIn = st.body.n
 		}
 		if rw.status != 0 && st.backend != nil && st.gotResponse {
 			o.Region, o.Backend = st.region, st.backend
@@ -279,6 +288,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	pr.SetURL(st.backend.URL)
+	pr.Out.Header.Set(core.RequestIDHeader, st.requestID)
 	if st.peerTrusted {
 		// Keep the chain a trusted proxy sent; SetXForwarded appends the peer.
 		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
@@ -402,10 +412,12 @@ type replayGuard struct {
 	rc      *http.ResponseController
 	touched bool
 	err     error // reading the body failed (not EOF)
+	n       int64 // bytes read
 }
 
 func (g *replayGuard) Read(p []byte) (int, error) {
 	n, err := g.ReadCloser.Read(p)
+	g.n += int64(n)
 	if n > 0 || (err != nil && err != io.EOF) {
 		g.touched = true
 	}
@@ -431,6 +443,7 @@ type responseWriter struct {
 	timeout time.Duration
 	armed   time.Time // when the write deadline was last moved
 	status  int
+	written int64 // body bytes written
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -445,7 +458,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	w.arm()
-	return w.ResponseWriter.Write(p)
+	n, err := w.ResponseWriter.Write(p)
+	w.written += int64(n)
+	return n, err
 }
 
 func (w *responseWriter) arm() {
