@@ -2,11 +2,12 @@
 # non-root user.
 #
 #   docker build -t geoproxy .
-#   docker run --rm -p 8080:8080 -p 9090:9090 \
-#     -v "$PWD/geoproxy.yaml:/etc/geoproxy/geoproxy.yaml:ro" geoproxy
+#   docker run --rm --stop-timeout 30 -p 8080:8080 -p 127.0.0.1:9090:9090 \
+#     -v "$PWD/geoproxy-config:/etc/geoproxy:ro" geoproxy
 #
-# The config is read from /etc/geoproxy/geoproxy.yaml (mount yours there, or
-# pass -config). In a container, listen on all interfaces:
+# The config is read from /etc/geoproxy/geoproxy.yaml (mount the directory
+# holding yours there, so that edits are seen and reloaded; or pass -config).
+# In a container, listen on all interfaces:
 #   listen: :8080          # proxy
 #   admin: {listen: :9090} # /metrics, /healthz, /readyz, dashboard
 # The embedded geo database is inside the binary; to use another .mmdb, mount

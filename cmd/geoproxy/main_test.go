@@ -242,10 +242,16 @@ regions:
 	}
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	waitFor(t, logs, `"msg":"draining`)
-	resp, err := client.Get("http://" + admin + "/readyz")
-	require.NoError(t, err, "the admin listener serves while draining")
-	_ = resp.Body.Close()
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "/readyz fails at once")
+	// The line is logged just before the drain starts: /readyz fails within
+	// moments, well before drain_delay (300ms) ends.
+	assert.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 150*time.Millisecond, 5*time.Millisecond, "/readyz fails at once, while the admin listener serves")
 	var r result
 	select {
 	case r = <-res:
