@@ -303,8 +303,8 @@ func (s *Server) Run(ctx context.Context, grace time.Duration) error {
 	}
 	<-ctx.Done()
 	delay := s.gen.Load().cfg.Shutdown.DrainDelay
+	s.Drain() // before the line, so that what reads it finds /readyz failing
 	s.log.Info("draining: /readyz fails, answers close their connections", zap.Duration("drain_delay", delay), zap.Duration("grace", grace))
-	s.Drain()
 	if delay > 0 {
 		time.Sleep(delay)
 	}
