@@ -106,10 +106,32 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", "geoproxy.yaml", "config file (YAML)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	grace := fs.Duration("shutdown-grace", 15*time.Second, "how long in-flight requests may take to finish at shutdown")
+	accessLog := fs.String("access-log", "", "write the access log to this file instead of stderr; SIGUSR1 reopens it (for logrotate)")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	return withLogger(*level, stderr, func(log *zap.Logger, ctx context.Context) int {
+		if *accessLog != "" {
+			file, err := openLog(*accessLog)
+			if err != nil {
+				_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
+				return 1
+			}
+			defer func() { _ = file.Close() }()
+			fileCore := zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig()), file, zapcore.InfoLevel)
+			log = log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+				return splitCore{access: fileCore, rest: c}
+			}))
+			defer func() { _ = log.Sync() }()
+			stopUSR1 := onUSR1(ctx, file, func(err error) {
+				if err != nil {
+					log.Error("access log not reopened", zap.Error(err))
+					return
+				}
+				log.Info("SIGUSR1: access log reopened", zap.String("file", *accessLog))
+			})
+			defer stopUSR1()
+		}
 		cfg, err := config.Load(*path)
 		if err != nil {
 			_, _ = fmt.Fprintf(stderr, "geoproxy: %v\n", err)
@@ -365,8 +387,15 @@ func newLogger(level string, w io.Writer) (*zap.Logger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig()), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}
+
+// encoderConfig is the JSON encoding of every log line: ISO 8601 times,
+// durations with their unit ("1.5s").
+func encoderConfig() zapcore.EncoderConfig {
 	enc := zap.NewProductionEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	return enc
 }

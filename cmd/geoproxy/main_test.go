@@ -268,11 +268,11 @@ regions:
 
 // startServe runs `geoproxy serve` on cfg, with its log lines on a channel,
 // and waits until it serves; the process is killed if the test ends first.
-func startServe(t *testing.T, bin, cfg string) (*exec.Cmd, <-chan string) {
+func startServe(t *testing.T, bin, cfg string, flags ...string) (*exec.Cmd, <-chan string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"serve", "-config", cfg}, flags...)...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -334,4 +334,52 @@ regions:
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	waitFor(t, logs, `"msg":"geoproxy stopped"`)
 	require.NoError(t, cmd.Wait())
+}
+
+// -access-log writes the access lines to a file, the rest to stderr;
+// SIGUSR1 (logrotate's postrotate) opens the file again under its name.
+func TestAccessLogFileIsReopenedOnSIGUSR1(t *testing.T) {
+	bin, err := buildBinary()
+	require.NoError(t, err)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer backend.Close()
+	listen, admin := freePort(t), freePort(t)
+	cfg := writeFile(t, "usr1.yaml", fmt.Sprintf(`listen: %s
+admin: {listen: %s}
+geoip: {database: ../../testdata/geoip2-city.mmdb}
+health_check: {interval: 1s, timeout: 900ms, healthy_threshold: 1}
+shutdown: {drain_delay: 0s}
+regions:
+  - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
+`, listen, admin, backend.URL))
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	cmd, logs := startServe(t, bin, cfg, "-access-log", logFile)
+	get := func(path string) {
+		resp, err := http.Get("http://" + listen + path)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+	}
+	has := func(file, path string) bool {
+		data, _ := os.ReadFile(file)
+		return strings.Contains(string(data), `"path":"`+path+`"`)
+	}
+	get("/before")
+	require.Eventually(t, func() bool { return has(logFile, "/before") }, 5*time.Second, 10*time.Millisecond)
+
+	rotated := logFile + ".1"
+	require.NoError(t, os.Rename(logFile, rotated))
+	require.NoError(t, cmd.Process.Signal(syscall.SIGUSR1))
+	waitFor(t, logs, `"msg":"SIGUSR1: access log reopened"`)
+	get("/after")
+	require.Eventually(t, func() bool { return has(logFile, "/after") }, 5*time.Second, 10*time.Millisecond)
+	assert.False(t, has(rotated, "/after"))
+	assert.True(t, has(rotated, "/before"))
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	waitFor(t, logs, `"msg":"geoproxy stopped"`)
+	require.NoError(t, cmd.Wait())
+	data, _ := os.ReadFile(logFile)
+	assert.NotContains(t, string(data), "geoproxy stopped", "only access lines go to the file")
 }
