@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -60,31 +57,6 @@ func (r *reopener) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.f.Close()
-}
-
-// onUSR1 reopens r on each SIGUSR1 until ctx ends or the returned function
-// is called.
-func onUSR1(ctx context.Context, r *reopener, logf func(error)) (stop func()) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGUSR1)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ch:
-				logf(r.reopen())
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		cancel()
-		<-done
-	}
 }
 
 // splitCore sends the access log's entries (logger "access") to one core

@@ -123,8 +123,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 				return splitCore{access: fileCore, rest: c}
 			}))
 			defer func() { _ = log.Sync() }()
-			stopUSR1 := onUSR1(ctx, file, func(err error) {
-				if err != nil {
+			stopUSR1 := onSignal(ctx, syscall.SIGUSR1, func() {
+				if err := file.reopen(); err != nil {
 					log.Error("access log not reopened", zap.Error(err))
 					return
 				}
@@ -143,7 +143,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		srv.SetMemoryLimit()
-		stopHUP := onHangup(ctx, func() {
+		// SIGHUP, which systemctl reload sends, reloads; it does not end
+		// the process.
+		stopHUP := onSignal(ctx, syscall.SIGHUP, func() {
 			log.Info("SIGHUP: reloading the config and the geo database")
 			srv.Reload()        // logs and counts its own outcome
 			_ = srv.ReloadGeo() // likewise
@@ -157,12 +159,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-// onHangup calls fn on each SIGHUP until ctx ends or the returned function
-// is called (which waits for fn to return). SIGHUP, which systemctl reload
-// sends, no longer ends the process.
-func onHangup(ctx context.Context, fn func()) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+// onSignal calls fn on each sig until ctx ends or the returned function is
+// called (which waits for fn to return).
+func onSignal(ctx context.Context, sig os.Signal, fn func()) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -171,13 +172,13 @@ func onHangup(ctx context.Context, fn func()) (stop func()) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-hup:
+			case <-ch:
 				fn()
 			}
 		}
 	}()
 	return func() {
-		signal.Stop(hup)
+		signal.Stop(ch)
 		cancel()
 		<-done
 	}

@@ -307,17 +307,19 @@ func waitFor(t *testing.T, logs <-chan string, pattern string) {
 	}
 }
 
-// SIGHUP (what systemctl reload sends) reloads the geo database and keeps
-// the process serving; before, it ended it without a word.
-func TestServeSurvivesSIGHUP(t *testing.T) {
+// serveOneRegion builds the binary and runs serve, with flags, in front of
+// one region of one backend; it returns the process, its log lines, and
+// the proxy and admin addresses.
+func serveOneRegion(t *testing.T, flags ...string) (*exec.Cmd, <-chan string, string, string) {
+	t.Helper()
 	bin, err := buildBinary()
 	require.NoError(t, err)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	}))
-	defer backend.Close()
+	t.Cleanup(backend.Close)
 	listen, admin := freePort(t), freePort(t)
-	cfg := writeFile(t, "hup.yaml", fmt.Sprintf(`listen: %s
+	cfg := writeFile(t, "one.yaml", fmt.Sprintf(`listen: %s
 admin: {listen: %s}
 geoip: {database: ../../testdata/geoip2-city.mmdb}
 health_check: {interval: 1s, timeout: 900ms, healthy_threshold: 1}
@@ -325,7 +327,14 @@ shutdown: {drain_delay: 0s}
 regions:
   - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
 `, listen, admin, backend.URL))
-	cmd, logs := startServe(t, bin, cfg)
+	cmd, logs := startServe(t, bin, cfg, flags...)
+	return cmd, logs, listen, admin
+}
+
+// SIGHUP (what systemctl reload sends) reloads the geo database and keeps
+// the process serving; before, it ended it without a word.
+func TestServeSurvivesSIGHUP(t *testing.T) {
+	cmd, logs, _, admin := serveOneRegion(t)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
 	waitFor(t, logs, `"msg":"geo database reloaded"`)
 	resp, err := http.Get("http://" + admin + "/healthz")
@@ -339,23 +348,8 @@ regions:
 // -access-log writes the access lines to a file, the rest to stderr;
 // SIGUSR1 (logrotate's postrotate) opens the file again under its name.
 func TestAccessLogFileIsReopenedOnSIGUSR1(t *testing.T) {
-	bin, err := buildBinary()
-	require.NoError(t, err)
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok")
-	}))
-	defer backend.Close()
-	listen, admin := freePort(t), freePort(t)
-	cfg := writeFile(t, "usr1.yaml", fmt.Sprintf(`listen: %s
-admin: {listen: %s}
-geoip: {database: ../../testdata/geoip2-city.mmdb}
-health_check: {interval: 1s, timeout: 900ms, healthy_threshold: 1}
-shutdown: {drain_delay: 0s}
-regions:
-  - {name: us-east, location: {lat: 33.84, lon: -81.16}, backends: [{url: %q}]}
-`, listen, admin, backend.URL))
 	logFile := filepath.Join(t.TempDir(), "access.log")
-	cmd, logs := startServe(t, bin, cfg, "-access-log", logFile)
+	cmd, logs, listen, _ := serveOneRegion(t, "-access-log", logFile)
 	get := func(path string) {
 		resp, err := http.Get("http://" + listen + path)
 		require.NoError(t, err)
