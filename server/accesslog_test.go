@@ -46,10 +46,12 @@ func TestAccessLinesCarryRequestIDBytesAndUserAgent(t *testing.T) {
 admin: {listen: 127.0.0.1:0}
 engine: %s
 geoip: {database: ../testdata/geoip2-city.mmdb, trusted_proxies: %s}
-health_check: {interval: 100ms, timeout: 90ms}
+health_check: {interval: 200ms, timeout: 150ms, healthy_threshold: 1}
 regions:
   - {name: r, location: {lat: 1, lon: 2}, backends: [{url: %q}]}
 `, engine, trust, backend.URL), server.Options{Log: zap.New(core)})
+				require.Eventually(t, func() bool { return srv.Router().Snapshot().Regions[0].Eligible() },
+					5*time.Second, 5*time.Millisecond, "the backend passed a probe")
 				req, err := http.NewRequest(http.MethodPost, "http://"+srv.ProxyAddr().String()+"/ride", strings.NewReader("12345"))
 				require.NoError(t, err)
 				req.Header.Set("X-Request-Id", "trip-42")
