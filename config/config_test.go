@@ -686,6 +686,12 @@ func TestByteOrderMark(t *testing.T) {
 	assert.Equal(t, "127.0.0.1:1", cfg.Listen)
 }
 
+func TestMappedNetworksAreStoredAsIPv4(t *testing.T) {
+	cfg, err := Parse("x.yaml", []byte("rules: [{name: r, match: {networks: [\"::ffff:10.0.0.0/104\", \"::ffff:192.0.2.1\"]}, allow: [a]}]\n"+minimal))
+	require.NoError(t, err)
+	assert.Equal(t, prefixes("10.0.0.0/8", "192.0.2.1/32"), cfg.Rules[0].Match.Networks, "clients' addresses are unmapped: so are networks")
+}
+
 func TestRetryOnStatusEmptyTurnsItOff(t *testing.T) {
 	cfg, err := Parse("x.yaml", []byte("proxy: {retry_on_status: []}\n"+minimal))
 	require.NoError(t, err)

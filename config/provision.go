@@ -430,6 +430,10 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("want a network such as 10.0.0.0/8 or an address such as 192.0.2.1")
 		}
+		if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+			// Clients' addresses are unmapped: so is the network.
+			pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+		}
 		return pfx.Masked(), nil
 	}
 	addr, err := netip.ParseAddr(s)
@@ -439,6 +443,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if addr.Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("an IPv6 zone is not allowed")
 	}
+	addr = addr.Unmap()
 	return netip.PrefixFrom(addr, addr.BitLen()), nil
 }
 

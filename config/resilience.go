@@ -78,14 +78,16 @@ type Resilience struct {
 
 	// PerTryTimeout bounds the wait for one backend's answer head, after
 	// which the request moves on to the next backend when it may be
-	// repeated (key "resilience.per_try_timeout"). Default 10s; it also
-	// never exceeds proxy.response_header_timeout when that is set.
+	// repeated (key "resilience.per_try_timeout"). Default 10s; 0 means no
+	// limit; it also never exceeds proxy.response_header_timeout when that
+	// is set. Long polls that hold back their head need 0 here and in
+	// request_timeout.
 	PerTryTimeout time.Duration
 
 	// RequestTimeout bounds the time from a request's arrival to its
 	// answer head, across every try; past it the client gets 504
-	// (key "resilience.request_timeout"). Default 30s; at least
-	// per_try_timeout.
+	// (key "resilience.request_timeout"). Default 30s; 0 means no limit;
+	// at least per_try_timeout.
 	RequestTimeout time.Duration
 
 	// FailbackHold is how long a region that clients failed over from must
@@ -210,8 +212,8 @@ func (c *checker) validateResilience(p fieldPath, r *Resilience) {
 		{"success_window", r.SuccessWindow, false, time.Second, time.Hour},
 		{"ejection_time", r.EjectionTime, false, time.Millisecond, time.Hour},
 		{"max_ejection_time", r.MaxEjectionTime, false, time.Millisecond, 24 * time.Hour},
-		{"per_try_timeout", r.PerTryTimeout, false, time.Millisecond, time.Hour},
-		{"request_timeout", r.RequestTimeout, false, time.Millisecond, 24 * time.Hour},
+		{"per_try_timeout", r.PerTryTimeout, true, time.Millisecond, time.Hour},
+		{"request_timeout", r.RequestTimeout, true, time.Millisecond, 24 * time.Hour},
 		{"failback_hold", r.FailbackHold, true, 0, time.Hour},
 		{"slow_start", r.SlowStart, true, 0, time.Hour},
 	} {
@@ -225,7 +227,7 @@ func (c *checker) validateResilience(p fieldPath, r *Resilience) {
 	if r.MaxEjectionTime < r.EjectionTime && r.MaxEjectionTime > 0 {
 		c.errorf(p.key("max_ejection_time"), "%s is less than resilience.ejection_time (%s)", r.MaxEjectionTime, r.EjectionTime)
 	}
-	if r.RequestTimeout < r.PerTryTimeout && r.RequestTimeout > 0 {
+	if r.RequestTimeout > 0 && r.PerTryTimeout > 0 && r.RequestTimeout < r.PerTryTimeout {
 		c.errorf(p.key("request_timeout"), "%s is less than resilience.per_try_timeout (%s): no try could use its time", r.RequestTimeout, r.PerTryTimeout)
 	}
 	switch r.WhenAllDown {

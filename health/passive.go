@@ -170,6 +170,11 @@ func (p *Passive) apply(r ejectRequest) {
 		p.log.Error("eject backend", zap.String("backend", t.ID), zap.Error(err))
 		return
 	case !ok:
+		// Refused (max_ejected) or already ejected: the counts start
+		// again, so that the backend is judged anew, and asked for again
+		// after as many failures.
+		st.errors.Store(0)
+		st.failures.Store(0)
 		if b != nil && !b.Ejected {
 			p.log.Debug("backend not ejected: its region has as many ejected as resilience.max_ejected allows",
 				zap.String("region", t.Region), zap.String("backend", t.ID), zap.String("reason", r.reason))

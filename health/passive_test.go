@@ -231,3 +231,27 @@ func TestEjectedBackendIsProbedAndReturnsWhenDueAndPassing(t *testing.T) {
 	b, _ = h.store.Backend(tg.ID)
 	assert.True(t, b.Ejected)
 }
+
+// An ejection refused for max_ejected is asked for again after as many
+// failures once the region has room.
+func TestARefusedEjectionIsAskedForAgain(t *testing.T) {
+	s := defaultPassive()
+	s.ErrorsInRow = 2
+	r := newPassiveRig(t, s, 2) // 50% of 2: one at a time
+	r.p.Failed(0)
+	r.p.Failed(0)
+	r.waitEjected(t, 0)
+	r.p.Failed(1)
+	r.p.Failed(1)
+	time.Sleep(50 * time.Millisecond)
+	require.False(t, r.ejected(t, 1), "refused: the other is out")
+
+	// Backend 0 returns; backend 1 keeps failing: it is ejected now.
+	r.store.now = func() time.Time { return time.Now().Add(time.Hour) } // its ejection is over
+	_, returned, err := r.store.ReturnIfDue(r.targets[0].ID)
+	require.NoError(t, err)
+	require.True(t, returned)
+	r.p.Failed(1)
+	r.p.Failed(1)
+	r.waitEjected(t, 1)
+}

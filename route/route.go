@@ -181,8 +181,11 @@ type Build struct {
 	// takes only healthy share ÷ DegradedBelow of its clients; 0 never.
 	DegradedBelow float64
 	// PanicWhenAllDown: when no region has a healthy backend, take every
-	// backend as healthy.
+	// backend as healthy, but those Excluded.
 	PanicWhenAllDown bool
+	// Excluded, when set, reports backends that never serve, even in
+	// panic mode (an operator drained or disabled them).
+	Excluded func(*Backend) bool
 	// Rules are the compiled rules (see CompileRules).
 	Rules []Rule
 }
@@ -225,7 +228,9 @@ func (b Build) Snapshot() *Snapshot {
 		for i := range s.Regions {
 			r := &s.Regions[i]
 			for _, be := range r.Backends {
-				r.add(be, 1)
+				if b.Excluded == nil || !b.Excluded(be) {
+					r.add(be, 1)
+				}
 			}
 		}
 	}

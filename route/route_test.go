@@ -606,3 +606,14 @@ func BenchmarkPlanTenRulesTenRegions(b *testing.B) {
 		}
 	}
 }
+
+// A client located without a country (a bare point from an edge, a
+// database record without one) matches no country or continent rule: it
+// matches the rules for unknown clients, so residency cannot be escaped.
+func TestAClientWithoutACountryMatchesOnlyUnknownRules(t *testing.T) {
+	s := ruled([]RuleSpec{euOnly, {Name: "nowhere", Unknown: true, Restrict: true}})
+	p := s.Plan(&Client{Point: Point{52.52, 13.40}, Located: true}, nil)
+	require.NotNil(t, p.Rule)
+	assert.Equal(t, "nowhere", p.Rule.Name)
+	assert.True(t, p.Rejected)
+}

@@ -17,7 +17,9 @@ type Client struct {
 	// Addr is the client's address.
 	Addr netip.Addr
 	// Located: the location came from an override, a trusted edge header
-	// or the database; false for a client that could not be located.
+	// or the database; false for a client that could not be located. A
+	// located client with neither country nor continent matches rules as
+	// one that could not be located.
 	Located bool
 	// Key hashes the address: a client always gets the same key (see
 	// Region.Share).
@@ -118,7 +120,9 @@ func (r *Rule) matches(c *Client) bool {
 			return true
 		}
 	}
-	if !c.Located {
+	if !c.Located || c.Country == "" && c.Continent == "" {
+		// Not located, or located without a country (a bare point): no
+		// country or continent rule can say it is theirs.
 		return r.unknown
 	}
 	if cc := code2(c.Country); cc != 0 {

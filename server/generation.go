@@ -96,8 +96,8 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 			EjectionTime: res.EjectionTime, MaxEjectionTime: res.MaxEjectionTime, MaxEjected: res.MaxEjected,
 		}, targets, s.log, s.metrics)
 	}
-	perTry := res.PerTryTimeout
-	if t := cfg.Proxy.ResponseHeaderTimeout; t > 0 && t < perTry {
+	perTry := res.PerTryTimeout // 0: none
+	if t := cfg.Proxy.ResponseHeaderTimeout; t > 0 && (perTry == 0 || t < perTry) {
 		perTry = t
 	}
 	g.bal = core.New(core.Options{

@@ -45,7 +45,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g := s.gen.Load()
 		changes := r.Method != http.MethodGet && r.Method != http.MethodHead
-		read := strings.HasPrefix(r.URL.Path, "/admin/") && g.cfg.Admin.ProtectReads
+		read := g.cfg.Admin.ProtectReads && (strings.HasPrefix(r.URL.Path, "/admin/") || strings.HasPrefix(r.URL.Path, "/debug/"))
 		if g.token != "" && (changes || read) {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(g.token)) != 1 {

@@ -109,7 +109,7 @@ func (b *Balancer) Stick(d *Decision, cookies []string) {
 		}
 		for _, h := range c.Region.Healthy {
 			if h == be && !d.Snapshot.Panic {
-				d.sticky, d.next = be, i
+				d.sticky, d.stickyAt = be, i
 				return
 			}
 		}

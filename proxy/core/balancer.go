@@ -208,8 +208,9 @@ type Decision struct {
 	// not allow were left.
 	fenced bool
 	// sticky is the backend the client's affinity cookie named, when it
-	// may serve (see Stick).
-	sticky *route.Backend
+	// may serve (see Stick), in candidate stickyAt.
+	sticky   *route.Backend
+	stickyAt int
 
 	next     int // index in Plan.Candidates of the region being tried
 	active   int // 1 + index of the region counting the request in flight; 0: none
@@ -264,6 +265,12 @@ func (b *Balancer) locate(client, peer netip.Addr, edge []string) (geo.Location,
 			return loc, geo.ResultOverride
 		}
 		if loc, ok := locateEdge(b.edge, edge); ok {
+			if loc.Country == "" {
+				// A bare point: the country (for rules) is the database's.
+				if db, res := b.locator.Locate(client); res == geo.ResultFound {
+					loc.Country, loc.Continent, loc.Subdivision = db.Country, db.Continent, db.Subdivision
+				}
+			}
 			return loc, geo.ResultEdge
 		}
 	}
@@ -297,10 +304,16 @@ func (b *Balancer) Next(d *Decision) (*route.Region, *route.Backend) {
 		d.OutOfTime = true
 		return nil, nil
 	}
-	for ; d.next < len(d.Plan.Candidates); d.next++ {
-		c := d.Plan.Candidates[d.next]
-		be := d.sticky
-		if be == nil || d.Attempts > 0 {
+	for i := d.next; i < len(d.Plan.Candidates); i++ {
+		c := d.Plan.Candidates[i]
+		var be *route.Backend
+		if d.sticky != nil && d.Attempts == 0 {
+			// The first attempt goes to the backend of the client's
+			// affinity cookie (see Stick), in whichever region it is;
+			// retries go on from the plan's serving region.
+			c, be = d.Plan.Candidates[d.stickyAt], d.sticky
+		} else {
+			d.next = i
 			if !serving(c.Reason) {
 				continue
 			}
@@ -359,6 +372,11 @@ func (b *Balancer) mayRetry(rm *regionMetrics) bool {
 	return rm.retrying.Load() < limit
 }
 
+// Abandon gives back what d counts in flight, for a request that ends
+// without a Report (a panic, a connection closed under it). It does
+// nothing after a Report.
+func (b *Balancer) Abandon(d *Decision) { b.release(d) }
+
 // release gives back what d counts in flight.
 func (b *Balancer) release(d *Decision) {
 	if d.wanted > 0 {
@@ -398,6 +416,9 @@ func (b *Balancer) TryTimeout(d *Decision, now time.Time) time.Duration {
 // HasNext reports whether Next would return a backend, without taking it.
 func (b *Balancer) HasNext(d *Decision) bool {
 	if d.Plan.Serving < 0 || b.attemptsUsed(d) {
+		return false
+	}
+	if d.Attempts > 0 && b.deadline > 0 && time.Since(d.Start) >= b.deadline {
 		return false
 	}
 	for i := d.next; i < len(d.Plan.Candidates); i++ {

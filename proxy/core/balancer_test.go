@@ -37,6 +37,13 @@ func fixtureWith(t testing.TB, db *geo.Database, o Options, down ...string) *Bal
 		{Name: "europe-west", Location: route.Point{Lat: 50.45, Lon: 3.82}, Backends: []*route.Backend{
 			{ID: "http://eu1", Region: "europe-west", Weight: 2}, {ID: "http://eu2", Region: "europe-west", Weight: 1}}},
 	}
+	idx := 0
+	for _, s := range specs {
+		for _, b := range s.Backends {
+			b.Index = idx
+			idx++
+		}
+	}
 	store, err := health.NewStore()
 	require.NoError(t, err)
 	var rows []health.BackendSpec

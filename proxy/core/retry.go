@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/geoproxy/geoproxy/route"
 )
@@ -65,6 +66,12 @@ func (b *Balancer) Failed(d *Decision, be *route.Backend, err error, method stri
 	if p.Answered {
 		return false // the client has part of it: nothing can be repeated
 	}
+	if b.deadline > 0 && timedOut(err) && time.Since(d.Start) >= b.deadline {
+		// The request's time ran out, not the backend's: the wait was
+		// cut short. No retry, and nothing counted against the backend.
+		d.OutOfTime = true
+		return false
+	}
 	b.UpstreamError(be)
 	d.freeRetry = DialFailed(err)
 	if b.passive != nil {
@@ -82,6 +89,7 @@ func (b *Balancer) Failed(d *Decision, be *route.Backend, err error, method stri
 // retried elsewhere instead of sent: the code is in the configured list, the
 // request is idempotent and has no body, and another attempt is possible.
 func (b *Balancer) RetryStatus(d *Decision, code int, method string, hasBody bool) error {
+	d.freeRetry = false // the backend answered: a retry costs budget
 	if code < 500 || hasBody || !slices.Contains(b.retryOnStatus, code) || !Idempotent(method) || !b.HasNext(d) {
 		return nil
 	}

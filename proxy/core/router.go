@@ -202,6 +202,14 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 	r.version++
 	s := route.Build{
 		Specs: r.specs, Version: r.version, Backend: backend, Rules: r.shaping.Rules,
+		Excluded: func(be *route.Backend) bool {
+			for _, t := range []string{health.RegionTarget(be.Region), health.BackendTarget(be.ID)} {
+				if o := overrides[t]; o != nil && o.Kind != "" {
+					return true
+				}
+			}
+			return false
+		},
 		DegradedBelow: r.shaping.DegradedBelow, PanicWhenAllDown: r.shaping.Panic,
 		Region: func(reg *route.Region) (time.Time, float64) {
 			st := r.regions[reg.Name]

@@ -451,6 +451,7 @@ func (c *conn) giveBack() {
 	c.dropBody()
 	w := c.work
 	c.work = nil
+	c.e.b.Abandon(&w.d) // a request cut short (a panic, a forced close) counts in flight no more
 	w.region, w.be, w.lastErr, w.handBC, w.method = nil, nil, nil, nil, ""
 	if cap(w.out) > 64<<10 {
 		w.out = make([]byte, 0, 4096)
@@ -518,6 +519,9 @@ func (c *conn) serve() {
 			}
 		}
 		_ = c.nc.Close()
+		if c.work != nil {
+			c.giveBack()
+		}
 		c.releaseAll()
 		e.mu.Lock()
 		delete(e.conns, c)
