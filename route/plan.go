@@ -77,11 +77,9 @@ func (r Reason) String() string {
 // Candidate is one region in a Plan.
 type Candidate struct {
 	Region *Region
-	// DistanceKm is the great-circle distance from the client.
-	DistanceKm float64
-	Reason     Reason
+	Reason Reason
 
-	order       float64 // distance scaled by the region's bias
+	order       float64 // ranks by distance (see Region.order)
 	group, rank uint8   // the rule's order (see Rule)
 }
 
@@ -133,8 +131,7 @@ func (s *Snapshot) Plan(c *Client, dst []Candidate) Plan {
 	lonRad := c.Point.Lon * math.Pi / 180
 	for i := range s.Regions {
 		r := &s.Regions[i]
-		cand := Candidate{Region: r, DistanceKm: r.distance(sinLat, cosLat, lonRad)}
-		cand.order = cand.DistanceKm * r.scale
+		cand := Candidate{Region: r, order: r.order(sinLat, cosLat, lonRad, s.biased)}
 		if rule != nil {
 			cand.group, cand.rank = rule.group[i], rule.rank[i]
 		}

@@ -156,6 +156,8 @@ type Snapshot struct {
 	Panic bool
 	// Rules steer the clients they match (see Plan).
 	Rules []Rule
+
+	biased bool // a region has a bias
 }
 
 // NewSnapshot builds a Snapshot. healthy reports whether a backend may get
@@ -221,6 +223,7 @@ func (b Build) Snapshot() *Snapshot {
 			r.HealthyShare = float64(healthy) / float64(total)
 		}
 		eligible = eligible || r.Eligible()
+		s.biased = s.biased || r.Bias != 0
 		s.Regions[i] = r
 	}
 	if !eligible && b.PanicWhenAllDown && len(s.Regions) > 0 {
@@ -284,17 +287,29 @@ func Distance(a, b Point) float64 {
 	return haversine(sa, ca, a.Lon*math.Pi/180, sb, cb, b.Lon*math.Pi/180)
 }
 
-// distance to a client whose latitude's sine and cosine are given.
-func (r *Region) distance(sinLat, cosLat, lonRad float64) float64 {
-	return haversine(r.sinLat, r.cosLat, r.lonRad, sinLat, cosLat, lonRad)
+// order is the key a Plan ranks the region by for a client whose
+// latitude's sine and cosine are given: the distance scaled by the bias,
+// or, when no region of the snapshot has a bias, the haversine term, which
+// grows with the distance and spares the arcsine.
+func (r *Region) order(sinLat, cosLat, lonRad float64, biased bool) float64 {
+	h := hav(r.sinLat, r.cosLat, r.lonRad, sinLat, cosLat, lonRad)
+	if !biased {
+		return h
+	}
+	return 2 * EarthRadiusKm * math.Asin(math.Sqrt(h)) * r.scale
 }
 
 // haversine takes both points' precomputed sine and cosine of latitude.
 func haversine(sinLat1, cosLat1, lon1, sinLat2, cosLat2, lon2 float64) float64 {
+	h := hav(sinLat1, cosLat1, lon1, sinLat2, cosLat2, lon2)
+	return 2 * EarthRadiusKm * math.Asin(math.Sqrt(h))
+}
+
+// hav is the haversine term of the distance between two points, 0 to 1.
+func hav(sinLat1, cosLat1, lon1, sinLat2, cosLat2, lon2 float64) float64 {
 	// sin²(Δφ/2) = (1 - cos Δφ)/2 with cos Δφ = cosφ1 cosφ2 + sinφ1 sinφ2.
 	cosDLat := cosLat1*cosLat2 + sinLat1*sinLat2
 	sinHalfDLon := math.Sin((lon2 - lon1) / 2)
 	h := (1-cosDLat)/2 + cosLat1*cosLat2*sinHalfDLon*sinHalfDLon
-	h = min(max(h, 0), 1)
-	return 2 * EarthRadiusKm * math.Asin(math.Sqrt(h))
+	return min(max(h, 0), 1)
 }

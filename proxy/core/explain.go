@@ -107,7 +107,7 @@ func Explain(loc *geo.Locator, s *route.Snapshot, addr netip.Addr) Explanation {
 	for i, cand := range plan.Candidates {
 		r := cand.Region
 		er := ExplainedRegion{
-			Name: r.Name, DistanceKm: float64(int(cand.DistanceKm*10)) / 10,
+			Name: r.Name, DistanceKm: float64(int(route.Distance(c.Point, r.Location)*10)) / 10,
 			Reason: cand.Reason.String(), Why: plan.Explain(i),
 			HealthyBackends: len(r.Healthy), Backends: len(r.Backends),
 			ClientShare: float64(r.Share) / route.FullShare, Bias: r.Bias,
