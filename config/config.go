@@ -334,6 +334,10 @@ type Backend struct {
 	// Weight is the backend's share of its region's traffic relative to the
 	// other backends of the region (key "weight"). Default 1; 1 to 1000.
 	Weight int
+	// TLS is how geoproxy speaks TLS to an https backend (key "tls", over
+	// the region's "tls"). Default: the system's authorities, the URL's
+	// host, no client certificate.
+	TLS BackendTLS
 }
 
 // Engines of the proxy listener.

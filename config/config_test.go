@@ -164,6 +164,9 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, []string{"http://10.1.0.1:8000", "https://us-east-2.example.com/app"}, backendURLs(cfg.Regions[0].Backends))
 	assert.Equal(t, 3, cfg.Regions[0].Backends[0].Weight)
 	assert.Equal(t, 1, cfg.Regions[0].Backends[1].Weight)
+	assert.Equal(t, BackendTLS{CAFile: "/etc/geoproxy/backend-ca.pem", ServerName: "app.internal",
+		CertFile: "/etc/geoproxy/client.pem", KeyFile: "/etc/geoproxy/client.key"}, cfg.Regions[0].Backends[1].TLS)
+	assert.Equal(t, BackendTLS{}, cfg.Regions[0].Backends[0].TLS)
 	assert.Equal(t, "europe-west", cfg.Regions[1].Name)
 }
 
@@ -288,7 +291,7 @@ func TestBroken(t *testing.T) {
 		{"unknown top-level key", "lisen: 127.0.0.1:80\n" + minimal,
 			[]string{"bad.yaml:1:1: lisen: unknown key (valid keys here: listen, admin, geoip"}},
 		{"unknown nested key", minimal + "        wieght: 2\n",
-			[]string{"bad.yaml:6:9: regions[0].backends[0].wieght: unknown key (valid keys here: url, weight)"}},
+			[]string{"bad.yaml:6:9: regions[0].backends[0].wieght: unknown key (valid keys here: url, weight, tls)"}},
 		{"unknown key in flow mapping", "geoip: {default_location: {lat: 1, lon: 2, alt: 3}}\n" + minimal,
 			[]string{"bad.yaml:1:44: geoip.default_location.alt: unknown key (valid keys here: lat, lon)"}},
 
@@ -573,7 +576,7 @@ regions:
 		`bad.yaml:8:14: regions[0].backends[0].url: invalid URL "htp:/x": scheme must be http or https`,
 		`bad.yaml:9:11: regions[1].name: duplicate region name "us-east" (also regions[0].name)`,
 		`bad.yaml:10:21: regions[1].location.lat: latitude 95 is outside [-90, 90]`,
-		`bad.yaml:13:9: regions[1].backends[0].wieght: unknown key (valid keys here: url, weight)`,
+		`bad.yaml:13:9: regions[1].backends[0].wieght: unknown key (valid keys here: url, weight, tls)`,
 	}
 	assert.Equal(t, strings.Join(want, "\n"), err.Error())
 	require.Len(t, errs, len(want))
@@ -684,6 +687,24 @@ func TestByteOrderMark(t *testing.T) {
 	cfg, err := Parse("bom.yaml", []byte("\ufefflisten: 127.0.0.1:1\n"+minimal))
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:1", cfg.Listen)
+}
+
+func TestBackendTLSInheritsTheRegions(t *testing.T) {
+	cfg, err := Parse("x.yaml", []byte(`regions:
+  - name: a
+    location: {lat: 1, lon: 2}
+    tls: {ca_file: /ca.pem, server_name: app.internal}
+    backends:
+      - url: https://10.0.0.1
+      - {url: https://10.0.0.2, tls: {server_name: other.internal, cert_file: /c.pem, key_file: /k.pem}}
+`))
+	require.NoError(t, err)
+	assert.Equal(t, BackendTLS{CAFile: "/ca.pem", ServerName: "app.internal"}, cfg.Regions[0].Backends[0].TLS)
+	assert.Equal(t, BackendTLS{CAFile: "/ca.pem", ServerName: "other.internal", CertFile: "/c.pem", KeyFile: "/k.pem"}, cfg.Regions[0].Backends[1].TLS)
+
+	_, err = Parse("x.yaml", []byte(strings.Replace(minimal, "      - url: http://127.0.0.1:1", "      - {url: \"https://127.0.0.1:1\", tls: {cert_file: /c.pem}}", 1)))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "regions[0].backends[0].tls: give cert_file and key_file together")
 }
 
 func TestMappedNetworksAreStoredAsIPv4(t *testing.T) {

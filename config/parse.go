@@ -104,11 +104,13 @@ type rawRegion struct {
 	Backends opt[[]opt[rawBackend]] `yaml:"backends"`
 	Bias     scalar                 `yaml:"bias"`
 	Capacity opt[rawCapacity]       `yaml:"capacity"`
+	TLS      opt[rawBackendTLS]     `yaml:"tls"`
 }
 
 type rawBackend struct {
-	URL    scalar `yaml:"url"`
-	Weight scalar `yaml:"weight"`
+	URL    scalar             `yaml:"url"`
+	Weight scalar             `yaml:"weight"`
+	TLS    opt[rawBackendTLS] `yaml:"tls"`
 }
 
 // scalar is a leaf value as decoded by the YAML library, converted to its Go

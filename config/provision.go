@@ -322,10 +322,14 @@ func (c *checker) regions(p fieldPath, o opt[[]opt[rawRegion]]) []Region {
 			r.Capacity.MaxInFlight = c.int(cp.key("max_in_flight"), capacity.MaxInFlight, 0)
 			r.Capacity.MaxRPS = c.int(cp.key("max_rps"), capacity.MaxRPS, 0)
 		}
+		regionTLS := c.backendTLS(rp.key("tls"), raw.TLS, BackendTLS{})
 		bp := rp.key("backends")
 		backends, _ := composite(c, bp, raw.Backends)
 		for j, item := range backends {
 			if b, ok := c.backend(bp.idx(j), item); ok {
+				if raw, ok := composite(c, bp.idx(j), item); ok {
+					b.TLS = c.backendTLS(bp.idx(j).key("tls"), raw.TLS, regionTLS)
+				}
 				r.Backends = append(r.Backends, b)
 			}
 		}

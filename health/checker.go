@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -36,6 +37,9 @@ type Target struct {
 	ID     string
 	Region string
 	URL    *url.URL
+	// TLS, for an https backend, is how to speak TLS to it; nil for the
+	// defaults.
+	TLS *tls.Config
 }
 
 // Observer learns about probes and state changes (metrics, in production).
@@ -100,7 +104,15 @@ func (c *Checker) loop(ctx context.Context, t Target) {
 		timer       = time.NewTimer(0)
 		interval    = c.settings.Interval
 		probeTarget = t.URL.JoinPath(c.settings.Path)
+		client      = c.client
 	)
+	if t.TLS != nil {
+		// Its own client: its authorities, server name and certificate.
+		tr := c.client.Transport.(*http.Transport).Clone()
+		tr.TLSClientConfig = t.TLS.Clone()
+		client = &http.Client{Transport: tr, CheckRedirect: c.client.CheckRedirect}
+		defer tr.CloseIdleConnections()
+	}
 	defer timer.Stop()
 	if b, err := c.store.Backend(t.ID); err == nil {
 		state = b.Status // carried over from an earlier configuration
@@ -112,7 +124,7 @@ func (c *Checker) loop(ctx context.Context, t Target) {
 		case <-timer.C:
 		}
 		start := time.Now()
-		err := c.probe(ctx, probeTarget)
+		err := c.probe(ctx, client, probeTarget)
 		if ctx.Err() != nil {
 			return // shutting down: a cancelled probe says nothing of the backend
 		}
@@ -190,7 +202,7 @@ func (c *Checker) returnIfDue(t Target) {
 }
 
 // probe sends one request; nil means the backend passed.
-func (c *Checker) probe(ctx context.Context, target *url.URL) (err error) {
+func (c *Checker) probe(ctx context.Context, client *http.Client, target *url.URL) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.log.Error("probe panicked", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
@@ -204,7 +216,7 @@ func (c *Checker) probe(ctx context.Context, target *url.URL) (err error) {
 		return fmt.Errorf("build probe: %w", err)
 	}
 	req.Header.Set("User-Agent", "geoproxy-health-check")
-	resp, err := c.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", target.Redacted(), err)
 	}

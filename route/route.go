@@ -8,6 +8,7 @@
 package route
 
 import (
+	"crypto/tls"
 	"math"
 	"net/url"
 	"sync/atomic"
@@ -39,6 +40,9 @@ type Backend struct {
 	// Index is the backend's position among every backend of its
 	// configuration, from 0: per-backend state is kept in slices by it.
 	Index int
+	// TLS, for an https backend, is how to speak TLS to it; nil for the
+	// defaults (the system's authorities, the URL's host).
+	TLS *tls.Config
 
 	inflight atomic.Int64
 }

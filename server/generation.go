@@ -68,6 +68,16 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 	g.locator = NewLocator(cfg, db)
 	specs, backends, targets := Topology(cfg)
 	g.backends, g.targets = backends, targets
+	for i, r := range cfg.Regions {
+		for j, b := range r.Backends {
+			tc, err := backendTLS(b.TLS, b.URL.Hostname())
+			if err != nil {
+				return nil, fmt.Errorf("server: regions[%d].backends[%d]: %w", i, j, err)
+			}
+			be := specs[i].Backends[j]
+			be.TLS, targets[be.Index].TLS = tc, tc
+		}
+	}
 	res := cfg.Resilience
 	shaping := core.Shaping{
 		FailbackHold: res.FailbackHold, SlowStart: res.SlowStart,

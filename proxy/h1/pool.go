@@ -120,7 +120,12 @@ func dialBackend(ctx context.Context, d *net.Dialer, p *pool) (*bconn, error) {
 		bc.raw, _ = sc.SyscallConn()
 	}
 	if p.tls {
-		tc := tls.Client(nc, &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+		cfg := &tls.Config{ServerName: p.be.URL.Hostname(), MinVersion: tls.VersionTLS12}
+		if p.be.TLS != nil {
+			cfg = p.be.TLS.Clone() // a CA, a server name, a client certificate
+		}
+		cfg.NextProtos = []string{"http/1.1"}
+		tc := tls.Client(nc, cfg)
 		if d.Timeout > 0 {
 			_ = nc.SetDeadline(time.Now().Add(d.Timeout))
 		}
