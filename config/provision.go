@@ -179,26 +179,7 @@ func (c *checker) proxy(p fieldPath, o opt[rawProxy]) Proxy {
 		ResponseHeaderTimeout: c.duration(p.key("response_header_timeout"), raw.ResponseHeaderTimeout, defaultResponseHeaderTimeout),
 		EventLoops:            c.int(p.key("event_loops"), raw.EventLoops, 0),
 	}
-	rs := p.key("retry_on_status")
-	if list, ok := composite(c, rs, raw.RetryOnStatus); ok {
-		px.RetryOnStatus = []int{}
-		for i, v := range list {
-			code := c.int(rs.idx(i), v, 0)
-			if v.set && (code < 500 || code > 599) {
-				c.errorf(rs.idx(i), "must be a 5xx status code, got %d", code)
-				continue
-			}
-			if slices.Contains(px.RetryOnStatus, code) {
-				c.errorf(rs.idx(i), "status %d is listed twice", code)
-				continue
-			}
-			if code != 0 {
-				px.RetryOnStatus = append(px.RetryOnStatus, code)
-			}
-		}
-	} else if !raw.RetryOnStatus.wrong {
-		px.RetryOnStatus = slices.Clone(defaultRetryOnStatus)
-	}
+	px.RetryOnStatus = c.statuses(p.key("retry_on_status"), raw.RetryOnStatus, defaultRetryOnStatus)
 	if px.RegionHeader != "" {
 		rp := p.key("region_header")
 		canon := textproto.CanonicalMIMEHeaderKey(px.RegionHeader)
@@ -326,10 +307,7 @@ func (c *checker) regions(p fieldPath, o opt[[]opt[rawRegion]]) []Region {
 		bp := rp.key("backends")
 		backends, _ := composite(c, bp, raw.Backends)
 		for j, item := range backends {
-			if b, ok := c.backend(bp.idx(j), item); ok {
-				if raw, ok := composite(c, bp.idx(j), item); ok {
-					b.TLS = c.backendTLS(bp.idx(j).key("tls"), raw.TLS, regionTLS)
-				}
+			if b, ok := c.backend(bp.idx(j), item, regionTLS); ok {
 				r.Backends = append(r.Backends, b)
 			}
 		}
@@ -338,14 +316,16 @@ func (c *checker) regions(p fieldPath, o opt[[]opt[rawRegion]]) []Region {
 	return regions
 }
 
-// backend converts one backend; ok is false when the entry is unusable.
-func (c *checker) backend(p fieldPath, o opt[rawBackend]) (b Backend, ok bool) {
+// backend converts one backend, its tls block over its region's; ok is
+// false when the entry is unusable.
+func (c *checker) backend(p fieldPath, o opt[rawBackend], regionTLS BackendTLS) (b Backend, ok bool) {
 	raw, ok := composite(c, p, o)
 	if !ok {
 		c.errorf(p, "empty entry; give url")
 		return b, false
 	}
 	b.Weight = c.int(p.key("weight"), raw.Weight, defaultWeight)
+	b.TLS = c.backendTLS(p.key("tls"), raw.TLS, regionTLS)
 	up := p.key("url")
 	if !raw.URL.set {
 		c.errorf(up, "required")
@@ -449,6 +429,31 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	addr = addr.Unmap()
 	return netip.PrefixFrom(addr, addr.BitLen()), nil
+}
+
+// statuses reads a list of 5xx status codes, each once; def (cloned) when
+// the key is absent. An empty list stays empty: the feature is off.
+func (c *checker) statuses(p fieldPath, o opt[[]scalar], def []int) []int {
+	list, ok := composite(c, p, o)
+	if !ok {
+		if o.wrong {
+			return nil
+		}
+		return slices.Clone(def)
+	}
+	out := []int{}
+	for i, v := range list {
+		code := c.int(p.idx(i), v, 0)
+		switch {
+		case v.set && (code < 500 || code > 599):
+			c.errorf(p.idx(i), "must be a 5xx status code, got %d", code)
+		case slices.Contains(out, code):
+			c.errorf(p.idx(i), "status %d is listed twice", code)
+		case code != 0:
+			out = append(out, code)
+		}
+	}
+	return out
 }
 
 // composite returns the value of a mapping or list, reporting a value of the

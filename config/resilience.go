@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -168,23 +167,7 @@ func (c *checker) resilience(p fieldPath, o opt[rawResilience]) Resilience {
 		DegradedBelow:      c.percent(p.key("degraded_below"), raw.DegradedBelow, 0.72),
 		WhenAllDown:        c.str(p.key("when_all_down"), raw.WhenAllDown, AllDownReject),
 	}
-	sp := p.key("eject_statuses")
-	if list, ok := composite(c, sp, raw.EjectStatuses); ok {
-		r.EjectStatuses = []int{}
-		for i, v := range list {
-			code := c.int(sp.idx(i), v, 0)
-			switch {
-			case v.set && (code < 500 || code > 599):
-				c.errorf(sp.idx(i), "must be a 5xx status code, got %d", code)
-			case slices.Contains(r.EjectStatuses, code):
-				c.errorf(sp.idx(i), "status %d is listed twice", code)
-			case code != 0:
-				r.EjectStatuses = append(r.EjectStatuses, code)
-			}
-		}
-	} else if !raw.EjectStatuses.wrong {
-		r.EjectStatuses = slices.Clone(defaultEjectStatuses)
-	}
+	r.EjectStatuses = c.statuses(p.key("eject_statuses"), raw.EjectStatuses, defaultEjectStatuses)
 	return r
 }
 

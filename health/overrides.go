@@ -99,6 +99,23 @@ func (s *Store) Overrides(ws memdb.WatchSet) (map[string]*Override, error) {
 	return out, nil
 }
 
+// Effective returns, from overrides (as Overrides lists them), what an
+// operator set for the backend id of region: the drain or disable in force
+// (the backend's own, else its region's; nil when none), and the weight
+// set for the backend (0 when none).
+func Effective(overrides map[string]*Override, region, id string) (out *Override, weight int) {
+	if o := overrides[BackendTarget(id)]; o != nil {
+		weight = o.Weight
+		if o.Kind != "" {
+			return o, weight
+		}
+	}
+	if o := overrides[RegionTarget(region)]; o != nil && o.Kind != "" {
+		return o, weight
+	}
+	return nil, weight
+}
+
 // PruneOverrides removes the overrides whose target is not in keep.
 func (s *Store) PruneOverrides(keep map[string]bool) error {
 	txn := s.db.Txn(true)

@@ -139,8 +139,7 @@ func (s *Server) Status() Status {
 			until := r.HeldUntil
 			rs.HeldUntil = &until
 		}
-		regionOverride := overrides[health.RegionTarget(r.Name)]
-		if o := regionOverride; o != nil && o.Kind != "" {
+		if o := overrides[health.RegionTarget(r.Name)]; o != nil && o.Kind != "" {
 			since := o.Since
 			rs.Override, rs.OverrideSince = o.Kind, &since
 			rs.State = map[string]string{health.Drain: "draining", health.Disable: "disabled"}[o.Kind]
@@ -155,14 +154,9 @@ func (s *Server) Status() Status {
 					bs.EjectedUntil, bs.Ejections = &until, row.Ejections
 				}
 			}
-			o := overrides[health.BackendTarget(b.ID)]
-			if o != nil && o.Weight > 0 {
-				bs.WeightOverride = o.Weight
-			}
-			if o == nil || o.Kind == "" {
-				o = regionOverride
-			}
-			if o != nil && o.Kind != "" {
+			o, weight := health.Effective(overrides, r.Name, b.ID)
+			bs.WeightOverride = weight
+			if o != nil {
 				since := o.Since
 				bs.Override, bs.OverrideSince, bs.Since = o.Kind, &since, o.Since
 				switch {

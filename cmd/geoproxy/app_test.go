@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,20 +20,7 @@ func TestApp(t *testing.T) {
 	bin, err := buildBinary()
 	require.NoError(t, err)
 	addr := freePort(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "app", "-region", "europe-west", "-listen", addr)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	logs := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs <- sc.Text()
-		}
-		close(logs)
-	}()
+	cmd, logs := startCmd(t, bin, "app", "-region", "europe-west", "-listen", addr)
 	waitFor(t, logs, `"msg":"app serving","region":"europe-west"`)
 
 	get := func(method, path string, header ...string) (int, string) {

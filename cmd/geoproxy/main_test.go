@@ -270,9 +270,18 @@ regions:
 // and waits until it serves; the process is killed if the test ends first.
 func startServe(t *testing.T, bin, cfg string, flags ...string) (*exec.Cmd, <-chan string) {
 	t.Helper()
+	cmd, logs := startCmd(t, bin, append([]string{"serve", "-config", cfg}, flags...)...)
+	waitFor(t, logs, `"msg":"geoproxy serving"`)
+	return cmd, logs
+}
+
+// startCmd starts bin with args (for at most 30 s) and passes on its log
+// lines.
+func startCmd(t *testing.T, bin string, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, bin, append([]string{"serve", "-config", cfg}, flags...)...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -284,7 +293,6 @@ func startServe(t *testing.T, bin, cfg string, flags ...string) (*exec.Cmd, <-ch
 		}
 		close(logs)
 	}()
-	waitFor(t, logs, `"msg":"geoproxy serving"`)
 	return cmd, logs
 }
 

@@ -183,17 +183,13 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 		if row == nil || !row.InService() {
 			return false, 0
 		}
-		scale := 1.0
-		if o := overrides[health.RegionTarget(be.Region)]; o != nil && o.Kind != "" {
+		out, weight := health.Effective(overrides, be.Region, be.ID)
+		if out != nil {
 			return false, 0 // drained or disabled by an operator
 		}
-		if o := overrides[health.BackendTarget(be.ID)]; o != nil {
-			if o.Kind != "" {
-				return false, 0
-			}
-			if o.Weight > 0 {
-				scale = float64(o.Weight) / float64(max(be.Weight, 1))
-			}
+		scale := 1.0
+		if weight > 0 {
+			scale = float64(weight) / float64(max(be.Weight, 1))
 		}
 		return true, scale * r.ramp(row.ReturnedAt, now, soon, step)
 	}
@@ -203,12 +199,8 @@ func (r *Router) rebuild(ws memdb.WatchSet) (*route.Snapshot, time.Time, error) 
 	s := route.Build{
 		Specs: r.specs, Version: r.version, Backend: backend, Rules: r.shaping.Rules,
 		Excluded: func(be *route.Backend) bool {
-			for _, t := range []string{health.RegionTarget(be.Region), health.BackendTarget(be.ID)} {
-				if o := overrides[t]; o != nil && o.Kind != "" {
-					return true
-				}
-			}
-			return false
+			out, _ := health.Effective(overrides, be.Region, be.ID)
+			return out != nil
 		},
 		DegradedBelow: r.shaping.DegradedBelow, PanicWhenAllDown: r.shaping.Panic,
 		Region: func(reg *route.Region) (time.Time, float64) {

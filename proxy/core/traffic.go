@@ -84,9 +84,6 @@ func (b *Balancer) Traffic() []Flow {
 		if c := rest / t.regions; c < trafficCountries-1 {
 			f.Country = string([]byte{byte('A' + c/26), byte('A' + c%26)})
 		}
-		if !t.byFirst {
-			f.From = ""
-		}
 		out = append(out, f)
 	}
 	return out

@@ -139,7 +139,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.inFlight.Dec()
 
 	st := h.states.Get().(*state)
-	*st = state{}
+	*st = state{edge: st.edge[:0]} // the edge values' room is kept
 	defer h.states.Put(st)
 
 	rw := &responseWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.clientTimeout}
@@ -171,7 +171,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var edge []string
 	if names := h.b.EdgeNames(); len(names) > 0 {
-		st.edge = st.edge[:0]
 		for _, name := range names {
 			st.edge = append(st.edge, r.Header.Get(name))
 		}
