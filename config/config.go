@@ -50,6 +50,16 @@ type Config struct {
 	// proxy hold (key "limits").
 	Limits Limits
 
+	// TLS configures TLS termination: certificates from files or ACME,
+	// HTTP/2, and the plain listener's redirect (key "tls"). Default off.
+	TLS TLS
+
+	// ProxyProtocol makes both proxy listeners read a PROXY protocol
+	// header (v1 or v2) from peers in geoip.trusted_proxies, whose
+	// address it carries becomes the client's (key "proxy_protocol").
+	// A peer elsewhere that sends one is refused. Default false.
+	ProxyProtocol bool
+
 	// Shutdown configures how the process stops (key "shutdown").
 	Shutdown Shutdown
 
@@ -292,6 +302,44 @@ type Limits struct {
 	// both engines (key "limits.max_request_body", a size). Default
 	// 32 MiB; at least 1 KiB. Larger bodies get 413.
 	MaxRequestBody int64
+
+	// HeadTimeout is how long a client may take to send a request's head
+	// once its first byte has come (key "limits.head_timeout"). Default
+	// 60s. Beyond: 408 and the connection closed.
+	HeadTimeout time.Duration
+	// BodyTimeout is how long a client may take to send a request's body
+	// once its head is in (key "limits.body_timeout"). Default 60s.
+	// Beyond: 408 and the connection closed.
+	BodyTimeout time.Duration
+	// IdleTimeout is how long a connection may wait for its first and
+	// each next request, and how long a client may take to read each part
+	// of an answer (key "limits.idle_timeout"). Default 60s. Beyond, the
+	// connection is closed.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes is the largest request head, its request line
+	// included (key "limits.max_header_bytes", a size). Default 16 KiB;
+	// 1 KiB to 1 MiB. Beyond: 431.
+	MaxHeaderBytes int
+	// MaxConnections caps the client connections open on each proxy
+	// listener (key "limits.max_connections"). Default 0: unlimited.
+	// Beyond, a new connection is answered 503 with Retry-After and
+	// closed.
+	MaxConnections int
+	// MaxConnectionsPerClient caps the connections one client address
+	// may have open on each listener (key
+	// "limits.max_connections_per_client"); an IPv6 client is its /64.
+	// Default 0: unlimited. Beyond: 429 with Retry-After, and closed.
+	MaxConnectionsPerClient int
+	// RequestsPerSecondPerClient caps the requests one client address
+	// (as located: through trusted proxies and the PROXY protocol) may
+	// make per second, on average (key
+	// "limits.requests_per_second_per_client"). Default 0: unlimited.
+	// Beyond: 429 with Retry-After.
+	RequestsPerSecondPerClient int
+	// BurstPerClient is how many requests a client may make at once above
+	// that rate (key "limits.burst_per_client"). Default: the rate, at
+	// least 1.
+	BurstPerClient int
 }
 
 // Header is one request header to set, with its compiled value template.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -133,7 +134,9 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, 500*time.Millisecond, px.DialTimeout)
 	assert.Equal(t, 30*time.Second, px.ResponseHeaderTimeout)
 	assert.Equal(t, 3, px.EventLoops)
-	assert.Equal(t, Limits{RequestMemory: 256 << 20, MaxRequestBody: 8 << 20}, cfg.Limits)
+	assert.Equal(t, Limits{RequestMemory: 256 << 20, MaxRequestBody: 8 << 20, HeadTimeout: 10 * time.Second,
+		BodyTimeout: 30 * time.Second, IdleTimeout: 75 * time.Second, MaxHeaderBytes: 32 << 10, MaxConnections: 20000,
+		MaxConnectionsPerClient: 64, RequestsPerSecondPerClient: 50, BurstPerClient: 100}, cfg.Limits)
 	assert.Equal(t, Shutdown{DrainDelay: 10 * time.Second}, cfg.Shutdown)
 	assert.Equal(t, Resilience{
 		PassiveHealth: true, EjectAfterErrors: 3, EjectAfter5xx: 4,
@@ -201,7 +204,9 @@ func TestDefaults(t *testing.T) {
 
 			ResponseHeaderTimeout: 60 * time.Second,
 		},
-		Limits:   Limits{RequestMemory: 128 << 20, MaxRequestBody: 32 << 20},
+		Limits: Limits{RequestMemory: 128 << 20, MaxRequestBody: 32 << 20, HeadTimeout: time.Minute, BodyTimeout: time.Minute,
+			IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, BurstPerClient: 1},
+		TLS:      TLS{MinVersion: tls.VersionTLS12},
 		Shutdown: Shutdown{DrainDelay: 5 * time.Second},
 		Resilience: Resilience{
 			PassiveHealth: true, EjectAfterErrors: 5, EjectAfter5xx: 5,

@@ -27,6 +27,8 @@ type rawConfig struct {
 	HealthCheck opt[rawHealthCheck]   `yaml:"health_check"`
 	Proxy       opt[rawProxy]         `yaml:"proxy"`
 	Limits      opt[rawLimits]        `yaml:"limits"`
+	TLS         opt[rawTLS]           `yaml:"tls"`
+	ProxyProto  scalar                `yaml:"proxy_protocol"`
 	Shutdown    opt[rawShutdown]      `yaml:"shutdown"`
 	Resilience  opt[rawResilience]    `yaml:"resilience"`
 	AccessLog   scalar                `yaml:"access_log"`
@@ -90,8 +92,16 @@ type rawProxy struct {
 }
 
 type rawLimits struct {
-	RequestMemory  scalar `yaml:"request_memory"`
-	MaxRequestBody scalar `yaml:"max_request_body"`
+	RequestMemory              scalar `yaml:"request_memory"`
+	MaxRequestBody             scalar `yaml:"max_request_body"`
+	HeadTimeout                scalar `yaml:"head_timeout"`
+	BodyTimeout                scalar `yaml:"body_timeout"`
+	IdleTimeout                scalar `yaml:"idle_timeout"`
+	MaxHeaderBytes             scalar `yaml:"max_header_bytes"`
+	MaxConnections             scalar `yaml:"max_connections"`
+	MaxConnectionsPerClient    scalar `yaml:"max_connections_per_client"`
+	RequestsPerSecondPerClient scalar `yaml:"requests_per_second_per_client"`
+	BurstPerClient             scalar `yaml:"burst_per_client"`
 }
 
 type rawShutdown struct {

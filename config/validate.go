@@ -24,6 +24,11 @@ func (c *checker) validate(cfg *Config) {
 	c.validateHealthCheck(root.key("health_check"), &cfg.HealthCheck)
 	c.validateProxy(root.key("proxy"), &cfg.Proxy)
 	c.validateLimits(root.key("limits"), &cfg.Limits)
+	c.validateClientLimits(root.key("limits"), &cfg.Limits)
+	c.validateTLS(root.key("tls"), &cfg.TLS, cfg)
+	if cfg.ProxyProtocol && len(cfg.GeoIP.TrustedProxies) == 0 {
+		c.errorf(root.key("proxy_protocol"), "accepted only from geoip.trusted_proxies, which is empty: list the load balancer's addresses there")
+	}
 	if d := cfg.Shutdown.DrainDelay; d < 0 || d > 5*time.Minute {
 		c.errorf(root.key("shutdown").key("drain_delay"), "must be 0 to 5m, got %s", d)
 	}

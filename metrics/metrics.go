@@ -59,11 +59,30 @@ type Metrics struct {
 	// ResidencyRejections counts requests refused because no region their
 	// rule allows could serve.
 	ResidencyRejections *prometheus.CounterVec
+	// ClientLimits counts what the client limits refused or cut, by limit
+	// (see the Limit constants).
+	ClientLimits *prometheus.CounterVec
+	// Connections is the client connections open, by listener ("http",
+	// "https").
+	Connections *prometheus.GaugeVec
+	// TLSHandshakeErrors counts TLS handshakes that failed, by reason.
+	TLSHandshakeErrors *prometheus.CounterVec
 	// Spill counts requests a region passed on (degraded, held back,
 	// ramping up or at capacity), by that region and the one that took
 	// them.
 	Spill *prometheus.CounterVec
 }
+
+// The limit label values of ClientLimits.
+const (
+	LimitHeadTimeout       = "head_timeout"
+	LimitBodyTimeout       = "body_timeout"
+	LimitHeaderBytes       = "header_bytes"
+	LimitRequestBody       = "request_body"
+	LimitConnections       = "connections"
+	LimitClientConnections = "client_connections"
+	LimitClientRate        = "client_rate"
+)
 
 // New creates the metrics and registers them, with the build info, on reg.
 func New(reg prometheus.Registerer, version string) *Metrics {
@@ -150,6 +169,21 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "geoproxy_spill_requests_total",
 			Help: "Requests a region passed on to the next of their plan (degraded, held back or ramping up after failover, or at capacity), by that region and the one that took them.",
 		}, []string{"from", "to"}),
+		ClientLimits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_client_limit_hits_total",
+			Help: "Requests and connections a client limit refused or cut, by limit: head_timeout, body_timeout (408), header_bytes (431), request_body (413), connections (503, limits.max_connections), client_connections and client_rate (429).",
+		}, []string{"limit"}),
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "geoproxy_client_connections",
+			Help: "Client connections open, by listener (http, https).",
+		}, []string{"listener"}),
+		TLSHandshakeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "geoproxy_tls_handshake_errors_total",
+			Help: "TLS handshakes with clients that failed, by reason (no_certificate, protocol, timeout, other).",
+		}, []string{"reason"}),
+	}
+	for _, l := range []string{LimitHeadTimeout, LimitBodyTimeout, LimitHeaderBytes, LimitRequestBody, LimitConnections, LimitClientConnections, LimitClientRate} {
+		m.ClientLimits.WithLabelValues(l)
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "geoproxy_build_info",
@@ -160,7 +194,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reg.MustRegister(m.Requests, m.Duration, m.InFlight, m.Failover, m.GeoLookups, m.UpstreamErrors,
 		m.Retries, m.HealthChecks, m.HealthCheckDuration, m.HealthChanges, m.GeoReloads,
 		m.ConfigReloads, m.ConfigGeneration, m.ConfigLastSuccess, m.Ejections, m.Returns,
-		m.RetryBudgetExhausted, m.RuleMatches, m.ResidencyRejections, m.Spill, build)
+		m.RetryBudgetExhausted, m.RuleMatches, m.ResidencyRejections, m.Spill, m.ClientLimits, m.Connections, m.TLSHandshakeErrors, build)
 	for _, r := range []string{"success", "failure"} {
 		m.GeoReloads.WithLabelValues(r) // at 0 from the start, so rate() and alerts see them
 		m.ConfigReloads.WithLabelValues(r)
