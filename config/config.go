@@ -386,7 +386,21 @@ type Backend struct {
 	// the region's "tls"). Default: the system's authorities, the URL's
 	// host, no client certificate.
 	TLS BackendTLS
+	// Protocol is the HTTP version geoproxy speaks to the backend (key
+	// "protocol", of the backend or of its region for all its backends):
+	// "http1" (default), "h2c" (HTTP/2 without TLS, for an http URL, as
+	// gRPC servers speak it) or "h2" (HTTP/2 over TLS, for an https URL).
+	// HTTP/2 backends are reached from the nethttp engine and from the TLS
+	// listener.
+	Protocol string
 }
+
+// The backend protocols.
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolH2C   = "h2c"
+	ProtocolH2    = "h2"
+)
 
 // Engines of the proxy listener.
 const (

@@ -115,12 +115,14 @@ type rawRegion struct {
 	Bias     scalar                 `yaml:"bias"`
 	Capacity opt[rawCapacity]       `yaml:"capacity"`
 	TLS      opt[rawBackendTLS]     `yaml:"tls"`
+	Protocol scalar                 `yaml:"protocol"`
 }
 
 type rawBackend struct {
 	URL    scalar             `yaml:"url"`
 	Weight scalar             `yaml:"weight"`
-	TLS    opt[rawBackendTLS] `yaml:"tls"`
+	TLS      opt[rawBackendTLS] `yaml:"tls"`
+	Protocol scalar             `yaml:"protocol"`
 }
 
 // scalar is a leaf value as decoded by the YAML library, converted to its Go

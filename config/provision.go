@@ -307,10 +307,11 @@ func (c *checker) regions(p fieldPath, o opt[[]opt[rawRegion]]) []Region {
 			r.Capacity.MaxRPS = c.int(cp.key("max_rps"), capacity.MaxRPS, 0)
 		}
 		regionTLS := c.backendTLS(rp.key("tls"), raw.TLS, BackendTLS{})
+		regionProtocol := c.str(rp.key("protocol"), raw.Protocol, ProtocolHTTP1)
 		bp := rp.key("backends")
 		backends, _ := composite(c, bp, raw.Backends)
 		for j, item := range backends {
-			if b, ok := c.backend(bp.idx(j), item, regionTLS); ok {
+			if b, ok := c.backend(bp.idx(j), item, regionTLS, regionProtocol); ok {
 				r.Backends = append(r.Backends, b)
 			}
 		}
@@ -321,7 +322,7 @@ func (c *checker) regions(p fieldPath, o opt[[]opt[rawRegion]]) []Region {
 
 // backend converts one backend, its tls block over its region's; ok is
 // false when the entry is unusable.
-func (c *checker) backend(p fieldPath, o opt[rawBackend], regionTLS BackendTLS) (b Backend, ok bool) {
+func (c *checker) backend(p fieldPath, o opt[rawBackend], regionTLS BackendTLS, regionProtocol string) (b Backend, ok bool) {
 	raw, ok := composite(c, p, o)
 	if !ok {
 		c.errorf(p, "empty entry; give url")
@@ -329,6 +330,7 @@ func (c *checker) backend(p fieldPath, o opt[rawBackend], regionTLS BackendTLS) 
 	}
 	b.Weight = c.int(p.key("weight"), raw.Weight, defaultWeight)
 	b.TLS = c.backendTLS(p.key("tls"), raw.TLS, regionTLS)
+	b.Protocol = c.str(p.key("protocol"), raw.Protocol, regionProtocol)
 	up := p.key("url")
 	if !raw.URL.set {
 		c.errorf(up, "required")

@@ -34,6 +34,7 @@ func (c *checker) validate(cfg *Config) {
 	}
 	c.validateResilience(root.key("resilience"), &cfg.Resilience)
 	c.validateRegions(root.key("regions"), cfg.Regions)
+	c.validateProtocols(root.key("regions"), cfg)
 	c.validateRules(root.key("rules"), cfg.Rules, cfg.Regions)
 	c.validateAffinity(root.key("affinity"), &cfg.Affinity, cfg.Regions)
 	if len(cfg.Regions) > MaxRegions {
@@ -249,6 +250,34 @@ func (c *checker) validateRegions(p fieldPath, regions []Region) {
 				c.errorf(up, "duplicate backend URL %s (also %s)", b.URL, first)
 			} else {
 				urls[b.URL.String()] = up
+			}
+		}
+	}
+}
+
+// validateProtocols checks each backend's protocol against its URL, and
+// that HTTP/2 backends are reached only where geoproxy speaks HTTP/2 to
+// backends: the nethttp engine and the TLS listener.
+func (c *checker) validateProtocols(p fieldPath, cfg *Config) {
+	for i, r := range cfg.Regions {
+		for j, b := range r.Backends {
+			kp := p.idx(i).key("backends").idx(j).key("protocol")
+			if !c.present(kp) {
+				kp = p.idx(i).key("protocol")
+			}
+			if c.hasErrorWithin(kp) || b.URL == nil {
+				continue
+			}
+			switch b.Protocol {
+			case ProtocolHTTP1:
+			case ProtocolH2C, ProtocolH2:
+				if want := map[string]string{ProtocolH2C: "http", ProtocolH2: "https"}[b.Protocol]; b.URL.Scheme != want {
+					c.errorf(kp, "%s needs an %s:// URL, got %s", b.Protocol, want, b.URL)
+				} else if cfg.Engine == EngineNative && !cfg.TLS.RedirectHTTP {
+					c.errorf(kp, "HTTP/2 backends are reached from the nethttp engine and the TLS listener: set engine: nethttp, or tls.redirect_http: true so that the native engine serves no request")
+				}
+			default:
+				c.errorf(kp, "must be %q, %q or %q, got %q", ProtocolHTTP1, ProtocolH2C, ProtocolH2, b.Protocol)
 			}
 		}
 	}
