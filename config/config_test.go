@@ -1,10 +1,18 @@
 package config
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -87,12 +95,58 @@ func TestLoadExample(t *testing.T) {
 	assert.Equal(t, 1, cfg.Regions[2].Backends[1].Weight)
 }
 
-func TestLoadFull(t *testing.T) {
-	cfg, err := Load("testdata/full.yaml")
+// loadFull loads testdata/full.yaml, its certificate files
+// (/etc/geoproxy/tls/...) made in a temporary directory.
+func loadFull(t *testing.T) *Config {
+	t.Helper()
+	data, err := os.ReadFile("testdata/full.yaml")
 	require.NoError(t, err)
+	dir := t.TempDir()
+	for _, name := range []string{"movr.example.com", "default"} {
+		writeCertPair(t, filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), name)
+	}
+	path := filepath.Join(dir, "full.yaml")
+	require.NoError(t, os.WriteFile(path, bytes.ReplaceAll(data, []byte("/etc/geoproxy/tls/"), []byte(dir+"/")), 0o600))
+	cfg, err := Load(path)
+	require.NoError(t, err)
+	return cfg
+}
+
+// writeCertPair writes a self-signed certificate for name and its key.
+func writeCertPair(t *testing.T, certFile, keyFile, name string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+}
+
+func TestLoadFull(t *testing.T) {
+	cfg := loadFull(t)
 
 	assert.Equal(t, "0.0.0.0:8080", cfg.Listen)
 	assert.Equal(t, "127.0.0.1:9091", cfg.Admin.Listen)
+	dir := filepath.Dir(cfg.File)
+	assert.Equal(t, TLS{
+		Listen: "0.0.0.0:8443",
+		Certificates: []CertPair{
+			{Cert: dir + "/movr.example.com.crt", Key: dir + "/movr.example.com.key"},
+			{Cert: dir + "/default.crt", Key: dir + "/default.key"},
+		},
+		ACME: ACME{Domains: []string{"movr.example.com", "eu.movr.example.com"}, Email: "ops@example.com",
+			Storage: "/var/lib/geoproxy/acme"},
+		RedirectHTTP: true,
+		MinVersion:   tls.VersionTLS12,
+	}, cfg.TLS)
+	assert.True(t, cfg.ProxyProtocol)
+	assert.Equal(t, ProtocolH2C, cfg.Regions[1].Backends[1].Protocol)
+	assert.Equal(t, ProtocolHTTP1, cfg.Regions[0].Backends[0].Protocol)
 	assert.False(t, cfg.AccessLog)
 	assert.Equal(t, EngineNetHTTP, cfg.Engine)
 	assert.True(t, cfg.Admin.Pprof)

@@ -119,8 +119,8 @@ type rawRegion struct {
 }
 
 type rawBackend struct {
-	URL    scalar             `yaml:"url"`
-	Weight scalar             `yaml:"weight"`
+	URL      scalar             `yaml:"url"`
+	Weight   scalar             `yaml:"weight"`
 	TLS      opt[rawBackendTLS] `yaml:"tls"`
 	Protocol scalar             `yaml:"protocol"`
 }
