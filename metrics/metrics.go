@@ -179,7 +179,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"listener"}),
 		TLSHandshakeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "geoproxy_tls_handshake_errors_total",
-			Help: "TLS handshakes with clients that failed, by reason (no_certificate, protocol, timeout, other).",
+			Help: "TLS handshakes with clients that failed, by reason: no_certificate (no certificate for the name asked), protocol (a version, cipher suite or message refused), timeout, closed (the client left), other.",
 		}, []string{"reason"}),
 	}
 	for _, l := range []string{LimitHeadTimeout, LimitBodyTimeout, LimitHeaderBytes, LimitRequestBody, LimitConnections, LimitClientConnections, LimitClientRate} {

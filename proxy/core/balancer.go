@@ -44,6 +44,8 @@ type Balancer struct {
 	edgeNames []string
 	affinity  *affinity
 	traffic   *traffic
+	rate      *clientRate // nil: no per-client rate limit
+	rateHits  prometheus.Counter
 	// failLog limits the warn lines of failed requests: the next is due at
 	// this unix time (ns); skipped counts those not logged meanwhile.
 	failLog, skipped atomic.Int64
@@ -107,6 +109,13 @@ type Options struct {
 	// Affinity configures affinity cookies (see Stick); off without
 	// regions.
 	Affinity config.Affinity
+	// ClientRate caps the requests per second of each client address (as
+	// Decide resolves it; an IPv6 client is its /64); 0 means no cap. A
+	// request over it is Limited: answered 429, never forwarded.
+	ClientRate float64
+	// ClientBurst is how many requests a client may make at once above
+	// ClientRate (at least 1).
+	ClientBurst int
 }
 
 // New returns a Balancer for the regions the router serves.
@@ -125,6 +134,8 @@ func New(o Options) *Balancer {
 	b.edge = edgeFields(o.Edge)
 	b.affinity = newAffinity(o.Affinity, o.Router.specs)
 	b.traffic = newTraffic(len(o.Router.specs))
+	b.rate = newClientRate(o.ClientRate, o.ClientBurst, rateClients)
+	b.rateHits = o.Metrics.ClientLimits.WithLabelValues(metrics.LimitClientRate)
 	for _, f := range b.edge {
 		b.edgeNames = append(b.edgeNames, f.name)
 	}
@@ -202,6 +213,12 @@ type Decision struct {
 	Start time.Time
 	// OutOfTime: the request's time ran out before its answer came.
 	OutOfTime bool
+	// Limited: the client is over its request rate (Options.ClientRate);
+	// the request has no plan, and Failure answers 429.
+	Limited bool
+	// RetryAfter is, when Limited, the seconds until the client may make
+	// another request (at least 1).
+	RetryAfter int
 	// freeRetry: the last attempt failed to connect, so the backend got
 	// nothing and a retry costs no budget.
 	freeRetry bool
@@ -231,6 +248,13 @@ func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff, edge []s
 	d.Client = b.resolver.Resolve(peer, forwarded, xff)
 	d.Location, d.GeoResult = b.locate(d.Client, peer, edge)
 	b.geoCounters[d.GeoResult].Inc()
+	d.Limited, d.RetryAfter = false, 0
+	if b.rate != nil && d.Client.IsValid() {
+		if ok, wait := b.rate.allow(d.Client, now); !ok {
+			b.limit(d, wait, now)
+			return
+		}
+	}
 	d.Snapshot = b.router.Snapshot()
 	c := route.Client{
 		Point:   route.Point{Lat: d.Location.Lat, Lon: d.Location.Lon},
@@ -256,6 +280,20 @@ func (b *Balancer) Decide(d *Decision, peer netip.Addr, forwarded, xff, edge []s
 			b.regions[want.Index].spill[d.Plan.Candidates[d.Plan.Serving].Region.Index].Inc()
 		}
 	}
+}
+
+// limit makes d the decision of a request over its client's rate, whose
+// client may make another in wait: no plan, so nothing is tried, and
+// Failure answers 429. It counts in no region's traffic or capacity.
+func (b *Balancer) limit(d *Decision, wait time.Duration, now time.Time) {
+	b.rateHits.Inc()
+	d.Limited, d.RetryAfter = true, retryAfter(wait)
+	d.Snapshot = b.router.Snapshot()
+	d.Plan = route.Plan{Candidates: d.buf[:0], Serving: -1, Wanted: -1}
+	d.Attempts = 0
+	d.Start, d.OutOfTime, d.freeRetry, d.fenced, d.sticky = now, false, false, false, nil
+	d.next = 0
+	d.tried = d.tbuf[:0]
 }
 
 // locate finds where the client is: an override, then a trusted edge's

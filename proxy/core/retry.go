@@ -97,9 +97,12 @@ func (b *Balancer) RetryStatus(d *Decision, code int, method string, hasBody boo
 }
 
 // Failure returns the status and one-line message to answer when no attempt
-// succeeded; err is the last attempt's error, if any.
+// succeeded; err is the last attempt's error, if any. A 503 and a 429 go
+// with a Retry-After field: the engine's for a 503, d.RetryAfter for a 429.
 func Failure(d *Decision, err error) (int, string) {
 	switch {
+	case d.Limited:
+		return 429, MsgClientRate
 	case d.Plan.Rejected:
 		return 503, MsgResidency
 	case d.Plan.Serving < 0:

@@ -185,7 +185,7 @@ func (c *conn) armHead(bc *bconn) {
 // informational responses. ok reports whether any response byte came.
 func (c *conn) exchange(bc *bconn) (ok bool, err error) {
 	c.armHead(bc)
-	if t := c.e.clientTimeout; c.now.Sub(bc.wArmed) > t/4 {
+	if t := c.e.idleTimeout; c.now.Sub(bc.wArmed) > t/4 {
 		// A backend that stops reading the request is given up on.
 		_ = bc.nc.SetWriteDeadline(c.now.Add(t))
 		bc.wArmed = c.now

@@ -65,6 +65,10 @@ func (c *conn) releaseAll() {
 	c.hold(&c.held.in, 0)
 	c.hold(&c.held.reader, 0)
 	c.hold(&c.held.body, 0)
+	if c.closed != nil {
+		c.closed()
+		c.closed = nil
+	}
 }
 
 // RequestMemory reports the memory the engine holds for requests now, its

@@ -611,14 +611,14 @@ func TestHeadJustUnderTheLimitIsServed(t *testing.T) {
 	p := newProxy(t, proxyOpts{handlers: []handler{okHandler}})
 	c := p.dial(t)
 	head := "GET / HTTP/1.1\r\nHost: proxy.test\r\nX-Big: "
-	head += strings.Repeat("a", MaxHead-len(head)-4) + "\r\n\r\n"
-	require.Len(t, head, MaxHead)
+	head += strings.Repeat("a", DefaultMaxHeaderBytes-len(head)-4) + "\r\n\r\n"
+	require.Len(t, head, DefaultMaxHeaderBytes)
 	c.send(head)
 	r := c.read("GET")
 	assert.Equal(t, 200, r.status, r.head)
 	got := p.backends[0].next(t)
 	v, _ := got.get("X-Big")
-	assert.Len(t, v, MaxHead-len("GET / HTTP/1.1\r\nHost: proxy.test\r\nX-Big: ")-4)
+	assert.Len(t, v, DefaultMaxHeaderBytes-len("GET / HTTP/1.1\r\nHost: proxy.test\r\nX-Big: ")-4)
 }
 
 func TestMalformedRequestsAreRefused(t *testing.T) {

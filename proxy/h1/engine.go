@@ -45,8 +45,13 @@ import (
 
 // Limits of the engine.
 const (
-	// MaxHead is the largest request or response head (431 or 502 beyond).
-	MaxHead = 16 << 10
+	// DefaultMaxHeaderBytes is the largest request head, its request line
+	// and final empty line included (431 beyond), unless Options say
+	// otherwise.
+	DefaultMaxHeaderBytes = 16 << 10
+	// maxResponseHead is the largest response head from a backend (502
+	// beyond).
+	maxResponseHead = 16 << 10
 	// DefaultMaxRequestBody is the largest request body accepted (413
 	// beyond) unless Options say otherwise. Request bodies are held in
 	// memory so that a failed attempt can be repeated on another backend.
@@ -54,8 +59,8 @@ const (
 	// DefaultRequestMemory is the memory budget for requests (see budget)
 	// unless Options say otherwise.
 	DefaultRequestMemory = 128 << 20
-	// DefaultClientTimeout is how long a client connection may stay silent
-	// between requests, or take over one request's head and body.
+	// DefaultClientTimeout is each client timeout (see Options) unless
+	// Options say otherwise.
 	DefaultClientTimeout = 60 * time.Second
 	// maxEdgeHeaders caps the edge location headers read (three edges of
 	// three, and a pair of one's own).
@@ -75,8 +80,22 @@ type Options struct {
 	Backends []*route.Backend
 	// RetryAfter is advertised when no region can serve.
 	RetryAfter time.Duration
-	// ClientTimeout: see DefaultClientTimeout (used when zero).
+	// IdleTimeout is how long a connection may wait for the first byte
+	// of its first and each next request (then it is closed, without an
+	// answer), and how long each write to the client, or of a request to
+	// a backend, may take (then the connection is closed).
+	IdleTimeout time.Duration
+	// HeadTimeout is how long a client may take to send a request's head
+	// from its first byte (408 beyond, and the connection closed).
+	HeadTimeout time.Duration
+	// BodyTimeout is how long a client may take to send a request's body
+	// once its head is in (408 beyond, and the connection closed).
+	BodyTimeout time.Duration
+	// ClientTimeout is each of IdleTimeout, HeadTimeout and BodyTimeout
+	// left zero; DefaultClientTimeout when zero too.
 	ClientTimeout time.Duration
+	// MaxHeaderBytes: see DefaultMaxHeaderBytes (used when zero).
+	MaxHeaderBytes int
 	// MaxRequestBody: see DefaultMaxRequestBody (used when zero).
 	MaxRequestBody int64
 	// RequestMemory: see DefaultRequestMemory (used when zero) and budget.
@@ -87,7 +106,8 @@ type Options struct {
 	// (every connection then gets a goroutine). Loops are not used when a
 	// backend speaks TLS.
 	Loops int
-	// Metrics receives the engine's in-flight gauge.
+	// Metrics receives the engine's in-flight gauge and the client limits
+	// it refused requests by.
 	Metrics *metrics.Metrics
 	// Log is the engine's logger (named "proxy").
 	Log *zap.Logger
@@ -96,23 +116,27 @@ type Options struct {
 // Engine accepts client connections and forwards their requests to the
 // nearest healthy region.
 type Engine struct {
-	b             *core.Balancer
-	opts          config.Proxy
-	pools         map[*route.Backend]*pool
-	geoNames      [][]byte // names of opts.RequestHeaders
-	edgeNames     [][]byte // the balancer's EdgeNames
-	retryAfter    string
-	clientTimeout time.Duration
-	maxBody       int64
-	mem           budget
-	chunks        chunkPool // of request bodies
-	inFlight      prometheus.Gauge
-	log           *zap.Logger
-	dialer        net.Dialer
-	works         sync.Pool // *work
-	nloops        int
-	loops         []*loop
-	next          atomic.Uint32 // the loop that gets the next connection
+	b           *core.Balancer
+	opts        config.Proxy
+	pools       map[*route.Backend]*pool
+	geoNames    [][]byte // names of opts.RequestHeaders
+	edgeNames   [][]byte // the balancer's EdgeNames
+	retryAfter  string
+	idleTimeout time.Duration // see Options
+	headTimeout time.Duration
+	bodyTimeout time.Duration
+	maxHead     int // the largest request head
+	maxBody     int64
+	limitHits   limitCounters
+	mem         budget
+	chunks      chunkPool // of request bodies
+	inFlight    prometheus.Gauge
+	log         *zap.Logger
+	dialer      net.Dialer
+	works       sync.Pool // *work
+	nloops      int
+	loops       []*loop
+	next        atomic.Uint32 // the loop that gets the next connection
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -133,22 +157,24 @@ type Engine struct {
 // New returns an Engine; Serve it on a listener, Shutdown to stop.
 func New(o Options) *Engine {
 	e := &Engine{
-		b:             o.Balancer,
-		opts:          o.Proxy,
-		pools:         make(map[*route.Backend]*pool, len(o.Backends)),
-		retryAfter:    strconv.Itoa(int(max(1, (o.RetryAfter+time.Second-1)/time.Second))),
-		clientTimeout: o.ClientTimeout,
-		inFlight:      o.Metrics.InFlight,
-		log:           o.Log.Named("proxy"),
-		dialer:        net.Dialer{Timeout: o.Proxy.DialTimeout, KeepAlive: 30 * time.Second},
-		listeners:     map[net.Listener]struct{}{},
-		conns:         map[*conn]struct{}{},
-		tunnels:       map[net.Conn]struct{}{},
-		stopReaper:    make(chan struct{}),
+		b:          o.Balancer,
+		opts:       o.Proxy,
+		pools:      make(map[*route.Backend]*pool, len(o.Backends)),
+		retryAfter: strconv.Itoa(int(max(1, (o.RetryAfter+time.Second-1)/time.Second))),
+		inFlight:   o.Metrics.InFlight,
+		log:        o.Log.Named("proxy"),
+		dialer:     net.Dialer{Timeout: o.Proxy.DialTimeout, KeepAlive: 30 * time.Second},
+		listeners:  map[net.Listener]struct{}{},
+		conns:      map[*conn]struct{}{},
+		tunnels:    map[net.Conn]struct{}{},
+		stopReaper: make(chan struct{}),
 	}
-	if e.clientTimeout <= 0 {
-		e.clientTimeout = DefaultClientTimeout
-	}
+	all := cmp.Or(max(o.ClientTimeout, 0), DefaultClientTimeout)
+	e.idleTimeout = cmp.Or(max(o.IdleTimeout, 0), all)
+	e.headTimeout = cmp.Or(max(o.HeadTimeout, 0), all)
+	e.bodyTimeout = cmp.Or(max(o.BodyTimeout, 0), all)
+	e.maxHead = cmp.Or(max(o.MaxHeaderBytes, 0), DefaultMaxHeaderBytes)
+	e.limitHits = newLimitCounters(o.Metrics)
 	e.maxBody = cmp.Or(o.MaxRequestBody, DefaultMaxRequestBody)
 	e.mem.limit = cmp.Or(o.RequestMemory, DefaultRequestMemory)
 	e.chunks.max = int(e.mem.limit / bodyChunk)
@@ -341,7 +367,7 @@ func (e *Engine) idleLongEnough(since, now time.Time) bool {
 // the engine still accepts. A Shutdown that follows closes a connection
 // waiting for a request only once it has waited idle: a client that has
 // just connected, or that is sending its next request as the close
-// happens, would otherwise see its request fail. With the client timeout
+// happens, would otherwise see its request fail. With the idle timeout
 // as idle, connections end on their own: after their next answer, or at
 // their idle timeout.
 func (e *Engine) Drain(idle time.Duration) {
@@ -369,12 +395,16 @@ func (e *Engine) untrack(nc net.Conn) {
 
 // conn is one client connection.
 type conn struct {
-	e    *Engine
-	nc   net.Conn
-	br   *bufio.Reader
-	src  io.Reader // what br reads: nc, after any bytes read before
-	peer netip.Addr
-	idle atomic.Bool // waiting for a request (Shutdown may close it)
+	e  *Engine
+	nc net.Conn
+	// closed, when the accepted connection has a Closed method (the
+	// server's admission counts), is called once the connection is
+	// closed, by whichever path closes it (see releaseAll).
+	closed func()
+	br     *bufio.Reader
+	src    io.Reader // what br reads: nc, after any bytes read before
+	peer   netip.Addr
+	idle   atomic.Bool // waiting for a request (Shutdown may close it)
 	// idleSince is when it started waiting (Unix nanoseconds).
 	idleSince atomic.Int64
 	// inUse is the backend connection the current request is on, closed
@@ -387,7 +417,7 @@ type conn struct {
 	loopState
 
 	now       time.Time // the latest clock reading
-	armed     time.Time // when the read deadline was last set
+	armed     time.Time // the read deadline set; zero: none
 	wArmed    time.Time // when the write deadline was last set; zero: none
 	held      holdings  // taken from the engine's memory budget
 	grown     io.Reader // what a grown c.br reads (see shrink)
@@ -460,7 +490,7 @@ func (c *conn) giveBack() {
 }
 
 // initialRead is a client connection's read buffer until a head needs
-// more (up to MaxHead).
+// more (up to Options.MaxHeaderBytes).
 const initialRead = 4 << 10
 
 func (e *Engine) newConn(nc net.Conn) *conn {
@@ -477,6 +507,9 @@ func (e *Engine) connFor(nc net.Conn) *conn {
 		c.peer = a.AddrPort().Addr().Unmap()
 	}
 	c.trusted = c.peer.IsValid() && e.b.Resolver().Trusted(c.peer)
+	if cl, ok := nc.(interface{ Closed() }); ok {
+		c.closed = cl.Closed
+	}
 	return c
 }
 
@@ -543,7 +576,6 @@ func (c *conn) serve() {
 		if e.closing.Load() && !e.draining.Load() {
 			return // (drained: closeIdle closes it once it has waited long enough)
 		}
-		c.armRead()
 		raw, err := c.readHead()
 		c.idle.Store(false)
 		if err != nil {
@@ -564,25 +596,42 @@ func (c *conn) serve() {
 	}
 }
 
-// armRead sets the client read deadline, coarsely: at most once per quarter
-// of the timeout, so the common request costs no timer update.
-func (c *conn) armRead() {
-	t := c.e.clientTimeout
-	if c.armed.IsZero() || c.now.Sub(c.armed) > t/4 {
-		_ = c.nc.SetReadDeadline(c.now.Add(t))
-		c.armed = c.now
+// armRead sets the client read deadline to t from c.now, coarsely: a
+// deadline already set is kept when it is no later and less than a quarter
+// of t earlier, so that the common request costs no timer update.
+func (c *conn) armRead(t time.Duration) {
+	want := c.now.Add(t)
+	if c.armed.IsZero() || c.armed.After(want) || want.Sub(c.armed) > t/4 {
+		_ = c.nc.SetReadDeadline(want)
+		c.armed = want
 	}
 }
 
-// readHead waits for a whole request head in the read buffer. It returns
-// a nil head with the error if the connection ended before any byte came.
+// readHead waits for a whole request head in the read buffer: for its
+// first byte within the idle timeout, then for the rest within the head
+// timeout. It returns a nil head with the error if the connection ended
+// before any byte came.
 func (c *conn) readHead() ([]byte, error) {
+	if c.br.Buffered() == 0 {
+		c.armRead(c.e.idleTimeout)
+		if _, err := c.br.Peek(1); err != nil {
+			return nil, err
+		}
+	}
+	if buf, _ := c.br.Peek(c.br.Buffered()); findEnd(buf) < 0 {
+		// The common head comes whole in one read; this one did not.
+		c.now = time.Now()
+		c.armRead(c.e.headTimeout)
+	}
 	for {
 		raw, err := readHead(c.br, errHeadTooBig, readErr)
-		if err != errHeadTooBig || c.br.Size() >= MaxHead {
+		if err == nil && len(raw) > c.e.maxHead {
+			return raw, errHeadTooBig // in a read buffer larger than the limit
+		}
+		if err != errHeadTooBig || c.br.Size() >= c.e.maxHead {
 			return raw, err
 		}
-		if !c.growReader() {
+		if !c.growReader(c.e.maxHead) {
 			return raw, errMemory
 		}
 	}
@@ -617,7 +666,7 @@ func (h *heldReader) Read(p []byte) (int, error) {
 }
 
 // shrink lets go, between requests, of what one request made the
-// connection grow: a MaxHead read buffer, and what an event loop had read
+// connection grow: a read buffer of the largest head, and what an event loop had read
 // before it handed the connection over. Both give their budget back.
 func (c *conn) shrink() {
 	if h, ok := c.src.(*heldReader); ok && h.held == nil && c.held.in > 0 {
@@ -632,20 +681,21 @@ func (c *conn) shrink() {
 	}
 }
 
-// growReader gives the connection a MaxHead read buffer for the rest of the
-// request, starting with what the small one holds: a head, a chunk-size or
-// a trailer line larger than the first buffer. It reports false when the
-// memory budget cannot give it.
-func (c *conn) growReader() bool {
-	if c.br.Size() >= MaxHead {
+// growReader gives the connection a read buffer of size bytes for the rest
+// of the request, starting with what the small one holds: for a head
+// larger than the first buffer (up to Options.MaxHeaderBytes), or for the
+// chunk-size and trailer lines of a chunked body (up to maxChunkLine). It
+// reports false when the memory budget cannot give it.
+func (c *conn) growReader(size int) bool {
+	if c.br.Size() >= size {
 		return true
 	}
-	if !c.hold(&c.held.reader, MaxHead) {
+	if !c.hold(&c.held.reader, int64(size)) {
 		return false
 	}
 	held, _ := c.br.Peek(c.br.Buffered())
 	c.grown = prefixed(bytes.Clone(held), c.src)
-	c.br = bufio.NewReaderSize(c.grown, MaxHead)
+	c.br = bufio.NewReaderSize(c.grown, size)
 	return true
 }
 
@@ -698,10 +748,11 @@ func (c *conn) refusal(err error) {
 		code = http.StatusRequestEntityTooLarge
 	case errConnect:
 		code = http.StatusMethodNotAllowed
-	case errTimeout:
+	case errTimeout, errBodyTimeout:
 		code = http.StatusRequestTimeout
 	}
 	c.wantsEnd = true
+	c.e.limitHits.count(err)
 	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), retryAfter, true)
 }
 

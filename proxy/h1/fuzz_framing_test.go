@@ -380,7 +380,7 @@ func readReference(in []byte, start int) (refReq, error) {
 //     7.1.1), which net/http refuses: the stand-in is the line without it.
 //   - A chunk-size line of 4096 bytes or more (long chunk extensions),
 //     which net/http refuses as a limit of its own: the engine bounds such
-//     lines by MaxHead and by its allowance for extensions instead. The
+//     lines by maxChunkLine and by its allowance for extensions instead. The
 //     stand-in is the line without its extensions.
 //
 // failAt is where the reader stood when it failed (just after the line

@@ -291,6 +291,10 @@ type proxyOpts struct {
 	// (at most three).
 	handlers              []handler
 	clientTimeout         time.Duration
+	idleTimeout           time.Duration // Options.IdleTimeout
+	headTimeout           time.Duration // Options.HeadTimeout
+	bodyTimeout           time.Duration // Options.BodyTimeout
+	maxHeaderBytes        int           // Options.MaxHeaderBytes
 	responseHeaderTimeout time.Duration // 0: 3 s; <0: none
 	basePath              string        // path of the backend URLs ("/app")
 	loops                 int           // Options.Loops; 0: -h1.loops
@@ -383,15 +387,19 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		PerTryTimeout: px.ResponseHeaderTimeout, // the server passes the lower of it and resilience.per_try_timeout
 	})
 	p.e = New(Options{
-		Balancer:      b,
-		Proxy:         px,
-		Backends:      all,
-		RetryAfter:    time.Second,
-		ClientTimeout: o.clientTimeout,
-		RequestMemory: o.requestMemory,
-		Loops:         cmp.Or(o.loops, *loopsFlag),
-		Metrics:       m,
-		Log:           log,
+		Balancer:       b,
+		Proxy:          px,
+		Backends:       all,
+		RetryAfter:     time.Second,
+		ClientTimeout:  o.clientTimeout,
+		IdleTimeout:    o.idleTimeout,
+		HeadTimeout:    o.headTimeout,
+		BodyTimeout:    o.bodyTimeout,
+		MaxHeaderBytes: o.maxHeaderBytes,
+		RequestMemory:  o.requestMemory,
+		Loops:          cmp.Or(o.loops, *loopsFlag),
+		Metrics:        m,
+		Log:            log,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -77,6 +77,7 @@ type loopState struct {
 	st       uint8     // stIdle...
 	slot     int       // index in lp.conns
 	deadline time.Time // when the client has taken too long; zero: none
+	heading  bool      // stIdle: bytes of a head have come (deadline is the head's)
 	outOff   int       // bytes of c.out already written
 	headLen  int       // length of the parsed head (stBody)
 	scanned  int       // bytes of in searched for the end of a head
@@ -239,16 +240,27 @@ func (l *loop) close() {
 }
 
 // toLoop gives an accepted connection to a loop; false: serve it on a
-// goroutine (not a TCP connection, or out of descriptors).
+// goroutine (not a TCP connection, or out of descriptors). A connection
+// that wraps a TCP one (TCP() *net.TCPConn), such as one whose client
+// address came in a PROXY header, is served by its TCP connection, with
+// the wrapper's RemoteAddr as the client's address.
 func (e *Engine) toLoop(nc net.Conn) bool {
 	if len(e.loops) == 0 {
 		return false
 	}
-	if _, ok := nc.(*net.TCPConn); !ok {
+	sock := nc
+	wrapper, wrapped := nc.(interface{ TCP() *net.TCPConn })
+	if wrapped {
+		tc := wrapper.TCP()
+		if tc == nil {
+			return false
+		}
+		sock = tc
+	} else if _, ok := nc.(*net.TCPConn); !ok {
 		return false
 	}
 	c := e.connFor(nc)
-	fd, err := detach(nc)
+	fd, err := detach(sock)
 	if err != nil {
 		e.log.Debug("connection served without a loop", zap.Error(err))
 		return false
@@ -258,11 +270,31 @@ func (e *Engine) toLoop(nc net.Conn) bool {
 	if !l.post(item{kind: itemConn, c: c}) {
 		// The loop has ended (a drained engine whose loops had no
 		// connection left): the client still gets its answer.
-		if nc, err := attach(fd); err == nil {
-			e.goServeNew(nc)
-		} else {
+		anc, err := attach(fd)
+		if err != nil {
 			_ = unix.Close(fd)
+			return true
 		}
+		if tc, ok := anc.(*net.TCPConn); ok && wrapped {
+			// Keep the wrapper's client address: its RemoteAddr, one
+			// level up, hides the socket's.
+			type remote interface{ RemoteAddr() net.Addr }
+			type socket struct{ *net.TCPConn }
+			anc = struct {
+				remote
+				socket
+			}{nc, socket{tc}}
+			type closer interface{ Closed() }
+			if cl, ok := nc.(closer); ok {
+				// And its release on close (see conn.closed).
+				anc = struct {
+					remote
+					socket
+					closer
+				}{nc, socket{tc}, cl}
+			}
+		}
+		e.goServeNew(anc)
 	}
 	return true
 }
@@ -524,17 +556,31 @@ func (l *loop) register(fd int, ent fdEntry) error {
 func (l *loop) adopt(c *conn) {
 	if l.forced || l.closing && !l.e.draining.Load() {
 		_ = unix.Close(c.fd)
+		c.releaseAll()
 		return
 	}
 	if err := l.register(c.fd, fdEntry{c: c}); err != nil {
 		l.e.log.Warn("cannot watch a client connection; closed", zap.Error(err))
 		_ = unix.Close(c.fd)
+		c.releaseAll()
 		return
 	}
 	c.slot = len(l.conns)
 	l.conns = append(l.conns, c)
+	l.waitRequest(c)
+}
+
+// waitRequest makes c wait for its next request: within the idle timeout
+// for its first byte, or the head timeout from now when bytes of it are
+// here already (pipelined).
+func (l *loop) waitRequest(c *conn) {
 	c.st = stIdle
-	c.deadline = l.now.Add(l.e.clientTimeout)
+	c.heading = len(c.in) > 0
+	if c.heading {
+		c.deadline = l.now.Add(l.e.headTimeout)
+	} else {
+		c.deadline = l.now.Add(l.e.idleTimeout)
+	}
 }
 
 // buffer returns a read buffer of initialRead bytes.
@@ -593,13 +639,15 @@ func (l *loop) expire(c *conn) {
 		return
 	}
 	switch c.st {
-	case stIdle, stBody:
-		if c.st == stIdle && len(c.in) == 0 {
-			l.closeClient(c)
+	case stIdle:
+		if !c.heading {
+			l.closeClient(c) // idle: no answer
 			return
 		}
-		// Too slow with a head or body: 408, as the goroutine engine does.
+		// Too slow with a head: 408, as the goroutine engine does.
 		l.refuseNow(c, errTimeout)
+	case stBody:
+		l.refuseNow(c, errBodyTimeout)
 	case stWrite:
 		l.closeClient(c) // it stopped reading
 	}
@@ -609,8 +657,8 @@ func (l *loop) expire(c *conn) {
 func (l *loop) closeIdle() {
 	for i := len(l.conns) - 1; i >= 0; i-- {
 		c := l.conns[i]
-		if c.st == stIdle && (len(c.in) == 0 || !l.e.draining.Load()) &&
-			l.e.idleLongEnough(c.deadline.Add(-l.e.clientTimeout), l.now) {
+		if c.st == stIdle && (!c.heading || !l.e.draining.Load()) &&
+			l.e.idleLongEnough(c.deadline.Add(-l.e.idleTimeout), l.now) {
 			l.closeClient(c)
 		}
 	}
@@ -728,7 +776,7 @@ func (l *loop) handoffAnswer(c *conn, bk *lback) {
 		l.e.log.Warn("cannot hand a connection over; closed", zap.Error(errors.Join(err, berr)))
 		return
 	}
-	bc := &bconn{nc: bnc, br: bufio.NewReaderSize(prefixed(held, bnc), MaxHead)}
+	bc := &bconn{nc: bnc, br: bufio.NewReaderSize(prefixed(held, bnc), maxResponseHead)}
 	if sc, ok := bnc.(syscall.Conn); ok {
 		bc.raw, _ = sc.SyscallConn()
 	}

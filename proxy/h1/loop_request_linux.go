@@ -60,11 +60,11 @@ func (l *loop) readClient(c *conn, hup bool) {
 	}
 }
 
-// growIn makes room for more of a request: a head up to MaxHead and a
-// body up to loopBody. Between requests, pipelined bytes wait in what
-// there is.
+// growIn makes room for more of a request: a head up to the largest
+// (Options.MaxHeaderBytes) and a body up to loopBody, within the memory
+// budget. Between requests, pipelined bytes wait in what there is.
 func (l *loop) growIn(c *conn) bool {
-	limit := MaxHead + loopBody
+	limit := l.e.maxHead + loopBody
 	switch c.st {
 	case stIdle:
 	case stBody:
@@ -125,30 +125,35 @@ func (l *loop) request(c *conn) {
 		if n < 0 {
 			c.scanned = len(c.in)
 			switch {
-			case len(c.in) >= MaxHead:
+			case len(c.in) >= l.e.maxHead:
 				l.handoff(c) // answered 431 there
 			case len(c.in) == 0 && !c.rdMore:
 				l.dropIn(c)
+			case len(c.in) > 0 && !c.heading:
+				// The head's first bytes: it has the head timeout.
+				c.heading = true
+				c.deadline = l.now.Add(l.e.headTimeout)
 			}
 			return
 		}
 		n += from
 		c.scanned = 0
-		if n > MaxHead {
+		if n > l.e.maxHead {
 			l.handoff(c) // answered 431 there
 			return
 		}
 		c.borrow()
 		r := &c.req
-		if err := r.parseRequest(c.in[:n]); err != nil || r.upgrade || r.chunked || r.expect100 || r.contentLength > loopBody {
+		if err := r.parseRequest(c.in[:n]); err != nil || r.upgrade || r.chunked || r.expect100 ||
+			r.contentLength > min(loopBody, l.e.maxBody) { // (413 there, beyond the limit)
 			c.giveBack()
 			l.handoff(c)
 			return
 		}
 		c.headLen = n
 		c.st = stBody
-		// After a long idle wait, the request gets the full timeout.
-		c.deadline = l.now.Add(l.e.clientTimeout)
+		c.heading = false
+		c.deadline = l.now.Add(l.e.bodyTimeout)
 	}
 	need := c.headLen + int(max(c.req.contentLength, 0))
 	if len(c.in) < need {
@@ -268,7 +273,7 @@ func (l *loop) send(c *conn, bk *lback) {
 	c.st = stBackend
 	c.out = c.appendRequest(c.out[:0], bk.p.p, c.region, false)
 	bk.st, bk.outOff = bWrite, 0
-	bk.deadline = l.now.Add(l.e.clientTimeout) // a backend that stops reading
+	bk.deadline = l.now.Add(l.e.idleTimeout) // a backend that stops reading
 	l.writeBack(bk)
 }
 
@@ -309,7 +314,7 @@ func (l *loop) readBack(bk *lback, hup bool) {
 		}
 		return
 	}
-	const limit = MaxHead + loopAnswer
+	const limit = maxResponseHead + loopAnswer
 	for {
 		if bk.in == nil {
 			bk.in = l.buffer()
@@ -355,12 +360,12 @@ func (l *loop) parseBack(bk *lback) {
 	for bk.st == bHead {
 		n := findEnd(bk.in)
 		if n < 0 {
-			if len(bk.in) >= MaxHead || bk.eof {
+			if len(bk.in) >= maxResponseHead || bk.eof {
 				l.backFailed(bk, errBadResponse)
 			}
 			return
 		}
-		if n > MaxHead {
+		if n > maxResponseHead {
 			l.backFailed(bk, errBadResponse)
 			return
 		}
@@ -489,7 +494,7 @@ func (l *loop) finish(c *conn) {
 	c.conclude(l.now.Sub(c.start), c.status, c.region, c.be, err)
 	c.st = stWrite
 	c.outOff = 0
-	c.deadline = l.now.Add(l.e.clientTimeout)
+	c.deadline = l.now.Add(l.e.idleTimeout) // a client that stops reading
 	l.writeClient(c)
 }
 
@@ -515,8 +520,7 @@ func (l *loop) writeClient(c *conn) {
 		l.closeClient(c)
 		return
 	}
-	c.st = stIdle
-	c.deadline = l.now.Add(l.e.clientTimeout)
+	l.waitRequest(c)
 	if len(c.in) > 0 || c.rdMore || c.eof {
 		l.ready = append(l.ready, c)
 	}

@@ -245,7 +245,7 @@ func TestClientEndSeenAfterAFullBuffer(t *testing.T) {
 	}
 }
 
-// A response head over MaxHead is a bad answer (502) however fast it
+// A response head over maxResponseHead is a bad answer (502) however fast it
 // arrives, as on a goroutine.
 func TestResponseHeadOverTheLimitIs502(t *testing.T) {
 	t.Parallel()

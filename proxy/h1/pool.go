@@ -136,7 +136,7 @@ func dialBackend(ctx context.Context, d *net.Dialer, p *pool) (*bconn, error) {
 		_ = nc.SetDeadline(time.Time{})
 		bc.nc = tc
 	}
-	bc.br = bufio.NewReaderSize(bc.nc, MaxHead)
+	bc.br = bufio.NewReaderSize(bc.nc, maxResponseHead)
 	return bc, nil
 }
 

@@ -59,7 +59,7 @@ func tlsPair(t *testing.T) (*bconn, net.Conn) {
 	bc := &bconn{tls: true}
 	bc.raw, _ = nc.(syscall.Conn).SyscallConn()
 	bc.nc = tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
-	bc.br = bufio.NewReaderSize(bc.nc, MaxHead)
+	bc.br = bufio.NewReaderSize(bc.nc, maxResponseHead)
 	require.NoError(t, bc.nc.SetDeadline(time.Now().Add(ioTimeout)))
 	_, err = io.WriteString(bc.nc, "ping")
 	require.NoError(t, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 	"unsafe"
 
@@ -31,7 +32,6 @@ func (c *conn) handle(raw []byte) bool {
 	}
 	start := time.Now()
 	c.now = start
-	c.armRead() // after a long idle wait, the request gets the full timeout
 	r := &c.req
 	r.dropConnectionTokens()
 	c.wantsEnd = r.close || e.closing.Load() || e.draining.Load()
@@ -117,8 +117,11 @@ func (c *conn) handle(raw []byte) bool {
 func (c *conn) failure(lastErr error) int {
 	code, msg := core.Failure(&c.d, lastErr)
 	retryAfter := ""
-	if code == http.StatusServiceUnavailable {
+	switch code {
+	case http.StatusServiceUnavailable:
 		retryAfter = c.e.retryAfter
+	case http.StatusTooManyRequests:
+		retryAfter = strconv.Itoa(c.d.RetryAfter)
 	}
 	c.out = appendPlain(c.out[:0], code, msg, retryAfter, c.wantsEnd)
 	return code
@@ -138,8 +141,17 @@ func (c *conn) conclude(dur time.Duration, status int, region *route.Region, be 
 	e.b.Report(&c.d, o)
 }
 
-// readBody reads the request body into c.body.
+// readBody reads the request body into c.body, within the body timeout
+// from c.now (the head's end).
 func (c *conn) readBody() error {
+	err := c.readBodyIn()
+	if err == errTimeout {
+		err = errBodyTimeout
+	}
+	return err
+}
+
+func (c *conn) readBodyIn() error {
 	r := &c.req
 	c.dropBody()
 	c.hasBody = r.chunked || r.contentLength >= 0
@@ -149,6 +161,9 @@ func (c *conn) readBody() error {
 	if r.contentLength > c.e.maxBody {
 		return errBodyTooBig
 	}
+	if r.chunked || int64(c.br.Buffered()) < r.contentLength {
+		c.armRead(c.e.bodyTimeout)
+	}
 	if r.expect100 && r.minor == 1 && c.br.Buffered() == 0 {
 		c.armWrite(c.now)
 		if _, err := c.nc.Write(continue100); err != nil {
@@ -157,7 +172,7 @@ func (c *conn) readBody() error {
 	}
 	waited := false
 	if r.chunked {
-		if !c.growReader() { // chunk-size and trailer lines may be as long as a head
+		if !c.growReader(maxChunkLine) {
 			return errMemory
 		}
 		var err error
@@ -260,6 +275,10 @@ func readChunked(br *bufio.Reader, b *body, limit int, a chunker) (bool, error) 
 		}
 	}
 }
+
+// maxChunkLine is the longest chunk-size or trailer line of a chunked
+// request body.
+const maxChunkLine = 16 << 10
 
 // maxChunkExcess bounds the framing bytes of a chunked body beyond its
 // allowance (see chunkExcess).

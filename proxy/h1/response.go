@@ -196,7 +196,7 @@ func equalFold2(b []byte, s string) bool {
 }
 
 // flush writes c.out to the client. While a body is streamed, a client
-// that stops reading for the client timeout is cut off (the deadline is
+// that stops reading for the idle timeout is cut off (the deadline is
 // moved coarsely, like the read deadline).
 func (c *conn) flush() error {
 	if len(c.out) == 0 {
@@ -216,11 +216,11 @@ func (c *conn) flush() error {
 	return nil
 }
 
-// armWrite keeps a write deadline of about the client timeout ahead of
-// now, moved at most once per quarter of it: a client that stops reading
-// is cut off, and the common answer costs no timer update.
+// armWrite keeps a write deadline of about the idle timeout ahead of now,
+// moved at most once per quarter of it: a client that stops reading is cut
+// off, and the common answer costs no timer update.
 func (c *conn) armWrite(now time.Time) {
-	if t := c.e.clientTimeout; now.Sub(c.wArmed) > t/4 {
+	if t := c.e.idleTimeout; now.Sub(c.wArmed) > t/4 {
 		_ = c.nc.SetWriteDeadline(now.Add(t))
 		c.wArmed = now
 	}

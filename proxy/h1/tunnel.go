@@ -71,7 +71,7 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 	_ = bc.nc.SetDeadline(time.Time{})
 	c.e.wg.Add(1)
 	done := make(chan struct{})
-	t := c.e.clientTimeout
+	t := c.e.idleTimeout
 	go func() {
 		defer c.e.wg.Done()
 		defer close(done)
@@ -84,7 +84,7 @@ func (c *conn) tunnel(p *pool, region *route.Region) (status int, sent bool, err
 			}
 		}()
 		pump(bc.nc, c.br, t) // the client's bytes, buffered ones first
-		// The client is done sending: the backend has the client timeout
+		// The client is done sending: the backend has the idle timeout
 		// to finish, rather than forever.
 		closeWrite(bc.nc)
 		_ = bc.nc.SetReadDeadline(time.Now().Add(t))

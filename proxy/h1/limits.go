@@ -1,0 +1,53 @@
+package h1
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/geoproxy/geoproxy/metrics"
+)
+
+// errBodyTimeout: a request body not all in within the body timeout (408);
+// errTimeout is the head's.
+var errBodyTimeout = errors.New("request not received in time")
+
+// Timeout returns the client timeout configured, unless override is other
+// than DefaultClientTimeout: a server-wide timeout with which tests shorten
+// every client timeout at once.
+func Timeout(configured, override time.Duration) time.Duration {
+	if override > 0 && override != DefaultClientTimeout {
+		return override
+	}
+	return configured
+}
+
+// limitCounters count the requests the client limits refused
+// (geoproxy_client_limit_hits_total).
+type limitCounters struct {
+	headTimeout, bodyTimeout, headerBytes, requestBody prometheus.Counter
+}
+
+func newLimitCounters(m *metrics.Metrics) limitCounters {
+	return limitCounters{
+		headTimeout: m.ClientLimits.WithLabelValues(metrics.LimitHeadTimeout),
+		bodyTimeout: m.ClientLimits.WithLabelValues(metrics.LimitBodyTimeout),
+		headerBytes: m.ClientLimits.WithLabelValues(metrics.LimitHeaderBytes),
+		requestBody: m.ClientLimits.WithLabelValues(metrics.LimitRequestBody),
+	}
+}
+
+// count counts a request refused with err, when a client limit refused it.
+func (l *limitCounters) count(err error) {
+	switch err {
+	case errTimeout:
+		l.headTimeout.Inc()
+	case errBodyTimeout:
+		l.bodyTimeout.Inc()
+	case errHeadTooBig:
+		l.headerBytes.Inc()
+	case errBodyTooBig:
+		l.requestBody.Inc()
+	}
+}
