@@ -40,6 +40,9 @@ type Target struct {
 	// TLS, for an https backend, is how to speak TLS to it; nil for the
 	// defaults.
 	TLS *tls.Config
+	// HTTP2 says the backend speaks HTTP/2 (h2c for an http URL): its
+	// probes do too.
+	HTTP2 bool
 }
 
 // Observer learns about probes and state changes (metrics, in production).
@@ -106,10 +109,18 @@ func (c *Checker) loop(ctx context.Context, t Target) {
 		probeTarget = t.URL.JoinPath(c.settings.Path)
 		client      = c.client
 	)
-	if t.TLS != nil {
-		// Its own client: its authorities, server name and certificate.
+	if t.TLS != nil || t.HTTP2 {
+		// Its own client: its authorities, server name and certificate,
+		// and its protocol.
 		tr := c.client.Transport.(*http.Transport).Clone()
-		tr.TLSClientConfig = t.TLS.Clone()
+		if t.TLS != nil {
+			tr.TLSClientConfig = t.TLS.Clone()
+		}
+		if t.HTTP2 {
+			tr.Protocols = new(http.Protocols)
+			tr.Protocols.SetHTTP2(true)
+			tr.Protocols.SetUnencryptedHTTP2(true)
+		}
 		client = &http.Client{Transport: tr, CheckRedirect: c.client.CheckRedirect}
 		defer tr.CloseIdleConnections()
 	}

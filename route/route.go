@@ -43,6 +43,9 @@ type Backend struct {
 	// TLS, for an https backend, is how to speak TLS to it; nil for the
 	// defaults (the system's authorities, the URL's host).
 	TLS *tls.Config
+	// HTTP2 says the backend is spoken to in HTTP/2 (without TLS for an
+	// http URL: h2c); false for HTTP/1.1.
+	HTTP2 bool
 
 	inflight atomic.Int64
 }

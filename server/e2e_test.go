@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -161,15 +163,21 @@ func (a *app) lastHeaders() http.Header {
 }
 
 type env struct {
-	t      *testing.T
-	apps   map[string]*app
-	srv    *server.Server
-	base   string // proxy URL
-	admin  string // admin URL
-	client *http.Client
+	t *testing.T
+	// scheme and host are the proxy's as clients reach it: http and the
+	// plain listener, or https and the TLS listener.
+	scheme, host string
+	apps         map[string]*app
+	srv          *server.Server
+	base         string // proxy URL
+	admin        string // admin URL
+	client       *http.Client
+	h2           bool // the client speaks HTTP/2 over TLS
 }
 
 type envOpts struct {
+	// engine is the engine's name, with "+h2" to reach the proxy over
+	// its TLS listener with HTTP/2 (see forEachEngineAndProtocol).
 	engine   string
 	pprof    bool
 	trusted  string
@@ -196,6 +204,15 @@ func start(t *testing.T, o envOpts) *env {
 	}
 	if o.engine == "" {
 		o.engine = config.EngineNative
+	}
+	engine, h2 := strings.CutSuffix(o.engine, "+h2")
+	tlsPool := x509.NewCertPool()
+	if h2 {
+		dir := t.TempDir()
+		ca := newTestCA(t, "geoproxy test CA")
+		cert, key := ca.issue(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
+		tlsPool = ca.pool
+		o.top += fmt.Sprintf("tls:\n  listen: 127.0.0.1:0\n  certificates: [{cert: %s, key: %s}]\n", cert, key)
 	}
 	if o.interval == "" {
 		o.interval = "100ms"
@@ -229,7 +246,7 @@ admin:
 engine: %s
 resilience: %s
 %sregions:
-`, o.pprof, o.adminExtra, o.trusted, o.geoip, o.interval, o.timeout, o.engine, o.resilience, o.top)
+`, o.pprof, o.adminExtra, o.trusted, o.geoip, o.interval, o.timeout, engine, o.resilience, o.top)
 	for _, r := range regions {
 		a := newApp(t, r.name)
 		e.apps[r.name] = a
@@ -244,9 +261,15 @@ resilience: %s
 	require.NoError(t, err)
 	require.NoError(t, srv.Start(context.Background()))
 	e.srv = srv
-	e.base = "http://" + srv.ProxyAddr().String()
-	e.admin = "http://" + srv.AdminAddr().String()
+	e.scheme, e.host = "http", srv.ProxyAddr().String()
 	e.client = &http.Client{Timeout: 5 * time.Second}
+	if h2 {
+		e.scheme, e.host = "https", srv.TLSAddr().String()
+		e.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tlsPool}, ForceAttemptHTTP2: true}
+		e.h2 = true
+	}
+	e.base = e.scheme + "://" + e.host
+	e.admin = "http://" + srv.AdminAddr().String()
 	t.Cleanup(func() {
 		e.client.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -314,6 +337,9 @@ func (e *env) do(req *http.Request) (*http.Response, string) {
 	resp, err := e.client.Do(req)
 	require.NoError(e.t, err)
 	defer resp.Body.Close()
+	if e.h2 {
+		require.Equal(e.t, 2, resp.ProtoMajor, "an answer over HTTP/2")
+	}
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(e.t, err)
 	return resp, string(body)
@@ -346,7 +372,7 @@ func (e *env) waitRegion(region string, up bool) {
 }
 
 func TestEachClientGoesToTheNearestRegion(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		e := start(t, envOpts{engine: engine})
 		cases := []struct{ ip, region, city, country string }{
 			{london, "europe-west", "London", "GB"},
@@ -370,15 +396,15 @@ func TestEachClientGoesToTheNearestRegion(t *testing.T) {
 				if c.ip != "" {
 					assert.Equal(t, c.ip+", 127.0.0.1", h.Get("X-Forwarded-For"))
 				}
-				assert.Equal(t, "http", h.Get("X-Forwarded-Proto"))
-				assert.Equal(t, e.srv.ProxyAddr().String(), h.Get("X-Forwarded-Host"))
+				assert.Equal(t, e.scheme, h.Get("X-Forwarded-Proto"))
+				assert.Equal(t, e.host, h.Get("X-Forwarded-Host"))
 			})
 		}
 	})
 }
 
 func TestUntrustedPeerCannotChooseItsLocation(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		e := start(t, envOpts{engine: engine, trusted: "[192.0.2.0/24]"})
 		req, err := http.NewRequest(http.MethodGet, e.base+"/", nil)
 		require.NoError(t, err)
@@ -407,7 +433,7 @@ func TestMalformedForwardingHeaderIsIgnored(t *testing.T) {
 }
 
 func TestFailoverAndFailback(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		e := start(t, envOpts{engine: engine})
 		eu := e.apps["europe-west"]
 		require.Equal(t, "europe-west", e.servedBy(london))
@@ -435,7 +461,7 @@ func TestFailoverAndFailback(t *testing.T) {
 }
 
 func TestRegionDyingUnderTrafficCausesNoErrors(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		e := start(t, envOpts{engine: engine})
 		eu := e.apps["europe-west"]
 		require.Equal(t, "europe-west", e.servedBy(london))
@@ -461,7 +487,7 @@ func TestRegionDyingUnderTrafficCausesNoErrors(t *testing.T) {
 }
 
 func TestRefusedBackendIsRetriedInTheSameRegion(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		dead := newApp(t, "europe-west")
 		// With one of its two backends out, europe-west is degraded and
 		// would pass part of its clients on (resilience.degraded_below):
@@ -491,7 +517,7 @@ func TestRefusedBackendIsRetriedInTheSameRegion(t *testing.T) {
 }
 
 func TestAllRegionsDownGives503(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		e := start(t, envOpts{engine: engine})
 		for _, a := range e.apps {
 			a.failing.Store(true)
@@ -517,7 +543,7 @@ func TestAllRegionsDownGives503(t *testing.T) {
 }
 
 func TestStreamingIsNotBuffered(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		e := start(t, envOpts{engine: engine})
 		req, err := http.NewRequest(http.MethodGet, e.base+"/stream", nil)
 		require.NoError(t, err)
@@ -624,7 +650,7 @@ func TestMetricsPassLint(t *testing.T) {
 }
 
 func TestRetryableStatusMovesToTheNextRegion(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, engine string) {
+	forEachEngineAndProtocol(t, func(t *testing.T, engine string) {
 		e := start(t, envOpts{engine: engine, interval: "1h"})
 		e.apps["europe-west"].overloaded.Store(true)
 		// Health checks pass, but requests get 503: a GET moves on to us-east.
@@ -649,6 +675,15 @@ func TestRetryableStatusMovesToTheNextRegion(t *testing.T) {
 		assert.Equal(t, "us-west overloaded\n", body, "three attempts: europe-west, us-east, us-west")
 		assert.Equal(t, "us-west", resp.Header.Get("X-Geoproxy-Region"))
 	})
+}
+
+// forEachEngineAndProtocol runs a test against both HTTP engines, their
+// clients speaking HTTP/1.1 in clear, then HTTP/2 over TLS (the engine
+// names then end in "+h2", which start understands).
+func forEachEngineAndProtocol(t *testing.T, test func(t *testing.T, engine string)) {
+	for _, engine := range []string{config.EngineNative, config.EngineNetHTTP, config.EngineNative + "+h2", config.EngineNetHTTP + "+h2"} {
+		t.Run(engine, func(t *testing.T) { test(t, engine) })
+	}
 }
 
 // forEachEngine runs a test against both HTTP engines.

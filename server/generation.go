@@ -47,8 +47,18 @@ type generation struct {
 	passive  *health.Passive // nil when resilience.passive_health is off
 	backends []health.BackendSpec
 	targets  []health.Target
-	ln       *handoff     // the connections the server gives it
-	open     atomic.Int64 // net/http engine: connections open
+	ln       *handoff     // the plain listener's connections the server gives it
+	open     atomic.Int64 // net/http servers: connections open
+	// The TLS listener (when tls.listen is set): its connections, served
+	// by Go's net/http server on either engine (HTTP/2 and HTTP/1.1, by
+	// ALPN), over tlsHandler (the native engine's; the nethttp engine's is
+	// handler).
+	tlsIn      *handoff
+	tlsSrv     *http.Server
+	tlsHandler *nethttp.Handler
+	// redirectSrv answers the plain listener's requests with redirects to
+	// https (tls.redirect_http), in place of the engine.
+	redirectSrv *http.Server
 
 	stopChecks context.CancelFunc
 	stopRouter context.CancelFunc
@@ -128,50 +138,76 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		RequestTimeout: res.RequestTimeout,
 		Edge:           cfg.GeoIP.EdgeHeaders,
 		Affinity:       cfg.Affinity,
+		ClientRate:     float64(cfg.Limits.RequestsPerSecondPerClient),
+		ClientBurst:    cfg.Limits.BurstPerClient,
 	})
 	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
 	var all []*route.Backend
 	for _, spec := range specs {
 		all = append(all, spec.Backends...)
 	}
+	httpOpts := nethttp.Options{
+		Balancer: g.bal, Backends: all, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,
+		MaxRequestBody: cfg.Limits.MaxRequestBody, MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
+		// Options.ClientTimeout (tests) stands for every client timeout.
+		IdleTimeout: h1.Timeout(cfg.Limits.IdleTimeout, s.clientTimeout),
+		HeadTimeout: h1.Timeout(cfg.Limits.HeadTimeout, s.clientTimeout),
+		BodyTimeout: h1.Timeout(cfg.Limits.BodyTimeout, s.clientTimeout),
+	}
 	switch cfg.Engine {
 	case config.EngineNetHTTP:
-		g.handler = nethttp.New(nethttp.Options{
-			Balancer: g.bal, Backends: all, Proxy: cfg.Proxy, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,
-			ClientTimeout: s.clientTimeout, MaxRequestBody: cfg.Limits.MaxRequestBody,
-		})
+		g.handler = nethttp.New(httpOpts)
 		protocols := new(http.Protocols)
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
-		errLog, _ := zap.NewStdLogAt(s.log.Named("http"), zap.DebugLevel)
-		g.httpSrv = &http.Server{
-			Handler: g.handler,
-			// The native engine's limits: a head within the client
-			// timeout, and as long idle between requests. The body's
-			// deadline is set by the handler, so that a long answer is
-			// not cut by a ReadTimeout.
-			ReadHeaderTimeout: s.clientTimeout,
-			IdleTimeout:       s.clientTimeout,
-			MaxHeaderBytes:    h1.MaxHead, // as the native engine: 431 beyond (Go's default is 1 MiB)
-			ErrorLog:          errLog,
-			Protocols:         protocols,
-			ConnState: func(_ net.Conn, state http.ConnState) {
-				switch state {
-				case http.StateNew:
-					g.open.Add(1)
-				case http.StateClosed, http.StateHijacked:
-					g.open.Add(-1)
-				}
-			},
-		}
+		g.httpSrv = s.httpServer(g, s.challenges(g.handler), protocols)
 	default:
 		g.native = h1.New(h1.Options{
 			Balancer: g.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,
-			Loops: cfg.Proxy.EventLoops, ClientTimeout: s.clientTimeout,
+			Loops: cfg.Proxy.EventLoops, MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
 			MaxRequestBody: cfg.Limits.MaxRequestBody, RequestMemory: cfg.Limits.RequestMemory,
+			// Options.ClientTimeout (tests) stands for every client timeout.
+			IdleTimeout: h1.Timeout(cfg.Limits.IdleTimeout, s.clientTimeout),
+			HeadTimeout: h1.Timeout(cfg.Limits.HeadTimeout, s.clientTimeout),
+			BodyTimeout: h1.Timeout(cfg.Limits.BodyTimeout, s.clientTimeout),
 		})
 	}
+	if cfg.TLS.Enabled() {
+		s.buildTLS(g, httpOpts)
+	}
 	return g, nil
+}
+
+// httpServer is a net/http server of the generation over handler: the
+// nethttp engine's, or the TLS listener's.
+func (s *Server) httpServer(g *generation, handler http.Handler, protocols *http.Protocols) *http.Server {
+	errLog, _ := zap.NewStdLogAt(s.log.Named("http"), zap.DebugLevel)
+	return &http.Server{
+		Handler: handler,
+		// The native engine's limits: a head within the head timeout,
+		// and the idle timeout between requests (on the connections of
+		// nethttp.Listener, the handler's ConnState keeps them as the
+		// native engine does). The body's deadline is set by the
+		// handler, so that a long answer is not cut by a ReadTimeout.
+		ReadHeaderTimeout: h1.Timeout(g.cfg.Limits.HeadTimeout, s.clientTimeout),
+		IdleTimeout:       h1.Timeout(g.cfg.Limits.IdleTimeout, s.clientTimeout),
+		// Above limits.max_header_bytes, which the handler keeps and
+		// counts (431); Go's default is 1 MiB.
+		MaxHeaderBytes: nethttp.ServerMaxHeaderBytes(g.cfg.Limits.MaxHeaderBytes),
+		ErrorLog:       errLog,
+		Protocols:      protocols,
+		ConnState: func(nc net.Conn, state http.ConnState) {
+			if g.handler != nil {
+				g.handler.ConnState(nc, state) // the nethttp engine's limits on its connections
+			}
+			switch state {
+			case http.StateNew:
+				g.open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				g.open.Add(-1)
+			}
+		},
+	}
 }
 
 // start makes the health store hold the generation's backends (those that
@@ -197,6 +233,9 @@ func (s *Server) start(g *generation, addr net.Addr) error {
 		}
 	})
 	g.ln = newHandoff(addr)
+	if g.tlsSrv != nil {
+		g.tlsIn = newHandoff(s.tlsEntry.ln.Addr())
+	}
 	serve := func(ln net.Listener, serve func(net.Listener) error) {
 		g.serving.Go(func() {
 			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
@@ -204,12 +243,37 @@ func (s *Server) start(g *generation, addr net.Addr) error {
 			}
 		})
 	}
-	if g.httpSrv != nil {
+	switch {
+	case g.redirectSrv != nil:
+		serve(g.ln, g.redirectSrv.Serve)
+	case g.httpSrv != nil:
 		serve(nethttp.Listener(g.ln), g.httpSrv.Serve)
-	} else {
+	default:
 		serve(g.ln, g.native.Serve)
 	}
+	if g.tlsSrv != nil {
+		serve(g.tlsIn, g.tlsSrv.Serve)
+	}
 	return nil
+}
+
+// in is the handoff of the connections of the listener named.
+func (g *generation) in(listener string) *handoff {
+	if listener == listenerHTTPS {
+		return g.tlsIn
+	}
+	return g.ln
+}
+
+// servers are the generation's net/http servers.
+func (g *generation) servers() []*http.Server {
+	var all []*http.Server
+	for _, srv := range []*http.Server{g.httpSrv, g.tlsSrv, g.redirectSrv} {
+		if srv != nil {
+			all = append(all, srv)
+		}
+	}
+	return all
 }
 
 // drain makes every answer of the generation close its connection; a
@@ -221,6 +285,9 @@ func (g *generation) drain(idle time.Duration) {
 	}
 	if g.handler != nil {
 		g.handler.Drain()
+	}
+	if g.tlsHandler != nil {
+		g.tlsHandler.Drain()
 	}
 }
 
@@ -235,8 +302,11 @@ func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
 	if g.native != nil {
 		err = g.native.Shutdown(ctx)
 	}
-	if g.httpSrv != nil {
+	if srvs := g.servers(); len(srvs) > 0 {
 		_ = g.ln.Close()
+		if g.tlsIn != nil {
+			_ = g.tlsIn.Close()
+		}
 		if waitIdle {
 			tick := time.NewTicker(20 * time.Millisecond)
 			for g.open.Load() > 0 && ctx.Err() == nil {
@@ -247,12 +317,23 @@ func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
 			}
 			tick.Stop()
 		}
-		if err = g.httpSrv.Shutdown(ctx); err != nil {
-			_ = g.httpSrv.Close()
+		var wg sync.WaitGroup
+		errs := make([]error, len(srvs))
+		for i, srv := range srvs {
+			wg.Go(func() {
+				if errs[i] = srv.Shutdown(ctx); errs[i] != nil {
+					_ = srv.Close()
+				}
+			})
 		}
-		g.handler.Close()
+		wg.Wait()
+		err = errors.Join(append(errs, err)...)
+		g.abandon()
 	}
 	_ = g.ln.Close()
+	if g.tlsIn != nil {
+		_ = g.tlsIn.Close()
+	}
 	g.stopChecks()
 	g.checks.Wait()
 	g.stopRouter()
@@ -264,6 +345,9 @@ func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
 func (g *generation) abandon() {
 	if g.handler != nil {
 		g.handler.Close()
+	}
+	if g.tlsHandler != nil {
+		g.tlsHandler.Close()
 	}
 }
 
@@ -315,45 +399,6 @@ func (h *handoff) give(nc net.Conn) bool {
 		return true
 	case <-h.done:
 		return false
-	}
-}
-
-// dispatch accepts on the proxy listener and gives each connection to the
-// current generation, until the listener is closed.
-func (s *Server) dispatch(ln net.Listener) {
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", backoff))
-				select {
-				case <-time.After(backoff):
-				case <-s.base.Done():
-					return
-				}
-				continue
-			}
-			s.log.Error("proxy listener stopped", zap.Error(err))
-			return
-		}
-		backoff = 0
-		for {
-			g := s.gen.Load()
-			if g.ln.give(nc) {
-				break
-			}
-			if s.gen.Load() == g {
-				_ = nc.Close() // the last generation has stopped: shutting down
-				break
-			}
-			// A reload swapped generations meanwhile: the new one takes it.
-		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"reflect"
 	"time"
 
 	"go.uber.org/zap"
@@ -102,6 +103,12 @@ func (s *Server) Reload() (res ReloadResult) {
 		res.NeedsRestart = append(res.NeedsRestart, "admin.listen")
 		next.Admin.Listen = cur.cfg.Admin.Listen
 	}
+	if next.TLS.Listen != cur.cfg.TLS.Listen {
+		// The TLS listener, and the certificates behind it, come and go
+		// with a restart.
+		res.NeedsRestart = append(res.NeedsRestart, "tls.listen")
+		next.TLS = cur.cfg.TLS
+	}
 	if next.Engine != cur.cfg.Engine {
 		res.NeedsRestart = append(res.NeedsRestart, "engine")
 		next.Engine = cur.cfg.Engine
@@ -114,11 +121,17 @@ func (s *Server) Reload() (res ReloadResult) {
 	if err != nil {
 		return s.refused(res, []string{err.Error()})
 	}
+	if s.certs != nil && !reflect.DeepEqual(next.TLS, cur.cfg.TLS) {
+		if err := s.certs.Update(next.TLS); err != nil {
+			g.abandon()
+			return s.refused(res, []string{"tls: " + err.Error()})
+		}
+	}
 	// The old checker stops first: the store is about to lose the backends
 	// the new configuration removed.
 	cur.stopChecks()
 	cur.checks.Wait()
-	if err := s.start(g, s.proxyLn.Addr()); err != nil {
+	if err := s.start(g, s.plain.ln.Addr()); err != nil {
 		g.abandon()
 		return s.refused(res, []string{err.Error()})
 	}

@@ -66,8 +66,11 @@ type Server struct {
 	last     atomic.Pointer[ReloadResult]
 	retiring sync.WaitGroup // generations replaced, finishing their requests
 
-	proxyLn, adminLn net.Listener
-	adminSrv         *http.Server
+	plain    *entry // the proxy listener
+	tlsEntry *entry // the TLS listener; nil without tls.listen
+	certs    certManager
+	adminLn  net.Listener
+	adminSrv *http.Server
 	// base lives until Shutdown is done: health checks, routers and
 	// watchers run on it, not on the signal's context, so that a drain
 	// keeps checking health until the last request.
@@ -148,9 +151,10 @@ func Topology(cfg *config.Config) ([]route.RegionSpec, []health.BackendSpec, []h
 		}
 		for _, b := range r.Backends {
 			id := b.URL.String()
-			spec.Backends = append(spec.Backends, &route.Backend{ID: id, Region: r.Name, URL: b.URL, Weight: b.Weight, Index: len(targets)})
+			h2 := b.Protocol == config.ProtocolH2 || b.Protocol == config.ProtocolH2C
+			spec.Backends = append(spec.Backends, &route.Backend{ID: id, Region: r.Name, URL: b.URL, Weight: b.Weight, Index: len(targets), HTTP2: h2})
 			backends = append(backends, health.BackendSpec{ID: id, Region: r.Name})
-			targets = append(targets, health.Target{ID: id, Region: r.Name, URL: b.URL})
+			targets = append(targets, health.Target{ID: id, Region: r.Name, URL: b.URL, HTTP2: h2})
 		}
 		specs = append(specs, spec)
 	}
@@ -191,15 +195,34 @@ func (s *Server) Start(ctx context.Context) error {
 	s.started = time.Now()
 	g := s.gen.Load()
 	cfg := g.cfg
-	var err error
-	if s.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
 		g.abandon()
 		s.cancel()
 		return fmt.Errorf("server: proxy listener: %w", err)
 	}
-	if err := s.start(g, s.proxyLn.Addr()); err != nil {
+	s.plain = newEntry(listenerHTTP, ln, s.metrics)
+	if cfg.TLS.Enabled() {
+		tln, err := net.Listen("tcp", cfg.TLS.Listen)
+		if err != nil {
+			g.abandon()
+			_ = ln.Close()
+			s.cancel()
+			return fmt.Errorf("server: TLS listener: %w", err)
+		}
+		s.tlsEntry = newEntry(listenerHTTPS, tln, s.metrics)
+		// The certificates come once the listeners are bound: ACME's
+		// challenges are answered on them.
+		if s.certs, err = s.newCerts(cfg); err != nil {
+			g.abandon()
+			s.closeListeners()
+			s.cancel()
+			return fmt.Errorf("server: tls: %w", err)
+		}
+	}
+	if err := s.start(g, ln.Addr()); err != nil {
 		g.abandon()
-		_ = s.proxyLn.Close()
+		s.closeListeners()
 		s.cancel()
 		return err
 	}
@@ -214,7 +237,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 
 	if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-		_ = s.proxyLn.Close()
+		s.closeListeners()
 		_ = g.shutdown(context.Background(), false)
 		s.stop()
 		return fmt.Errorf("server: admin listener: %w", err)
@@ -230,12 +253,16 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("admin listener stopped", zap.Error(err))
 		}
 	})
-	s.wg.Go(func() { s.dispatch(s.proxyLn) })
+	s.wg.Go(func() { s.dispatch(s.plain) })
+	if s.tlsEntry != nil {
+		s.wg.Go(func() { s.dispatch(s.tlsEntry) })
+	}
 	close(s.ready)
 	info := g.locator.Database().Info()
 	s.log.Info("geoproxy serving",
 		zap.String("version", s.version),
-		zap.Stringer("listen", s.proxyLn.Addr()),
+		zap.Stringer("listen", s.plain.ln.Addr()),
+		zap.Stringer("tls_listen", s.TLSAddr()),
 		zap.Stringer("admin", s.adminLn.Addr()),
 		zap.String("engine", cfg.Engine),
 		zap.Int("regions", len(cfg.Regions)),
@@ -248,7 +275,24 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // ProxyAddr is the proxy listener's address (after Start).
-func (s *Server) ProxyAddr() net.Addr { return s.proxyLn.Addr() }
+func (s *Server) ProxyAddr() net.Addr { return s.plain.ln.Addr() }
+
+// TLSAddr is the TLS listener's address (after Start); nil without one.
+func (s *Server) TLSAddr() net.Addr {
+	if s.tlsEntry == nil {
+		return nil
+	}
+	return s.tlsEntry.ln.Addr()
+}
+
+// closeListeners closes the proxy listeners: their dispatchers end.
+func (s *Server) closeListeners() {
+	for _, e := range []*entry{s.plain, s.tlsEntry} {
+		if e != nil {
+			_ = e.ln.Close()
+		}
+	}
+}
 
 // AdminAddr is the admin listener's address (after Start).
 func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
@@ -258,9 +302,7 @@ func (s *Server) AdminAddr() net.Addr { return s.adminLn.Addr() }
 // stops health checks and waits for every goroutine.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
-	if s.proxyLn != nil {
-		_ = s.proxyLn.Close() // the dispatcher ends
-	}
+	s.closeListeners() // the dispatchers end
 	g := s.gen.Load()
 	if err := g.shutdown(ctx, false); err != nil {
 		errs = append(errs, err)
@@ -280,6 +322,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.stop()
+	if s.certs != nil {
+		s.certs.Close()
+	}
 	if err := g.locator.Database().Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -41,17 +41,36 @@ type Options struct {
 	Proxy config.Proxy
 	// RetryAfter is advertised when no region can serve.
 	RetryAfter time.Duration
-	// ClientTimeout is how long a client may take to send a request body
-	// once its head is in (408 beyond), and to take each part of an answer
-	// (the connection is closed beyond). The server's ReadHeaderTimeout and
-	// IdleTimeout should be the same. Zero means h1.DefaultClientTimeout,
-	// as on the native engine.
+	// IdleTimeout is how long a connection may wait for the first byte of
+	// its first and each next request (then it is closed, without an
+	// answer), and how long each write to the client, or of a request to
+	// a backend, may take (then the connection is closed). The server's
+	// IdleTimeout should be the same.
+	IdleTimeout time.Duration
+	// HeadTimeout is how long a client may take to send a request's head
+	// from its first byte (408 beyond, and the connection closed): kept
+	// by Listener's connections (see ConnState). The server's
+	// ReadHeaderTimeout should be the same.
+	HeadTimeout time.Duration
+	// BodyTimeout is how long a client may take to send a request's body
+	// once its head is in (408 beyond, and the connection closed).
+	BodyTimeout time.Duration
+	// ClientTimeout is each of IdleTimeout, HeadTimeout and BodyTimeout
+	// left zero; h1.DefaultClientTimeout when zero too, as on the native
+	// engine.
 	ClientTimeout time.Duration
+	// MaxHeaderBytes is the largest request head (431 beyond); zero means
+	// h1.DefaultMaxHeaderBytes. The server's MaxHeaderBytes should be
+	// ServerMaxHeaderBytes of it.
+	MaxHeaderBytes int
 	// MaxRequestBody is the largest request body accepted (413 beyond);
 	// zero means h1.DefaultMaxRequestBody.
 	MaxRequestBody int64
-	Metrics        *metrics.Metrics
-	Log            *zap.Logger
+	// Metrics receives the in-flight gauge and the client limits the
+	// Handler refused requests by.
+	Metrics *metrics.Metrics
+	// Log is the Handler's logger (named "proxy").
+	Log *zap.Logger
 }
 
 // Handler forwards requests to the nearest healthy region.
@@ -63,13 +82,17 @@ type Handler struct {
 		Inc()
 		Dec()
 	}
-	rp            *httputil.ReverseProxy
-	transport     *h1.Transport
-	clientTimeout time.Duration
-	maxBody       int64
-	draining      atomic.Bool
-	log           *zap.Logger
-	states        sync.Pool
+	rp          *httputil.ReverseProxy
+	transport   *h1.Transport
+	backends    *backends
+	idleTimeout time.Duration // see Options
+	bodyTimeout time.Duration
+	maxHead     int
+	maxBody     int64
+	limits      *connLimits
+	draining    atomic.Bool
+	log         *zap.Logger
+	states      sync.Pool
 }
 
 type stateKey struct{}
@@ -97,12 +120,12 @@ func New(o Options) *Handler {
 		retryAfter: strconv.Itoa(int(max(1, (o.RetryAfter+time.Second-1)/time.Second))),
 		inFlight:   o.Metrics.InFlight,
 		log:        o.Log.Named("proxy"),
-
-		clientTimeout: o.ClientTimeout,
 	}
-	if h.clientTimeout <= 0 {
-		h.clientTimeout = h1.DefaultClientTimeout
-	}
+	all := cmp.Or(max(o.ClientTimeout, 0), h1.DefaultClientTimeout)
+	h.idleTimeout = cmp.Or(max(o.IdleTimeout, 0), all)
+	h.bodyTimeout = cmp.Or(max(o.BodyTimeout, 0), all)
+	h.maxHead = cmp.Or(max(o.MaxHeaderBytes, 0), h1.DefaultMaxHeaderBytes)
+	h.limits = newConnLimits(o.Metrics, h.idleTimeout, cmp.Or(max(o.HeadTimeout, 0), all))
 	h.maxBody = cmp.Or(o.MaxRequestBody, h1.DefaultMaxRequestBody)
 	h.states.New = func() any { return new(state) }
 	// The backend connections are kept by the native engine's pools, so
@@ -111,11 +134,12 @@ func New(o Options) *Handler {
 		Backends:      o.Backends,
 		DialTimeout:   o.Proxy.DialTimeout,
 		HeaderTimeout: h.tryTimeout,
-		WriteTimeout:  h.clientTimeout,
+		WriteTimeout:  h.idleTimeout,
 	})
+	h.backends = newBackends(h.transport, o.Backends, o.Proxy.DialTimeout, h.tryTimeout)
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      h.transport,
+		Transport:      h.backends,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
 		BufferPool:     newBufferPool(),
@@ -130,7 +154,10 @@ func New(o Options) *Handler {
 func (h *Handler) Drain() { h.draining.Store(true) }
 
 // Close releases idle connections to backends and stops their reaper.
-func (h *Handler) Close() { h.transport.Close() }
+func (h *Handler) Close() {
+	h.transport.Close()
+	h.backends.Close()
+}
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -142,13 +169,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	*st = state{edge: st.edge[:0]} // the edge values' room is kept
 	defer h.states.Put(st)
 
-	rw := &responseWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.clientTimeout}
+	rw := &responseWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.idleTimeout}
 	st.rw = rw
+	if headSize(r) > h.maxHead {
+		// Go's server allows more (see ServerMaxHeaderBytes): the limit
+		// is kept here, to the byte, as on the native engine.
+		h.limits.headerBytes.Inc()
+		if r.ProtoMajor == 1 {
+			rw.Header().Set("Connection", "close")
+		}
+		plain(rw, http.StatusRequestHeaderFieldsTooLarge, "geoproxy: message head too large")
+		return
+	}
 	if msg := refusal(r); msg != "" {
 		refuse(rw, r, msg)
 		return
 	}
 	if r.ContentLength > h.maxBody {
+		h.limits.requestBody.Inc()
 		rw.Header().Set("Connection", "close")
 		plain(rw, http.StatusRequestEntityTooLarge, "geoproxy: request body too large")
 		return
@@ -181,11 +219,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.peerTrusted = h.b.Resolver().Trusted(peer)
 
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	if r.Body != nil && r.Body != http.NoBody {
-		// The body must arrive within the client timeout, as on the native
+	// (An HTTP/2 request without a body has one that is empty at once,
+	// of length 0.)
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		// The body must arrive within the body timeout, as on the native
 		// engine; once it has, the deadline goes, so that Go's server can
 		// watch the idle connection while a slow answer is streamed.
-		_ = rw.rc.SetReadDeadline(start.Add(h.clientTimeout))
+		_ = rw.rc.SetReadDeadline(start.Add(h.bodyTimeout))
 		st.body = &replayGuard{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody), rc: rw.rc}
 		out.Body = st.body
 	}
@@ -240,8 +280,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var tooBig *http.MaxBytesError
 		switch {
 		case isTimeout(st.body.err):
+			h.limits.bodyTimeout.Inc()
 			code, msg = http.StatusRequestTimeout, "geoproxy: request not received in time"
 		case errors.As(st.body.err, &tooBig):
+			h.limits.requestBody.Inc()
 			code, msg = http.StatusRequestEntityTooLarge, "geoproxy: request body too large"
 		}
 		rw.Header().Set("Connection", "close")
@@ -252,8 +294,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the client is gone: nobody to answer
 	}
 	code, msg := core.Failure(&st.d, st.err)
-	if code == http.StatusServiceUnavailable {
+	switch code {
+	case http.StatusServiceUnavailable:
 		rw.Header().Set("Retry-After", h.retryAfter)
+	case http.StatusTooManyRequests:
+		rw.Header().Set("Retry-After", strconv.Itoa(st.d.RetryAfter))
 	}
 	plain(rw, code, msg)
 }
@@ -433,7 +478,7 @@ func (g *replayGuard) Close() error { return nil }
 
 // responseWriter remembers the status sent. Unwrap gives ReverseProxy the
 // underlying writer for flushing and WebSocket hijacking.
-// Writes carry a deadline of the client timeout, moved coarsely (at most
+// Writes carry a deadline of the idle timeout, moved coarsely (at most
 // once per quarter of it), so a client that stops reading its answer is cut
 // off as on the native engine, while one that reads a long stream is not.
 type responseWriter struct {
