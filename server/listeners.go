@@ -202,7 +202,10 @@ func (s *Server) admit(e *entry, c *clientConn, cfg *config.Config) {
 	deadline := time.Now().Add(cfg.Limits.HeadTimeout)
 	if cfg.ProxyProtocol {
 		trusted := s.gen.Load().bal.Resolver().Trusted
+		// A shutdown does not wait for a header that is not coming.
+		stop := context.AfterFunc(s.base, func() { _ = c.SetReadDeadline(time.Now()) })
 		client, err := proxyheader.Read(c.TCPConn, trusted, deadline)
+		stop()
 		if err != nil {
 			s.log.Debug("connection refused: PROXY header", zap.Stringer("peer", c.TCPConn.RemoteAddr()), zap.Error(err))
 			_ = c.Close()
