@@ -12,6 +12,10 @@
 #   admin: {listen: :9090} # /metrics, /healthz, /readyz, dashboard
 # The embedded geo database is inside the binary; to use another .mmdb, mount
 # it and set geoip.database to its path.
+# TLS: listen on 8443 (tls.listen: :8443; publish it with -p 443:8443); ACME
+# keeps its certificates in /var/lib/geoproxy/acme, which belongs to the
+# non-root user: mount a volume there (-v geoproxy-acme:/var/lib/geoproxy/acme)
+# so that a restart does not ask the CA again.
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
@@ -20,12 +24,13 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
-      -o /out/geoproxy ./cmd/geoproxy
+      -o /out/geoproxy ./cmd/geoproxy && mkdir -p /out/acme
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/geoproxy /usr/local/bin/geoproxy
+COPY --from=build --chown=65532:65532 /out/acme /var/lib/geoproxy/acme
 USER nonroot:nonroot
-EXPOSE 8080 9090
+EXPOSE 8080 8443 9090
 # Healthy while /readyz on the admin listener answers 2xx: serving, with a
 # region that can take traffic. The image has no shell and no curl, so the
 # binary checks itself. With another admin port, override the test in exec
