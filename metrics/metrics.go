@@ -182,6 +182,9 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "TLS handshakes with clients that failed, by reason: no_certificate (no certificate for the name asked), protocol (a version, cipher suite or message refused), timeout, closed (the client left), other.",
 		}, []string{"reason"}),
 	}
+	for _, r := range []string{"no_certificate", "protocol", "timeout", "closed", "other"} {
+		m.TLSHandshakeErrors.WithLabelValues(r)
+	}
 	for _, l := range []string{LimitHeadTimeout, LimitBodyTimeout, LimitHeaderBytes, LimitRequestBody, LimitConnections, LimitClientConnections, LimitClientRate} {
 		m.ClientLimits.WithLabelValues(l)
 	}
