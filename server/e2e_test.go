@@ -25,12 +25,15 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/geoproxy/geoproxy/certs/certstest"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/server"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// Pebble's and certmagic's goroutines that live as long as the
+	// process (the ACME tests) are not leaks.
+	goleak.VerifyTestMain(m, certstest.LeakOptions()...)
 }
 
 // Addresses of testdata/geoip2-city.mmdb (see testdata/gen).
