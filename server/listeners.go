@@ -118,40 +118,36 @@ func (s *Server) dispatch(e *entry) {
 			return
 		}
 		backoff = 0
-		cfg := s.gen.Load().cfg
-		lim := &cfg.Limits
-		tc, isTCP := nc.(*net.TCPConn)
-		if !isTCP || !e.tls && !cfg.ProxyProtocol && lim.MaxConnections == 0 && lim.MaxConnectionsPerClient == 0 {
-			// Nothing to admit it by: the engine takes the connection as
-			// it is (the native engine's event loops read its descriptor).
-			e.open.Add(1)
-			e.gauge.Inc()
-			if !isTCP {
-				s.give(e, nc)
-				continue
-			}
-			nc = &clientConn{TCPConn: tc, client: tcpAddr(tc.RemoteAddr()), release: func() { e.open.Add(-1); e.gauge.Dec() }}
-			s.give(e, nc)
+		tc, ok := nc.(*net.TCPConn)
+		if !ok {
+			s.give(e, nc) // (a TCP listener gives TCP connections only)
 			continue
 		}
-		if max := lim.MaxConnections; max > 0 && e.open.Load() >= int64(max) {
+		cfg := s.gen.Load().cfg
+		if max := cfg.Limits.MaxConnections; max > 0 && e.open.Load() >= int64(max) {
 			s.metrics.ClientLimits.WithLabelValues(metrics.LimitConnections).Inc()
-			s.wg.Go(func() { s.refuseConn(e, nc, http.StatusServiceUnavailable, "geoproxy: too many connections") })
+			s.refuseConn(e, tc, http.StatusServiceUnavailable, "geoproxy: too many connections")
 			continue
 		}
 		e.open.Add(1)
 		e.gauge.Inc()
-		c := &clientConn{TCPConn: tc, client: tcpAddr(tc.RemoteAddr())}
-		c.release = func() { e.open.Add(-1); e.gauge.Dec() }
-		if !e.tls && !cfg.ProxyProtocol {
-			if !s.countClient(e, c, lim.MaxConnectionsPerClient) {
-				continue
-			}
-			s.give(e, c)
+		c := &clientConn{TCPConn: tc, client: tcpAddr(tc.RemoteAddr()), release: e.release}
+		if e.tls || cfg.ProxyProtocol {
+			// The header and the handshake are read off the accept loop.
+			s.wg.Go(func() { s.admit(e, c, cfg) })
 			continue
 		}
-		s.wg.Go(func() { s.admit(e, c, cfg) })
+		if s.countClient(e, c, cfg.Limits.MaxConnectionsPerClient) {
+			// The native engine's event loops serve c by its descriptor.
+			s.give(e, c)
+		}
 	}
+}
+
+// release uncounts a connection of the listener.
+func (e *entry) release() {
+	e.open.Add(-1)
+	e.gauge.Dec()
 }
 
 // tcpAddr is a TCP address as an AddrPort, unmapped.
@@ -274,10 +270,27 @@ func (s *Server) give(e *entry, nc net.Conn) {
 	}
 }
 
-// refuseConn answers a connection beyond a limit with code and
-// Retry-After, in HTTP/1.1 (over TLS on the TLS listener, offering only
-// HTTP/1.1), and closes it; within a second.
+// maxRefusing bounds the refusals under way: beyond, a connection beyond a
+// limit is closed without an answer, so that a flood costs no more than
+// this many goroutines.
+const maxRefusing = 512
+
+// refuseConn answers, on a goroutine of its own, a connection beyond a
+// limit with code and Retry-After, in HTTP/1.1 (over TLS on the TLS
+// listener, offering only HTTP/1.1), and closes it; within a second.
 func (s *Server) refuseConn(e *entry, nc net.Conn, code int, msg string) {
+	if s.refusing.Add(1) > maxRefusing {
+		s.refusing.Add(-1)
+		_ = nc.Close()
+		return
+	}
+	s.wg.Go(func() {
+		defer s.refusing.Add(-1)
+		s.answerRefusal(e, nc, code, msg)
+	})
+}
+
+func (s *Server) answerRefusal(e *entry, nc net.Conn, code int, msg string) {
 	defer nc.Close()
 	_ = nc.SetDeadline(time.Now().Add(time.Second))
 	var conn net.Conn = nc

@@ -66,8 +66,9 @@ type Server struct {
 	last     atomic.Pointer[ReloadResult]
 	retiring sync.WaitGroup // generations replaced, finishing their requests
 
-	plain    *entry // the proxy listener
-	tlsEntry *entry // the TLS listener; nil without tls.listen
+	plain    *entry       // the proxy listener
+	refusing atomic.Int64 // connections being refused (see refuseConn)
+	tlsEntry *entry       // the TLS listener; nil without tls.listen
 	certs    certManager
 	adminLn  net.Listener
 	adminSrv *http.Server
