@@ -266,8 +266,20 @@ type Proxy struct {
 	// but one, and at least one, so that a CPU is left for everything else
 	// (accepting, health checks, streamed answers, the admin listener).
 	// -1 turns them off: every connection then gets a goroutine. Ignored
-	// by the nethttp engine, and when a backend speaks TLS.
+	// by the nethttp engine; when a backend speaks TLS, see
+	// EventLoopsWithTLSBackends.
 	EventLoops int
+
+	// EventLoopsWithTLSBackends keeps the native engine's event loops when
+	// some backends speak TLS (https URLs) (key
+	// "proxy.event_loops_with_tls_backends"). Loops speak plain HTTP to
+	// backends: they serve the requests whose attempts go to cleartext
+	// backends, and a connection whose request has an attempt on an https
+	// backend goes on to a goroutine of its own, for that request and the
+	// next ones. Default true; false turns the loops off as soon as one
+	// backend speaks TLS (every connection then gets a goroutine). Ignored
+	// by the nethttp engine, and when no backend speaks TLS.
+	EventLoopsWithTLSBackends bool
 }
 
 // MaxEventLoops is the largest proxy.event_loops accepted.

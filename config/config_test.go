@@ -80,6 +80,7 @@ func TestLoadExample(t *testing.T) {
 	assert.Equal(t, 2*time.Second, cfg.Proxy.DialTimeout)
 	assert.Equal(t, 60*time.Second, cfg.Proxy.ResponseHeaderTimeout)
 	assert.Zero(t, cfg.Proxy.EventLoops, "automatic")
+	assert.True(t, cfg.Proxy.EventLoopsWithTLSBackends)
 
 	require.Len(t, cfg.Regions, 3)
 	assert.Equal(t, "us-east", cfg.Regions[0].Name)
@@ -188,6 +189,7 @@ func TestLoadFull(t *testing.T) {
 	assert.Equal(t, 500*time.Millisecond, px.DialTimeout)
 	assert.Equal(t, 30*time.Second, px.ResponseHeaderTimeout)
 	assert.Equal(t, 3, px.EventLoops)
+	assert.False(t, px.EventLoopsWithTLSBackends)
 	assert.Equal(t, Limits{RequestMemory: 256 << 20, MaxRequestBody: 8 << 20, HeadTimeout: 10 * time.Second,
 		BodyTimeout: 30 * time.Second, IdleTimeout: 75 * time.Second, MaxHeaderBytes: 32 << 10, MaxConnections: 20000,
 		MaxConnectionsPerClient: 64, RequestsPerSecondPerClient: 50, BurstPerClient: 100}, cfg.Limits)
@@ -256,7 +258,8 @@ func TestDefaults(t *testing.T) {
 			RetryOnStatus: []int{502, 503, 504},
 			DialTimeout:   2 * time.Second,
 
-			ResponseHeaderTimeout: 60 * time.Second,
+			ResponseHeaderTimeout:     60 * time.Second,
+			EventLoopsWithTLSBackends: true,
 		},
 		Limits: Limits{RequestMemory: 128 << 20, MaxRequestBody: 32 << 20, HeadTimeout: time.Minute, BodyTimeout: time.Minute,
 			IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, BurstPerClient: 1},
@@ -485,6 +488,8 @@ func TestBroken(t *testing.T) {
 			[]string{"bad.yaml:2:16: proxy.event_loops: must be -1 (none), 0 (automatic) or 1 to 256, got 257"}},
 		{"event_loops not a number", "proxy:\n  event_loops: many\n" + minimal,
 			[]string{"bad.yaml:2:16: proxy.event_loops:"}},
+		{"event_loops_with_tls_backends not a bool", "proxy:\n  event_loops_with_tls_backends: 1\n" + minimal,
+			[]string{"bad.yaml:2:34: proxy.event_loops_with_tls_backends: expected true or false, got 1"}},
 		{"request_memory without a unit we know", "limits:\n  request_memory: 64MB\n" + minimal,
 			[]string{`bad.yaml:2:19: limits.request_memory: invalid size "64MB": use a number with a unit (B, KiB, MiB, GiB), such as "64MiB"`}},
 		{"request_memory too small", "limits:\n  request_memory: 1000\n" + minimal,

@@ -89,6 +89,7 @@ type rawProxy struct {
 	ResponseHeaderTimeout scalar                 `yaml:"response_header_timeout"`
 	RetryOnStatus         opt[[]scalar]          `yaml:"retry_on_status"`
 	EventLoops            scalar                 `yaml:"event_loops"`
+	EventLoopsWithTLS     scalar                 `yaml:"event_loops_with_tls_backends"`
 }
 
 type rawLimits struct {

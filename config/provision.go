@@ -181,6 +181,8 @@ func (c *checker) proxy(p fieldPath, o opt[rawProxy]) Proxy {
 		DialTimeout:           c.duration(p.key("dial_timeout"), raw.DialTimeout, defaultDialTimeout),
 		ResponseHeaderTimeout: c.duration(p.key("response_header_timeout"), raw.ResponseHeaderTimeout, defaultResponseHeaderTimeout),
 		EventLoops:            c.int(p.key("event_loops"), raw.EventLoops, 0),
+
+		EventLoopsWithTLSBackends: c.bool(p.key("event_loops_with_tls_backends"), raw.EventLoopsWithTLS, true),
 	}
 	px.RetryOnStatus = c.statuses(p.key("retry_on_status"), raw.RetryOnStatus, defaultRetryOnStatus)
 	if px.RegionHeader != "" {

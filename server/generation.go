@@ -164,7 +164,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 	default:
 		g.native = h1.New(h1.Options{
 			Balancer: g.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,
-			Loops: cfg.Proxy.EventLoops, MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
+			Loops: cfg.Proxy.EventLoops, LoopsWithTLS: cfg.Proxy.EventLoopsWithTLSBackends, MaxHeaderBytes: cfg.Limits.MaxHeaderBytes,
 			MaxRequestBody: cfg.Limits.MaxRequestBody, RequestMemory: cfg.Limits.RequestMemory,
 			// Options.ClientTimeout (tests) stands for every client timeout.
 			IdleTimeout: h1.Timeout(cfg.Limits.IdleTimeout, s.clientTimeout),

@@ -103,9 +103,16 @@ type Options struct {
 	// Loops is how many event loops serve connections: 0 means one per
 	// GOMAXPROCS but one (at least one), so that a P is always free for
 	// the goroutines that are not loops; a negative number means none
-	// (every connection then gets a goroutine). Loops are not used when a
-	// backend speaks TLS.
+	// (every connection then gets a goroutine). When a backend speaks TLS,
+	// see LoopsWithTLS.
 	Loops int
+	// LoopsWithTLS keeps the event loops when some backends speak TLS
+	// (https): loops serve the requests whose attempts go to cleartext
+	// backends, and hand a connection to a goroutine of its own when an
+	// attempt of its request goes to an https backend (loops speak plain
+	// HTTP only). False: no loops at all as soon as one backend speaks
+	// TLS.
+	LoopsWithTLS bool
 	// Metrics receives the engine's in-flight gauge and the client limits
 	// it refused requests by.
 	Metrics *metrics.Metrics
@@ -522,12 +529,12 @@ func (e *Engine) goServe(c *conn, nc net.Conn) {
 		// Shutdown has closed every connection it knew of: not this one.
 		e.mu.Unlock()
 		_ = nc.Close()
-		if bc := c.handBC; bc != nil {
-			_ = bc.nc.Close()
-			c.be.Release()
+		if c.work != nil { // a request in flight (see resume)
+			if bc := c.handBC; bc != nil {
+				_ = bc.nc.Close()
+				c.be.Release()
+			}
 			e.inFlight.Dec()
-		}
-		if c.work != nil {
 			c.giveBack()
 		}
 		c.releaseAll()
@@ -562,7 +569,7 @@ func (c *conn) serve() {
 		e.wg.Done()
 	}()
 	if c.work != nil {
-		// Handed over by an event loop with an answer to stream.
+		// Handed over by an event loop in the middle of a request.
 		keep := c.resume()
 		c.giveBack()
 		if !keep {

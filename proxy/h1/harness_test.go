@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
@@ -38,7 +41,7 @@ import (
 
 // loopsFlag sets the event loops of every engine under test, unless a test
 // sets its own: 0, one per GOMAXPROCS as in production; -1, none, as with
-// TLS backends (go test ./h1 -h1.loops=-1).
+// TLS backends without Options.LoopsWithTLS (go test ./h1 -h1.loops=-1).
 var loopsFlag = flag.Int("h1.loops", 0, "event loops of the engine under test (-1: none)")
 
 func TestMain(m *testing.M) {
@@ -91,16 +94,31 @@ type backend struct {
 	conns atomic.Int32
 	reqs  chan *bReq // every request read, in order
 
-	mu   sync.Mutex
-	open map[net.Conn]struct{}
-	wg   sync.WaitGroup
+	mu     sync.Mutex
+	open   map[net.Conn]struct{}
+	wg     sync.WaitGroup
+	closed sync.Once
 }
 
 func newBackend(t testing.TB, h handler) *backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	u, err := url.Parse("http://" + ln.Addr().String())
+	return serveBackend(t, h, ln, "http")
+}
+
+// newTLSBackend is newBackend speaking TLS, with cert (see selfSigned).
+func newTLSBackend(t testing.TB, h handler, cert tls.Certificate) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	return serveBackend(t, h, ln, "https")
+}
+
+func serveBackend(t testing.TB, h handler, ln net.Listener, scheme string) *backend {
+	t.Helper()
+	u, err := url.Parse(scheme + "://" + ln.Addr().String())
 	require.NoError(t, err)
 	b := &backend{ln: ln, url: u, h: h, quit: make(chan struct{}), reqs: make(chan *bReq, 256), open: map[net.Conn]struct{}{}}
 	b.wg.Add(1)
@@ -150,8 +168,13 @@ func (b *backend) serve(nc net.Conn, n int) {
 	}
 }
 
-// close stops the backend: listener, connections, handlers.
+// close stops the backend: listener, connections, handlers; a test may
+// call it before its cleanup does.
 func (b *backend) close() {
+	b.closed.Do(b.stop)
+}
+
+func (b *backend) stop() {
 	close(b.quit)
 	_ = b.ln.Close()
 	b.mu.Lock()
@@ -299,12 +322,24 @@ type proxyOpts struct {
 	basePath              string        // path of the backend URLs ("/app")
 	loops                 int           // Options.Loops; 0: -h1.loops
 	requestMemory         int64         // Options.RequestMemory
+	loopsWithTLS          bool          // Options.LoopsWithTLS
+	// tls says, by handler, which backends speak TLS: https URLs, with a
+	// certificate for 127.0.0.1 the engine trusts (route.Backend.TLS).
+	tls []bool
+	// tlsServers are more backends, net/http ones speaking TLS
+	// (httptest.NewTLSServer), in the regions after the handlers'.
+	tlsServers []*httptest.Server
+	// oneRegion puts every backend in us-east.
+	oneRegion bool
 }
 
 type proxy struct {
 	addr     string
 	e        *Engine
 	backends []*backend
+	routes   []*route.Backend // every backend as the engine has it: handlers', then tlsServers'
+	reg      *prometheus.Registry
+	m        *metrics.Metrics
 	served   chan error // Serve's result
 	stopOnce sync.Once
 }
@@ -323,7 +358,7 @@ func openCity(t testing.TB) *geo.Database {
 func newProxy(t testing.TB, o proxyOpts) *proxy {
 	t.Helper()
 	require.NotEmpty(t, o.handlers)
-	require.LessOrEqual(t, len(o.handlers), len(regionSpecs))
+	require.LessOrEqual(t, len(o.handlers)+len(o.tlsServers), len(regionSpecs))
 	db := openCity(t)
 
 	p := &proxy{served: make(chan error, 1)}
@@ -331,18 +366,50 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		specs []route.RegionSpec
 		rows  []health.BackendSpec
 		all   []*route.Backend
+		cert  tls.Certificate
+		roots *x509.CertPool
 	)
-	for i, h := range o.handlers {
-		be := newBackend(t, h)
-		p.backends = append(p.backends, be)
-		rs := regionSpecs[i]
-		u := *be.url
+	add := func(u url.URL, tc *tls.Config) {
+		rs := regionSpecs[len(all)]
+		if o.oneRegion {
+			rs = regionSpecs[0]
+		}
 		u.Path = o.basePath
-		rb := &route.Backend{ID: u.String(), Region: rs.name, URL: &u, Weight: 1}
-		specs = append(specs, route.RegionSpec{Name: rs.name, Location: rs.loc, Backends: []*route.Backend{rb}})
+		rb := &route.Backend{ID: u.String(), Region: rs.name, URL: &u, Weight: 1, Index: len(all), TLS: tc}
+		if len(specs) > 0 && specs[len(specs)-1].Name == rs.name {
+			specs[len(specs)-1].Backends = append(specs[len(specs)-1].Backends, rb)
+		} else {
+			specs = append(specs, route.RegionSpec{Name: rs.name, Location: rs.loc, Backends: []*route.Backend{rb}})
+		}
 		rows = append(rows, health.BackendSpec{ID: rb.ID, Region: rs.name})
 		all = append(all, rb)
 	}
+	for i, h := range o.handlers {
+		var be *backend
+		var tc *tls.Config
+		if i < len(o.tls) && o.tls[i] {
+			if roots == nil {
+				cert, roots = selfSigned(t), x509.NewCertPool()
+				leaf, err := x509.ParseCertificate(cert.Certificate[0])
+				require.NoError(t, err)
+				roots.AddCert(leaf)
+			}
+			be = newTLSBackend(t, h, cert)
+			tc = &tls.Config{ServerName: "127.0.0.1", RootCAs: roots, MinVersion: tls.VersionTLS12}
+		} else {
+			be = newBackend(t, h)
+		}
+		p.backends = append(p.backends, be)
+		add(*be.url, tc)
+	}
+	for _, srv := range o.tlsServers {
+		u, err := url.Parse(srv.URL)
+		require.NoError(t, err)
+		pool := x509.NewCertPool()
+		pool.AddCert(srv.Certificate())
+		add(*u, &tls.Config{ServerName: "127.0.0.1", RootCAs: pool, MinVersion: tls.VersionTLS12})
+	}
+	p.routes = all
 	store, err := health.NewStore()
 	require.NoError(t, err)
 	require.NoError(t, store.Sync(rows))
@@ -357,7 +424,9 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 	}
 	router, err := core.NewRouter(specs, store, log, core.Shaping{})
 	require.NoError(t, err)
-	m := metrics.New(prometheus.NewRegistry(), "test")
+	p.reg = prometheus.NewRegistry()
+	m := metrics.New(p.reg, "test")
+	p.m = m
 	px := config.Proxy{
 		RequestHeaders: []config.Header{
 			{Name: "X-City", Template: config.Template{Raw: "{city}", Parts: []config.Part{{Var: config.VarCity}}}},
@@ -398,6 +467,7 @@ func newProxy(t testing.TB, o proxyOpts) *proxy {
 		MaxHeaderBytes: o.maxHeaderBytes,
 		RequestMemory:  o.requestMemory,
 		Loops:          cmp.Or(o.loops, *loopsFlag),
+		LoopsWithTLS:   o.loopsWithTLS,
 		Metrics:        m,
 		Log:            log,
 	})

@@ -27,9 +27,9 @@ import (
 // a whole batch of events before it waits again; it waits by parking on the
 // epoll descriptor in the runtime's own poller, so an idle loop costs no
 // thread. Whatever else a connection needs (a streamed answer, a large or
-// chunked body, an upgrade, an unreadable head) the loop hands it to a
-// goroutine of its own, which serves it from then on with the code the
-// engine runs without loops.
+// chunked body, an upgrade, an unreadable head, an attempt on a backend
+// that speaks TLS) the loop hands it to a goroutine of its own, which
+// serves it from then on with the code the engine runs without loops.
 
 const (
 	// loopTick is how often a loop checks deadlines.
@@ -160,9 +160,14 @@ type loop struct {
 	exited bool
 }
 
-// loopsFor reports how many loops the engine runs: none when a backend
-// speaks TLS (loops speak plain HTTP to backends).
+// loopsFor reports how many loops the engine runs: n, or none when a
+// backend speaks TLS and Options.LoopsWithTLS is false (loops speak plain
+// HTTP to backends; with LoopsWithTLS, an attempt on an https backend is
+// made on a goroutine, see handoffAttempt).
 func loopsFor(o Options, n int) int {
+	if o.LoopsWithTLS {
+		return n
+	}
 	for _, be := range o.Backends {
 		if be.URL.Scheme == "https" {
 			return 0
@@ -764,16 +769,7 @@ func (l *loop) handoffAnswer(c *conn, bk *lback) {
 		if nc != nil {
 			_ = nc.Close()
 		}
-		l.release(c)
-		if c.counted {
-			c.counted = false
-			l.e.inFlight.Dec()
-		}
-		if c.work != nil {
-			c.giveBack()
-		}
-		c.releaseAll()
-		l.e.log.Warn("cannot hand a connection over; closed", zap.Error(errors.Join(err, berr)))
+		l.dropRequest(c, errors.Join(err, berr))
 		return
 	}
 	bc := &bconn{nc: bnc, br: bufio.NewReaderSize(prefixed(held, bnc), maxResponseHead)}
@@ -783,6 +779,39 @@ func (l *loop) handoffAnswer(c *conn, bk *lback) {
 	c.handBC = bc
 	c.acquired, c.counted = false, false // resume releases and reports
 	l.e.goServe(c, nc)
+}
+
+// handoffAttempt gives a connection to a goroutine of its own in the
+// middle of a request, when the attempt the core has just chosen (c.region,
+// c.be) goes to a backend that speaks TLS, which loops do not: nothing of
+// the request has gone to that backend yet. The goroutine makes the
+// attempt, and any that follow, with the request as the loop read and
+// planned it (c.req, c.body, c.d after Next, c.lastErr of an attempt the
+// loop made before), then reports it; the connection stays on that
+// goroutine afterwards.
+func (l *loop) handoffAttempt(c *conn) {
+	nc, err := l.detachClient(c)
+	if err != nil {
+		l.dropRequest(c, err)
+		return
+	}
+	c.counted = false // the goroutine reports it
+	l.e.goServe(c, nc)
+}
+
+// dropRequest lets go of a request, and of its connection, that could not
+// be handed over.
+func (l *loop) dropRequest(c *conn, err error) {
+	l.release(c)
+	if c.counted {
+		c.counted = false
+		l.e.inFlight.Dec()
+	}
+	if c.work != nil {
+		c.giveBack()
+	}
+	c.releaseAll()
+	l.e.log.Warn("cannot hand a connection over; closed", zap.Error(err))
 }
 
 // detachClient takes a client connection out of the loop as a net.Conn,

@@ -45,6 +45,9 @@ func (l *loop) readClient(c *conn, hup bool) {
 	}
 	if c.st == stIdle || c.st == stBody {
 		l.request(c)
+		if c.st == stGone {
+			return // handed to a goroutine, which owns it from now on
+		}
 	}
 	if c.starved {
 		c.starved = false
@@ -197,7 +200,8 @@ func (l *loop) start(c *conn, need int) {
 }
 
 // attempt sends the request to the next backend, or answers that none
-// could serve it.
+// could serve it; an attempt on a backend that speaks TLS is made on a
+// goroutine (handoffAttempt).
 func (l *loop) attempt(c *conn) {
 	rg, b := l.e.b.Next(&c.d)
 	if b == nil {
@@ -205,9 +209,13 @@ func (l *loop) attempt(c *conn) {
 		return
 	}
 	c.region, c.be = rg, b
+	lp := l.pools[b]
+	if lp.p.tls {
+		l.handoffAttempt(c)
+		return
+	}
 	b.Acquire()
 	c.acquired = true
-	lp := l.pools[b]
 	if bk := lp.get(l); bk != nil {
 		c.reused = true
 		l.send(c, bk)

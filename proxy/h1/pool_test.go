@@ -20,7 +20,7 @@ import (
 )
 
 // selfSigned returns a certificate for 127.0.0.1.
-func selfSigned(t *testing.T) tls.Certificate {
+func selfSigned(t testing.TB) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)

@@ -58,19 +58,31 @@ func (c *conn) handle(raw []byte) bool {
 	clear(c.cookieVals[:c.ncookies])
 	c.ncookies = 0
 
+	rg, b := e.b.Next(&c.d)
+	counted = false // attempts reports it
+	return c.attempts(start, rg, b, nil)
+}
+
+// attempts serves a request the core has planned (c.d), from its attempt
+// on backend b of region rg (nil: no backend can serve it) on, and reports
+// it; lastErr is that of an attempt made before (by an event loop), if
+// any. It reports whether the connection may carry another request.
+func (c *conn) attempts(start time.Time, rg *route.Region, b *route.Backend, lastErr error) bool {
+	e, r := c.e, &c.req
+	counted := true
+	defer func() {
+		if counted { // a panic on the way
+			e.inFlight.Dec()
+		}
+	}()
 	method := b2s(r.method)
 	var (
-		region  *route.Region
-		be      *route.Backend
-		lastErr error
-		status  int
-		sent    bool
+		region *route.Region
+		be     *route.Backend
+		status int
+		sent   bool
 	)
-	for attempt := 0; ; attempt++ {
-		rg, b := e.b.Next(&c.d)
-		if b == nil {
-			break
-		}
+	for attempt := 0; b != nil; attempt++ {
 		if attempt > 0 {
 			c.now = time.Now() // the last attempt may have taken a while
 		}
@@ -93,6 +105,7 @@ func (c *conn) handle(raw []byte) bool {
 		if !e.b.Failed(&c.d, b, err, method, core.Progress{Stopping: err == errShuttingDown}) {
 			break
 		}
+		rg, b = e.b.Next(&c.d)
 	}
 	keep := !c.wantsEnd && lastErr == nil
 	if be == nil {

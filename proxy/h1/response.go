@@ -100,11 +100,16 @@ func (c *conn) relay(p *pool, bc *bconn, region *route.Region, method string, po
 }
 
 // resume finishes, on the connection's own goroutine, a request an event
-// loop handed over because its answer must be streamed: c.resp holds the
-// response head and c.handBC the backend connection, with what the loop
-// read of the body still buffered. It reports whether the connection may
-// carry another request.
+// loop handed over: either because its answer must be streamed (c.resp
+// holds the response head and c.handBC the backend connection, with what
+// the loop read of the body still buffered), or because the attempt the
+// core chose goes to a backend that speaks TLS (c.region and c.be; see
+// loop.handoffAttempt), which is made here, and any after it. It reports
+// whether the connection may carry another request.
 func (c *conn) resume() bool {
+	if c.handBC == nil {
+		return c.attempts(c.start, c.region, c.be, c.lastErr)
+	}
 	e := c.e
 	counted := true
 	defer func() {
