@@ -35,7 +35,7 @@ func reloadConfig(engineName string, apps map[string]*app, extra *app, i int) st
 admin: {listen: 127.0.0.1:0}
 access_log: false
 geoip: {database: ../testdata/geoip2-city.mmdb, trusted_proxies: [127.0.0.0/8]}
-health_check: {path: /health, interval: 50ms, timeout: 40ms, healthy_threshold: 1, unhealthy_threshold: 2}
+health_check: {path: /health, interval: 500ms, timeout: 400ms, healthy_threshold: 1, unhealthy_threshold: 2}
 engine: %s
 proxy:
   event_loops: %d
@@ -144,10 +144,11 @@ func TestReloadsUnderLoadLoseNoRequest(t *testing.T) {
 						req.Header.Set("X-Forwarded-For", clientIPs[(w+i)%3])
 						resp, err := client.Do(req)
 						if err == nil {
-							_, err = io.Copy(io.Discard, resp.Body)
+							var body []byte
+							body, err = io.ReadAll(resp.Body)
 							_ = resp.Body.Close()
 							if err == nil && resp.StatusCode != http.StatusOK {
-								err = fmt.Errorf("status %d", resp.StatusCode)
+								err = fmt.Errorf("status %d %q", resp.StatusCode, body)
 							}
 						}
 						if err != nil {
