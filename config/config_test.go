@@ -2,17 +2,11 @@ package config
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/geoproxy/geoproxy/certs/certstest"
 )
 
 func prefixes(ss ...string) []netip.Prefix {
@@ -103,29 +99,15 @@ func loadFull(t *testing.T) *Config {
 	data, err := os.ReadFile("testdata/full.yaml")
 	require.NoError(t, err)
 	dir := t.TempDir()
+	ca := certstest.NewCA(t, "test CA")
 	for _, name := range []string{"movr.example.com", "default"} {
-		writeCertPair(t, filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), name)
+		ca.WritePair(t, dir, name, x509.ExtKeyUsageServerAuth, name)
 	}
 	path := filepath.Join(dir, "full.yaml")
 	require.NoError(t, os.WriteFile(path, bytes.ReplaceAll(data, []byte("/etc/geoproxy/tls/"), []byte(dir+"/")), 0o600))
 	cfg, err := Load(path)
 	require.NoError(t, err)
 	return cfg
-}
-
-// writeCertPair writes a self-signed certificate for name and its key.
-func writeCertPair(t *testing.T, certFile, keyFile, name string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
 }
 
 func TestLoadFull(t *testing.T) {

@@ -212,9 +212,9 @@ func start(t *testing.T, o envOpts) *env {
 	tlsPool := x509.NewCertPool()
 	if h2 {
 		dir := t.TempDir()
-		ca := newTestCA(t, "geoproxy test CA")
-		cert, key := ca.issue(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
-		tlsPool = ca.pool
+		ca := certstest.NewCA(t, "geoproxy test CA")
+		cert, key := ca.WritePair(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
+		tlsPool = ca.Pool
 		o.top += fmt.Sprintf("tls:\n  listen: 127.0.0.1:0\n  certificates: [{cert: %s, key: %s}]\n", cert, key)
 	}
 	if o.interval == "" {

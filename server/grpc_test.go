@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/geoproxy/geoproxy/certs/certstest"
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/server"
 )
@@ -83,8 +84,8 @@ func TestGRPCPassesThrough(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			eu, us := newGRPCBackend(t, "europe-west"), newGRPCBackend(t, "us-east")
 			dir := t.TempDir()
-			ca := newTestCA(t, "geoproxy test CA")
-			cert, key := ca.issue(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
+			ca := certstest.NewCA(t, "geoproxy test CA")
+			cert, key := ca.WritePair(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
 			srv := runYAML(t, fmt.Sprintf(`listen: 127.0.0.1:0
 admin: {listen: 127.0.0.1:0}
 engine: %s
@@ -113,7 +114,7 @@ regions:
 
 			creds, addr := insecure.NewCredentials(), srv.ProxyAddr().String()
 			if c.overTLS {
-				creds, addr = credentials.NewTLS(&tls.Config{RootCAs: ca.pool}), srv.TLSAddr().String()
+				creds, addr = credentials.NewTLS(&tls.Config{RootCAs: ca.Pool}), srv.TLSAddr().String()
 			}
 			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 			require.NoError(t, err)

@@ -14,6 +14,8 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/geoproxy/geoproxy/certs/certstest"
 )
 
 // TestProxyProtocol: behind a load balancer that speaks the PROXY
@@ -24,8 +26,8 @@ import (
 func TestProxyProtocol(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		dir := t.TempDir()
-		ca := newTestCA(t, "geoproxy test CA")
-		cert, key := ca.issue(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1")
+		ca := certstest.NewCA(t, "geoproxy test CA")
+		cert, key := ca.WritePair(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1")
 		e := start(t, envOpts{engine: engine, trusted: "[127.0.0.1/32]", top: fmt.Sprintf(
 			"proxy_protocol: true\ntls:\n  listen: 127.0.0.1:0\n  certificates: [{cert: %s, key: %s}]\n", cert, key)})
 
@@ -49,7 +51,7 @@ func TestProxyProtocol(t *testing.T) {
 			}
 			conn := nc
 			if overTLS {
-				tc := tls.Client(nc, &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+				tc := tls.Client(nc, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
 				if tc.Handshake() != nil {
 					return nil
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/geoproxy/geoproxy/certs/certstest"
 	"github.com/geoproxy/geoproxy/config"
 )
 
@@ -25,12 +26,12 @@ import (
 func tlsEnv(t *testing.T, engine, tlsExtra, top string) (*env, *x509.CertPool) {
 	t.Helper()
 	dir := t.TempDir()
-	ca := newTestCA(t, "geoproxy test CA")
-	cert, key := ca.issue(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
+	ca := certstest.NewCA(t, "geoproxy test CA")
+	cert, key := ca.WritePair(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
 	e := start(t, envOpts{engine: engine, top: fmt.Sprintf(
 		"tls:\n  listen: 127.0.0.1:0\n  certificates: [{cert: %s, key: %s}]\n%s%s", cert, key, tlsExtra, top)})
-	e.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: true}
-	return e, ca.pool
+	e.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, ForceAttemptHTTP2: true}
+	return e, ca.Pool
 }
 
 // TestTLSListenerSpeaksHTTP2AndHTTP1: ALPN gives HTTP/2 to clients that
@@ -190,9 +191,9 @@ func TestConnectionLimits(t *testing.T) {
 func TestTLSReload(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		dir := t.TempDir()
-		ca := newTestCA(t, "geoproxy test CA")
-		certA, keyA := ca.issue(t, dir, "a", x509.ExtKeyUsageServerAuth, "127.0.0.1")
-		certB, keyB := ca.issue(t, dir, "b", x509.ExtKeyUsageServerAuth, "127.0.0.1")
+		ca := certstest.NewCA(t, "geoproxy test CA")
+		certA, keyA := ca.WritePair(t, dir, "a", x509.ExtKeyUsageServerAuth, "a", "127.0.0.1")
+		certB, keyB := ca.WritePair(t, dir, "b", x509.ExtKeyUsageServerAuth, "b", "127.0.0.1")
 		app := newApp(t, "europe-west")
 		text := func(cert, key string) string {
 			return fmt.Sprintf(`listen: 127.0.0.1:0
@@ -213,7 +214,7 @@ regions:
 		srv := runYAMLFile(t, path)
 		addr := srv.TLSAddr().String()
 		served := func() string {
-			c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool})
+			c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool})
 			require.NoError(t, err)
 			defer c.Close()
 			return c.ConnectionState().PeerCertificates[0].Subject.CommonName
@@ -221,7 +222,7 @@ regions:
 		require.Equal(t, "a", served())
 
 		// An HTTP/2 connection opened now.
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: true}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, ForceAttemptHTTP2: true}
 		defer tr.CloseIdleConnections()
 		client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 		get := func() *http.Response {
