@@ -141,55 +141,71 @@ func TestClientHalfCloseGetsItsAnswers(t *testing.T) {
 func TestMixedLoadOverManyConnections(t *testing.T) {
 	t.Parallel()
 	p := newProxy(t, proxyOpts{handlers: []handler{mixedHandler}})
-	const clients, each = 16, 40
-	paths := []string{"/small", "/small", "/small", "/echo", "/chunked", "/big", "/close"}
+	mixedLoad(t, p.addr, 16, 40, []string{"/small", "/small", "/small", "/echo", "/chunked", "/big", "/close"}, 7, 1)
+	assert.Zero(t, p.e.panics.Load())
+}
+
+// mixedLoad runs clients keep-alive connections to addr at once, each
+// sending each requests for paths drawn at random (seeded by seed and the
+// client), in batches of 1 to maxBatch pipelined requests, and checks
+// every answer against mixedHandler's: "/small" gets a suffix of its own,
+// "/echo" becomes a POST with a random body.
+func mixedLoad(t *testing.T, addr string, clients, each int, paths []string, seed uint64, maxBatch int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs <- func() error {
-				nc, err := net.Dial("tcp", p.addr)
+				nc, err := net.Dial("tcp", addr)
 				if err != nil {
 					return err
 				}
 				defer nc.Close()
 				_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
 				br := bufio.NewReaderSize(nc, 64<<10)
-				rng := rand.New(rand.NewPCG(uint64(i), 7))
-				for j := range each {
-					path := paths[rng.IntN(len(paths))]
-					if path == "/small" {
-						path += "/" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
+				rng := rand.New(rand.NewPCG(uint64(i), seed))
+				for j := 0; j < each; {
+					batch := 1 + rng.IntN(maxBatch) // pipelined when more than one
+					var reqs strings.Builder
+					var methods, wants []string
+					for range min(batch, each-j) {
+						path := paths[rng.IntN(len(paths))]
+						if path == "/small" {
+							path += "/" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
+						}
+						req, method, wantBody := get(path), "GET", want(path)
+						if path == "/echo" {
+							n := rng.IntN(12 << 10)
+							req = "POST /echo HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n" + strings.Repeat("p", n)
+							method, wantBody = "POST", strconv.Itoa(n)
+						}
+						reqs.WriteString(req)
+						methods, wants = append(methods, method), append(wants, wantBody)
+						j++
 					}
-					req, method, wantBody := get(path), "GET", want(path)
-					if path == "/echo" {
-						n := rng.IntN(12 << 10)
-						req = "POST /echo HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n" + strings.Repeat("p", n)
-						method, wantBody = "POST", strconv.Itoa(n)
-					}
-					if _, err := io.WriteString(nc, req); err != nil {
+					if _, err := io.WriteString(nc, reqs.String()); err != nil {
 						return fmt.Errorf("client %d request %d: %w", i, j, err)
 					}
-					r, err := readResponse(br, method)
-					if err != nil {
-						return fmt.Errorf("client %d request %d (%s): %w", i, j, path, err)
-					}
-					if r.status != 200 || string(r.body) != wantBody {
-						return fmt.Errorf("client %d request %d (%s): status %d, body %.40q", i, j, path, r.status, r.body)
+					for k, method := range methods {
+						r, err := readResponse(br, method)
+						if err != nil {
+							return fmt.Errorf("client %d request %d: %w", i, j-len(methods)+k, err)
+						}
+						if r.status != 200 || string(r.body) != wants[k] {
+							return fmt.Errorf("client %d request %d: status %d, body %.40q", i, j-len(methods)+k, r.status, r.body)
+						}
 					}
 				}
 				return nil
 			}()
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	assert.Zero(t, p.e.panics.Load())
 }
 
 // slowThenMixed holds paths with /slow for 200 ms, then answers as mixedHandler.

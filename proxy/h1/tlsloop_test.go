@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -435,63 +433,7 @@ func TestMixedLoadOnARegionOfCleartextAndTLSBackends(t *testing.T) {
 		loopsWithTLS: true,
 	})
 	const clients, each = 12, 30
-	paths := []string{"/small", "/small", "/small", "/echo", "/echo", "/chunked", "/big", "/close"}
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- func() error {
-				nc, err := net.Dial("tcp", p.addr)
-				if err != nil {
-					return err
-				}
-				defer nc.Close()
-				_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-				br := bufio.NewReaderSize(nc, 64<<10)
-				rng := rand.New(rand.NewPCG(uint64(i), 11))
-				for j := 0; j < each; {
-					batch := 1 + rng.IntN(3) // pipelined when more than one
-					var reqs strings.Builder
-					var methods, wants []string
-					for range min(batch, each-j) {
-						path := paths[rng.IntN(len(paths))]
-						if path == "/small" {
-							path += "/" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
-						}
-						req, method, wantBody := get(path), "GET", want(path)
-						if path == "/echo" {
-							n := rng.IntN(12 << 10)
-							req = "POST /echo HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n" + strings.Repeat("p", n)
-							method, wantBody = "POST", strconv.Itoa(n)
-						}
-						reqs.WriteString(req)
-						methods, wants = append(methods, method), append(wants, wantBody)
-						j++
-					}
-					if _, err := io.WriteString(nc, reqs.String()); err != nil {
-						return fmt.Errorf("client %d request %d: %w", i, j, err)
-					}
-					for k, method := range methods {
-						r, err := readResponse(br, method)
-						if err != nil {
-							return fmt.Errorf("client %d request %d: %w", i, j-len(methods)+k, err)
-						}
-						if r.status != 200 || string(r.body) != wants[k] {
-							return fmt.Errorf("client %d request %d: status %d, body %.40q", i, j-len(methods)+k, r.status, r.body)
-						}
-					}
-				}
-				return nil
-			}()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	mixedLoad(t, p.addr, clients, each, []string{"/small", "/small", "/small", "/echo", "/echo", "/chunked", "/big", "/close"}, 11, 3)
 	for i, be := range p.backends {
 		assert.NotZero(t, len(be.reqs), "backend %d served none", i)
 	}
