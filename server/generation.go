@@ -56,6 +56,9 @@ type generation struct {
 	tlsIn      *handoff
 	tlsSrv     *http.Server
 	tlsHandler *nethttp.Handler
+	// tlsH1 are the TLS listener's HTTP/1.1 connections on the native
+	// engine, which serves them on goroutines (HTTP/2 goes to tlsSrv).
+	tlsH1 *handoff
 	// redirectSrv answers the plain listener's requests with redirects to
 	// https (tls.redirect_http), in place of the engine.
 	redirectSrv *http.Server
@@ -235,6 +238,9 @@ func (s *Server) start(g *generation, addr net.Addr) error {
 	g.ln = newHandoff(addr)
 	if g.tlsSrv != nil {
 		g.tlsIn = newHandoff(s.tlsEntry.ln.Addr())
+		if g.native != nil {
+			g.tlsH1 = newHandoff(s.tlsEntry.ln.Addr())
+		}
 	}
 	serve := func(ln net.Listener, serve func(net.Listener) error) {
 		g.serving.Go(func() {
@@ -254,15 +260,22 @@ func (s *Server) start(g *generation, addr net.Addr) error {
 	if g.tlsSrv != nil {
 		serve(g.tlsIn, g.tlsSrv.Serve)
 	}
+	if g.tlsH1 != nil {
+		serve(g.tlsH1, g.native.Serve)
+	}
 	return nil
 }
 
-// in is the handoff of the connections of the listener named.
-func (g *generation) in(listener string) *handoff {
-	if listener == listenerHTTPS {
-		return g.tlsIn
+// in is the handoff of the listener's connections; proto is a TLS
+// connection's protocol (ALPN).
+func (g *generation) in(listener, proto string) *handoff {
+	switch {
+	case listener != listenerHTTPS:
+		return g.ln
+	case proto != "h2" && g.tlsH1 != nil:
+		return g.tlsH1
 	}
-	return g.ln
+	return g.tlsIn
 }
 
 // servers are the generation's net/http servers.
@@ -304,8 +317,10 @@ func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
 	}
 	if srvs := g.servers(); len(srvs) > 0 {
 		_ = g.ln.Close()
-		if g.tlsIn != nil {
-			_ = g.tlsIn.Close()
+		for _, h := range []*handoff{g.tlsIn, g.tlsH1} {
+			if h != nil {
+				_ = h.Close()
+			}
 		}
 		if waitIdle {
 			tick := time.NewTicker(20 * time.Millisecond)
@@ -331,8 +346,10 @@ func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
 		g.abandon()
 	}
 	_ = g.ln.Close()
-	if g.tlsIn != nil {
-		_ = g.tlsIn.Close()
+	for _, h := range []*handoff{g.tlsIn, g.tlsH1} {
+		if h != nil {
+			_ = h.Close()
+		}
 	}
 	g.stopChecks()
 	g.checks.Wait()

@@ -255,11 +255,17 @@ func handshakeReason(err error) string {
 }
 
 // give hands an admitted connection to the current generation, or closes
-// it when the server is shutting down.
+// it when the server is shutting down. A TLS connection, its handshake
+// made, goes by its protocol: HTTP/2 to Go's server, HTTP/1.1 to the
+// native engine (its goroutines) when that is the engine.
 func (s *Server) give(e *entry, nc net.Conn) {
+	var proto string
+	if tc, ok := nc.(*tls.Conn); ok {
+		proto = tc.ConnectionState().NegotiatedProtocol
+	}
 	for {
 		g := s.gen.Load()
-		if g.in(e.name).give(nc) {
+		if g.in(e.name, proto).give(nc) {
 			return
 		}
 		if s.gen.Load() == g {

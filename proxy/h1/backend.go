@@ -53,7 +53,11 @@ func (c *conn) appendRequest(dst []byte, p *pool, region *route.Region, upgrade 
 	if !c.xfHost && len(r.host) > 0 {
 		dst = appendFieldS(dst, "X-Forwarded-Host", r.host)
 	}
-	if !c.xfProto {
+	switch {
+	case c.xfProto:
+	case c.tls:
+		dst = append(dst, "X-Forwarded-Proto: https\r\n"...)
+	default:
 		dst = append(dst, "X-Forwarded-Proto: http\r\n"...)
 	}
 	dst = appendFieldS(dst, core.RequestIDHeader, c.reqID)

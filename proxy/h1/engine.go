@@ -23,6 +23,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -404,6 +405,9 @@ func (e *Engine) untrack(nc net.Conn) {
 type conn struct {
 	e  *Engine
 	nc net.Conn
+	// tls: the client connection is TLS (its handshake made before the
+	// engine got it); requests get X-Forwarded-Proto https.
+	tls bool
 	// closed, when the accepted connection has a Closed method (the
 	// server's admission counts), is called once the connection is
 	// closed, by whichever path closes it (see releaseAll).
@@ -510,6 +514,7 @@ func (e *Engine) newConn(nc net.Conn) *conn {
 // connFor returns the state of a client connection, without its reader.
 func (e *Engine) connFor(nc net.Conn) *conn {
 	c := &conn{e: e, now: time.Now()}
+	_, c.tls = nc.(*tls.Conn)
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.peer = a.AddrPort().Addr().Unmap()
 	}
