@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# bench/run.sh: geoproxy against nginx, HAProxy and Caddy on this machine, one table.
+# bench/run.sh: geoproxy against nginx, HAProxy and Caddy on this machine, over plain HTTP and
+# over HTTPS with one certificate.
 #
-#   bench/run.sh                         # full run (about 6 minutes), writes docs/benchmarks.md
+#   bench/run.sh                         # full run (about 8 minutes), writes docs/benchmarks.md
 #   bench/run.sh -duration 2s -rounds 1 -rate-rounds 1   # quick try
 #   bench/run.sh -h                      # every flag of the harness
 #
-# Installs what is missing (Debian: nginx, haproxy, caddy, wrk), builds geoproxy and the harness
-# (bench/harness) into a temporary directory, and runs the harness, which starts every process
-# itself (never as a system service), measures, prints the table and writes docs/benchmarks.md.
+# Installs what is missing (Debian: nginx, haproxy, caddy, wrk; nghttp2-client for h2load when
+# -cases asks for h2), builds geoproxy and the harness (bench/harness) into a temporary
+# directory, and runs the harness, which starts every process itself (never as a system
+# service), measures, prints the tables and writes docs/benchmarks.md.
 # Every process it started is stopped on exit, on error and on Ctrl-C.
 set -euo pipefail
 
@@ -23,6 +25,15 @@ on_exit() { if [[ -n "$policy_rc" ]]; then rm -f "$policy_rc"; fi; }
 missing=()
 for t in nginx haproxy caddy wrk; do
   command -v "$t" >/dev/null || [[ -x "/usr/sbin/$t" ]] || missing+=("$t")
+done
+# h2load (Debian: nghttp2-client) only for the h2 case (-cases ...,h2).
+prev=""
+for a in "$@"; do
+  case "$prev|$a" in
+    -cases\|*h2*|--cases\|*h2*|*\|-cases=*h2*|*\|--cases=*h2*)
+      command -v h2load >/dev/null || missing+=(nghttp2-client) ;;
+  esac
+  prev=$a
 done
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"

@@ -4,16 +4,23 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/geoproxy/geoproxy/config"
 )
 
 const wrkSample = `Running 8s test @ http://127.0.0.1:18101/
@@ -298,5 +305,283 @@ func TestMeasureStallsSeesAStop(t *testing.T) {
 	measureStalls(ctx, 1, time.Minute)
 	if took := time.Since(began); took > time.Second {
 		t.Errorf("a cancelled measurement took %s", took)
+	}
+}
+
+func TestFlagsCases(t *testing.T) {
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.cases, ",") != "plain,https" || !o.tlsOn() || o.h2Streams != 10 {
+		t.Errorf("defaults: cases %v, h2 streams %d; want plain,https and 10", o.cases, o.h2Streams)
+	}
+	if o, err = parseFlags([]string{"-cases", "h2, plain"}); err != nil || strings.Join(o.cases, ",") != "plain,h2" || !o.tlsOn() {
+		t.Errorf("-cases h2,plain: %v, %v", o.cases, err)
+	}
+	if o, err = parseFlags([]string{"-cases", "plain"}); err != nil || o.tlsOn() {
+		t.Errorf("-cases plain: %v, TLS on %v, %v", o.cases, o.tlsOn(), err)
+	}
+	for _, bad := range [][]string{{"-cases", "quic"}, {"-cases", ""}, {"-h2-streams", "0"}} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+// With -cases plain the configs are those of the plain case alone: no TLS anywhere.
+func TestPlainConfigsHaveNoTLS(t *testing.T) {
+	p := ports{18000}
+	for name, conf := range map[string]string{
+		"nginx":    nginxProxyConfig("/x", "/x/e.log", p, 2, nil),
+		"haproxy":  haproxyConfig(p, 2, nil),
+		"caddy":    caddyConfig(p, nil),
+		"geoproxy": geoproxyConfig(p, "geoproxy", "", nil, false),
+	} {
+		for _, word := range []string{"ssl", "tls", "18111", "18112", "18113", "18114", "pprof"} {
+			if strings.Contains(conf, word) {
+				t.Errorf("%s's plain config mentions %q:\n%s", name, word, conf)
+			}
+		}
+	}
+}
+
+func TestWriteCert(t *testing.T) {
+	dir := t.TempDir()
+	c, err := writeCert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemData, err := os.ReadFile(c.pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.X509KeyPair(pemData, pemData); err != nil {
+		t.Errorf("HAProxy's PEM (certificate and key): %v", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		t.Errorf("key %T; want ECDSA P-256", leaf.PublicKey)
+	}
+	for _, host := range []string{"127.0.0.1", "::1", "localhost"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: c.pool()}); err != nil {
+			t.Errorf("verifying for %s: %v", host, err)
+		}
+	}
+}
+
+// The TLS configs serve the certificate on the TLS port, beside the plain listener, and
+// nginx, HAProxy, Caddy and geoproxy accept them (each check runs where its tool is).
+func TestTLSConfigsAreValid(t *testing.T) {
+	dir := t.TempDir()
+	c, err := writeCert(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ports{18000}
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	nginxConf := nginxProxyConfig(dir, filepath.Join(dir, "error.log"), p, 2, c)
+	haproxyConf := haproxyConfig(p, 2, c)
+	caddyConf := caddyConfig(p, c)
+	for _, want := range []struct{ conf, text string }{
+		{nginxConf, "listen 127.0.0.1:18101;"},
+		{nginxConf, "listen 127.0.0.1:18111 ssl http2;"},
+		{nginxConf, "ssl_certificate " + c.cert + ";"},
+		{nginxConf, "ssl_certificate_key " + c.key + ";"},
+		{nginxConf, "ssl_protocols TLSv1.2 TLSv1.3;"},
+		{haproxyConf, "bind 127.0.0.1:18102\n"},
+		{haproxyConf, "bind 127.0.0.1:18112 ssl crt " + c.pem + " alpn h2,http/1.1 ssl-min-ver TLSv1.2"},
+		{caddyConf, "https://:18113 {"},
+		{caddyConf, "tls " + c.cert + " " + c.key},
+	} {
+		if !strings.Contains(want.conf, want.text) {
+			t.Errorf("no %q in:\n%s", want.text, want.conf)
+		}
+	}
+
+	for _, pprof := range []bool{false, true} {
+		path := write("geoproxy.yaml", geoproxyConfig(p, "geoproxy", "", c, pprof))
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatalf("geoproxy config: %v", err)
+		}
+		if cfg.Listen != "127.0.0.1:18104" || cfg.TLS.Listen != "127.0.0.1:18114" || len(cfg.TLS.Certificates) != 1 ||
+			cfg.TLS.Certificates[0] != (config.CertPair{Cert: c.cert, Key: c.key}) || cfg.Admin.Pprof != pprof {
+			t.Errorf("geoproxy config read back as listen %s, tls %+v, pprof %v", cfg.Listen, cfg.TLS, cfg.Admin.Pprof)
+		}
+	}
+
+	tool := func(name string) string {
+		for _, d := range []string{"", "/usr/sbin/", "/sbin/"} {
+			if path, err := exec.LookPath(d + name); err == nil {
+				return path
+			}
+		}
+		return ""
+	}
+	run := func(name string, args ...string) {
+		t.Helper()
+		bin := tool(name)
+		if bin == "" {
+			t.Logf("%s is not installed: its config is not checked", name)
+			return
+		}
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	run("nginx", "-t", "-q", "-p", dir+"/", "-e", filepath.Join(dir, "error.log"), "-c", write("nginx.conf", nginxConf))
+	run("haproxy", "-c", "-q", "-f", write("haproxy.cfg", haproxyConf))
+	run("caddy", "validate", "--adapter", "caddyfile", "--config", write("Caddyfile", caddyConf))
+}
+
+// checkTLS accepts a server with the bench's certificate, over HTTP/1.1 and HTTP/2, and
+// refuses one with another certificate.
+func TestCheckTLS(t *testing.T) {
+	c, err := writeCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := writeCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(cf *certFiles) *httptest.Server {
+		pair, err := tls.LoadX509KeyPair(cf.cert, cf.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(backendBody))
+		}))
+		srv.EnableHTTP2 = true
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	tgt := func(srv *httptest.Server) *target {
+		return &target{name: "nginx", tlsPort: srv.Listener.Addr().(*net.TCPAddr).Port}
+	}
+	good := tgt(serve(c))
+	for _, h2 := range []bool{false, true} {
+		if err := checkTLS(context.Background(), good, c, h2, time.Second); err != nil {
+			t.Errorf("h2 %v: %v", h2, err)
+		}
+	}
+	if err := checkTLS(context.Background(), tgt(serve(other)), c, false, time.Second); err == nil {
+		t.Error("a server with another certificate passed")
+	}
+}
+
+const h2loadSample = `starting benchmark...
+spawning thread #0: 64 total client(s). Timing-based test with 0s of warm-up time and 8s of main duration for measurements.
+Application protocol: h2
+Warm-up phase is over for thread #0.
+Main benchmark duration is started for thread #0.
+Main benchmark duration is over for thread #0. Stopping all clients.
+Stopped all clients for thread #0
+
+finished in 8.00s, 44542.50 req/s, 1.53MB/s
+requests: 356340 total, 356980 started, 356340 done, 356338 succeeded, 1 failed, 1 errored, 0 timeout
+status codes: 356338 2xx, 0 3xx, 2 4xx, 0 5xx
+traffic: 12.24MB (12834906) total, 1.49MB (1558752) headers (space savings 93.73%), 4.93MB (5170130) data
+                     min         max         mean         sd        +/- sd
+time for request:      263us     37.72ms     13.21ms      3.38ms    79.51%
+time for connect:     1.80ms     20.58ms      9.93ms      5.45ms    57.81%
+time to 1st byte:    24.19ms     41.49ms     31.47ms      4.79ms    60.94%
+req/s           :     682.21      748.38      721.13       14.47    68.75%
+`
+
+func TestParseH2load(t *testing.T) {
+	r, err := parseH2load(h2loadSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := h2Result{Requests: 356340, Succeeded: 356338, Failed: 2, Non2xx: 2, RPS: 44542.5,
+		Mean: 13210 * time.Microsecond, Max: 37720 * time.Microsecond}
+	if r != want {
+		t.Errorf("got %+v\nwant %+v", r, want)
+	}
+	if _, err := parseH2load("connect to 127.0.0.1:1: Connection refused\n"); err == nil {
+		t.Error("no error for output without results")
+	}
+}
+
+// The HTTPS section: its own rows, geoproxy's ratios over TLS beside the plain ones, and
+// the plain table's "| geoproxy |" row still the only one.
+func TestReportHTTPS(t *testing.T) {
+	o, err := parseFlags([]string{"-cases", "plain,https,h2", "-rounds", "1", "-command", "bench/run.sh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name string, plain, https, h2 float64) *target {
+		tg := &target{name: name, tlsPort: 1, suite: "TLSv1.3 TLS_AES_128_GCM_SHA256 X25519",
+			runs: []wrkResult{{RPS: plain}}, cpu: []float64{1}, https: []wrkResult{{RPS: https}}, httpsCPU: []float64{2},
+			h2: []h2Result{{RPS: h2, Requests: 100}}, h2CPU: []float64{3}}
+		return tg
+	}
+	nginx, haproxy, gp := mk("nginx", 50000, 40000, 30000), mk("haproxy", 45000, 40000, 60000), mk("geoproxy", 45000, 20000, 15000)
+	rp := report{opts: o, targets: []*target{nginx, haproxy, gp}, tlsSet: []*target{nginx, haproxy, gp}, h2XFF: clients[0].addr,
+		rateNote: "skipped (-rate-rounds -1)"}
+	md := rp.markdown()
+	for _, want := range []string{
+		"## HTTPS: the same proxies over TLS",
+		"**Over HTTPS: geoproxy ÷ nginx 0.50× (20,000 vs 40,000 req/s), ÷ HAProxy 0.50× (20,000 vs 40,000 req/s).** Plain, same run: geoproxy ÷ nginx 0.90×",
+		"| geoproxy (https) | 20,000 |",
+		"| 0.50× | 0.50× | – | 0.44× | TLSv1.3 TLS_AES_128_GCM_SHA256 X25519 |",
+		"**Over HTTP/2: geoproxy ÷ nginx 0.50× (15,000 vs 30,000 req/s), ÷ HAProxy 0.25×",
+		"| geoproxy (h2) | 15,000 |",
+		"`X-Forwarded-For: 81.2.69.142` (GB)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no %q in the report:\n%s", want, md)
+		}
+	}
+	lines := rp.ratioLines()
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "plain  geoproxy ÷ nginx 0.90×") || !strings.HasPrefix(lines[1], "https  geoproxy ÷ nginx 0.50×") ||
+		!strings.HasPrefix(lines[2], "h2     geoproxy ÷ nginx 0.50×") {
+		t.Errorf("ratio lines: %q", lines)
+	}
+
+	// -cases plain: no HTTPS section, and the same rows called "| geoproxy |" (the plain
+	// table's and its rounds').
+	if o, err = parseFlags([]string{"-cases", "plain", "-rounds", "1", "-command", "bench/run.sh"}); err != nil {
+		t.Fatal(err)
+	}
+	rp.opts, rp.tlsSet = o, nil
+	plain := rp.markdown()
+	if strings.Contains(strings.ToLower(plain), "https") {
+		t.Errorf("-cases plain: the report mentions HTTPS:\n%s", plain)
+	}
+	if n, want := strings.Count(md, "\n| geoproxy |"), strings.Count(plain, "\n| geoproxy |"); n != want || n != 2 {
+		t.Errorf("%d rows called \"| geoproxy |\" with the TLS cases, %d without; want 2 (the plain table's and its rounds')", n, want)
+	}
+
+	// -cases https: the plain section says it did not run, and shows no empty table.
+	if o, err = parseFlags([]string{"-cases", "https", "-rounds", "1", "-command", "bench/run.sh"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range rp.targets {
+		tg.runs, tg.cpu = nil, nil
+	}
+	rp.opts, rp.tlsSet = o, []*target{nginx, haproxy, gp}
+	md = rp.markdown()
+	if !strings.Contains(md, "Not run: `-cases` leaves out plain.") || strings.Contains(md, "| target | req/s | p50 | p99 | CPU s/100k req | peak RSS | vs direct") ||
+		!strings.Contains(md, "| geoproxy (https) | 20,000 |") || !strings.Contains(md, "| 0.50× | 0.50× | – | – |") {
+		t.Errorf("-cases https:\n%s", md)
 	}
 }

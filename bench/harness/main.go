@@ -3,8 +3,9 @@
 // Command harness is the benchmark behind bench/run.sh: one nginx backend on loopback,
 // nginx, HAProxy and Caddy as plain reverse proxies to it, and geoproxy with geo routing
 // on, each measured with wrk at fixed concurrency (interleaved, several rounds) and then at
-// a fixed rate, with CPU time and peak RSS from /proc. It prints one table and writes it,
-// with the machine's details, to docs/benchmarks.md.
+// a fixed rate, with CPU time and peak RSS from /proc; then the same proxies over TLS with
+// one certificate, measured with wrk over https (and h2load for HTTP/2, if asked). It
+// prints the tables and writes them, with the machine's details, to docs/benchmarks.md.
 //
 // Run it through bench/run.sh, which installs the tools and builds geoproxy first.
 package main
@@ -21,6 +22,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/geoproxy/geoproxy/bench/internal/cli"
@@ -39,6 +41,9 @@ type options struct {
 	rounds           int
 	threads, conns   int
 	targets          []string
+	cases            []string
+	h2Streams        int
+	cpuProfile       string
 
 	rateDuration time.Duration
 	rateWarmup   time.Duration
@@ -67,6 +72,8 @@ type target struct {
 	proc    *proc.Process
 	skipped string // why it was not measured, if it was not
 	setup   string // one line on how it is configured
+	tlsPort int    // its TLS listener, when a TLS case runs (0: none)
+	suite   string // what OpenSSL's default client (as wrk's) negotiates with it
 
 	runs     []wrkResult
 	cpu      []float64 // CPU seconds per 100k requests, one per run
@@ -74,9 +81,23 @@ type target struct {
 	rssProcs int
 	rate     []rateResult
 	regions  map[string]string // geoproxy: client address -> region that served it
+
+	// The TLS cases, on instances of their own, and their peak RSS after them.
+	https    []wrkResult
+	httpsCPU []float64
+	h2       []h2Result
+	h2CPU    []float64
+	tlsRSS   uint64
 }
 
-func (t *target) addr() string { return fmt.Sprintf("127.0.0.1:%d", t.port) }
+func (t *target) addr() string    { return fmt.Sprintf("127.0.0.1:%d", t.port) }
+func (t *target) tlsAddr() string { return fmt.Sprintf("127.0.0.1:%d", t.tlsPort) }
+
+// has reports whether case c is to run.
+func (o options) has(c string) bool { return slices.Contains(o.cases, c) }
+
+// tlsOn reports whether the targets need a TLS listener.
+func (o options) tlsOn() bool { return o.has(caseHTTPS) || o.has(caseH2) }
 
 func main() { os.Exit(cli.Main("bench", os.Args[1:], parseFlags, run)) }
 
@@ -91,6 +112,9 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.threads, "threads", 1, "wrk threads (-t)")
 	fs.IntVar(&o.conns, "connections", 64, "wrk connections (-c)")
 	targets := fs.String("targets", strings.Join(allTargets, ","), "targets, comma-separated, from: "+strings.Join(allTargets, ", "))
+	cases := fs.String("cases", casePlain+","+caseHTTPS, "cases, comma-separated, from: plain (HTTP/1.1, wrk, then the fixed rate), https (HTTP/1.1 over TLS, wrk with an https URL), h2 (HTTP/2 over TLS, h2load); direct runs plain only")
+	fs.IntVar(&o.h2Streams, "h2-streams", 10, "h2 case: requests in flight on each connection (h2load -m)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory to write geoproxy's CPU profile under each case's load to (geoproxy-CASE.pprof), taken in one extra unmeasured run per case after the rounds (admin.pprof on)")
 	fs.DurationVar(&o.rateDuration, "rate-duration", 0, "length of each measured fixed-rate run (default: -duration, at most 5s)")
 	fs.DurationVar(&o.rateWarmup, "rate-warmup", time.Second, "unmeasured start of each fixed-rate run")
 	fs.IntVar(&o.rateRounds, "rate-rounds", 7, "fixed-rate rounds (-1 = skip the fixed-rate part)")
@@ -99,7 +123,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.rateConns, "rate-connections", 0, "connections of the fixed-rate load (default: -connections)")
 	rateTargets := fs.String("rate-targets", "", "targets of the fixed-rate part (default: every target measured whose median req/s reaches the rate)")
 	fs.DurationVar(&o.stalls, "stalls", 3*time.Second, "how long to measure the machine's stalls before the fixed rate, a spinning thread per core (0 = skip)")
-	fs.IntVar(&o.portBase, "port-base", 18000, "ports used: base+1..3 (backend), base+101..105 (proxies), base+194..195 (geoproxy admin)")
+	fs.IntVar(&o.portBase, "port-base", 18000, "ports used: base+1..3 (backend), base+101..105 (proxies), base+111..115 (their TLS listeners), base+194..195 (geoproxy admin)")
 	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker processes/threads of each proxy (nginx worker_processes, HAProxy nbthread, GOMAXPROCS)")
 	fs.IntVar(&o.backendWorkers, "backend-workers", 1, "worker processes of the backend nginx")
 	fs.StringVar(&o.geoproxyBin, "geoproxy", "", "geoproxy binary (bench/run.sh builds it)")
@@ -116,6 +140,9 @@ func parseFlags(args []string) (options, error) {
 	var err error
 	if o.targets, err = targetList(*targets); err != nil {
 		return o, fmt.Errorf("-targets: %w", err)
+	}
+	if o.cases, err = cli.Names(*cases, allCases, "case", "no case"); err != nil {
+		return o, fmt.Errorf("-cases: %w", err)
 	}
 	if *rateTargets == "" {
 		o.rateTargets = o.targets
@@ -137,6 +164,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-threads %d -connections %d: need 1 <= threads <= connections", o.threads, o.conns)
 	case o.workers < 1 || o.backendWorkers < 1:
 		return o, errors.New("-workers and -backend-workers: at least 1")
+	case o.h2Streams < 1:
+		return o, fmt.Errorf("-h2-streams %d: at least 1", o.h2Streams)
 	case o.rateFrac <= 0 && o.rate <= 0:
 		return o, errors.New("-rate-fraction: must be positive")
 	case o.portBase < 1024 || o.portBase > 65000:
@@ -170,6 +199,9 @@ func run(ctx context.Context, o options) error {
 
 	// Step: tools.
 	tools := []string{"wrk", "nginx"}
+	if o.has(caseH2) {
+		tools = append(tools, "h2load")
+	}
 	for _, n := range []string{"haproxy", "caddy"} {
 		if slices.Contains(o.targets, n) {
 			tools = append(tools, n)
@@ -185,14 +217,30 @@ func run(ctx context.Context, o options) error {
 	p := ports{o.portBase}
 	w := o.workDir
 	logPath := func(name string) string { return filepath.Join(w, "logs", name+".log") }
+	var cert *certFiles // one certificate for every TLS listener
+	if o.tlsOn() {
+		if cert, err = writeCert(filepath.Join(w, "tls")); err != nil {
+			return fmt.Errorf("making the certificate: %w", err)
+		}
+	}
+	pprof := o.cpuProfile != ""
 	files := map[string]string{
 		"backend/nginx.conf":    backendConfig(filepath.Join(w, "backend"), logPath("backend"), p, o.backendWorkers),
-		"nginx/nginx.conf":      nginxProxyConfig(filepath.Join(w, "nginx"), logPath("nginx"), p, o.workers),
-		"haproxy.cfg":           haproxyConfig(p, o.workers),
-		"Caddyfile":             caddyConfig(p),
-		"geoproxy.yaml":         geoproxyConfig(p, "geoproxy", ""),
-		"geoproxy-nethttp.yaml": geoproxyConfig(p, "geoproxy-nethttp", "nethttp"),
+		"nginx/nginx.conf":      nginxProxyConfig(filepath.Join(w, "nginx"), logPath("nginx"), p, o.workers, nil),
+		"haproxy.cfg":           haproxyConfig(p, o.workers, nil),
+		"Caddyfile":             caddyConfig(p, nil),
+		"geoproxy.yaml":         geoproxyConfig(p, "geoproxy", "", nil, pprof),
+		"geoproxy-nethttp.yaml": geoproxyConfig(p, "geoproxy-nethttp", "nethttp", nil, pprof),
 		"load.lua":              wrkScript(),
+	}
+	// The TLS cases run on instances of their own, started once the plain case is done: the
+	// plain one's configs, plus a TLS listener. The plain case's processes stay as they were.
+	if cert != nil {
+		files["nginx"+tlsSuffix+"/nginx.conf"] = nginxProxyConfig(filepath.Join(w, "nginx"+tlsSuffix), logPath("nginx"+tlsSuffix), p, o.workers, cert)
+		files["haproxy"+tlsSuffix+".cfg"] = haproxyConfig(p, o.workers, cert)
+		files["Caddyfile"+tlsSuffix] = caddyConfig(p, cert)
+		files["geoproxy"+tlsSuffix+".yaml"] = geoproxyConfig(p, "geoproxy", "", cert, pprof)
+		files["geoproxy-nethttp"+tlsSuffix+".yaml"] = geoproxyConfig(p, "geoproxy-nethttp", "nethttp", cert, pprof)
 	}
 	for name, content := range files {
 		if err := cli.WriteFile(filepath.Join(w, name), content); err != nil {
@@ -209,6 +257,9 @@ func run(ctx context.Context, o options) error {
 	var targets []*target
 	for _, n := range o.targets {
 		t := &target{name: n, port: p.target(n)}
+		if o.tlsOn() && tlsCapable(n) {
+			t.tlsPort = p.tlsTarget(n)
+		}
 		switch n {
 		case "direct":
 			t.setup = fmt.Sprintf("wrk straight at the backend (nginx, %d worker, `return 200`, %d-byte body, access log off)", o.backendWorkers, len(backendBody))
@@ -252,6 +303,12 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return fmt.Errorf("checking the geoproxy config: geoproxy validate: %v\n%s", err, indent(string(out)))
 		}
+		if cert != nil {
+			out, err := exec.CommandContext(ctx, o.geoproxyBin, "validate", "-config", filepath.Join(w, "geoproxy"+tlsSuffix+".yaml")).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("checking the geoproxy config of the TLS cases: geoproxy validate: %v\n%s", err, indent(string(out)))
+			}
+		}
 	}
 	active := func() []*target {
 		var a []*target
@@ -272,13 +329,22 @@ func run(ctx context.Context, o options) error {
 		if strings.HasPrefix(t.name, "geoproxy") {
 			need[p.geoproxyAdmin(t.name)] = t.name + " admin"
 		}
+		if t.tlsPort != 0 {
+			need[t.tlsPort] = t.name + " TLS"
+		}
 	}
 	if err := proc.CheckPortsFree(need); err != nil {
 		return fmt.Errorf("checking ports: %w", err)
 	}
 
 	machine := machineInfo(o.geoproxyBin) // before the run: the commit and date it started with
-	est := estimate(o, len(active()))
+	nTLS := 0
+	for _, t := range active() {
+		if t.tlsPort != 0 {
+			nTLS++
+		}
+	}
+	est := estimate(o, len(active()), nTLS)
 	cli.Progress("work directory %s; this run should take about %s", w, est.Round(10*time.Second))
 
 	// Step: start everything.
@@ -294,41 +360,63 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	cli.Progress("backend up on 127.0.0.1:%d-%d", p.backend(0), p.backend(2))
-	for _, t := range active() {
+	// start starts t from its plain config or, with tls, from its TLS variant (which listens
+	// on the plain port too), waits until it answers and checks its answers.
+	start := func(t *target, tls bool) error {
+		sfx, what := "", t.name
+		if tls {
+			sfx, what = tlsSuffix, t.name+" for the TLS cases"
+		}
 		var err error
 		switch t.name {
 		case "direct":
 			t.proc = nil
 		case "nginx":
-			t.proc, err = procs.Start("nginx", nil, "nginx", "-p", filepath.Join(w, "nginx")+"/",
-				"-c", filepath.Join(w, "nginx/nginx.conf"), "-e", logPath("nginx"))
+			t.proc, err = procs.Start("nginx"+sfx, nil, "nginx", "-p", filepath.Join(w, "nginx"+sfx)+"/",
+				"-c", filepath.Join(w, "nginx"+sfx, "nginx.conf"), "-e", logPath("nginx"+sfx))
 		case "haproxy":
-			t.proc, err = procs.Start("haproxy", nil, "haproxy", "-db", "-f", filepath.Join(w, "haproxy.cfg"),
-				"-p", filepath.Join(w, "haproxy.pid"))
+			t.proc, err = procs.Start("haproxy"+sfx, nil, "haproxy", "-db", "-f", filepath.Join(w, "haproxy"+sfx+".cfg"),
+				"-p", filepath.Join(w, "haproxy"+sfx+".pid"))
 		case "caddy":
 			home := filepath.Join(w, "caddy")
-			t.proc, err = procs.Start("caddy", []string{gomax, "HOME=" + home, "XDG_DATA_HOME=" + home, "XDG_CONFIG_HOME=" + home},
-				"caddy", "run", "--config", filepath.Join(w, "Caddyfile"), "--adapter", "caddyfile",
-				"--pidfile", filepath.Join(w, "caddy.pid"))
+			t.proc, err = procs.Start("caddy"+sfx, []string{gomax, "HOME=" + home, "XDG_DATA_HOME=" + home, "XDG_CONFIG_HOME=" + home},
+				"caddy", "run", "--config", filepath.Join(w, "Caddyfile"+sfx), "--adapter", "caddyfile",
+				"--pidfile", filepath.Join(w, "caddy"+sfx+".pid"))
 		case "geoproxy", "geoproxy-nethttp":
-			t.proc, err = procs.Start(t.name, []string{gomax}, o.geoproxyBin, "serve",
-				"-config", filepath.Join(w, t.name+".yaml"), "-log-level", "warn", "-shutdown-grace", "1s")
+			t.proc, err = procs.Start(t.name+sfx, []string{gomax}, o.geoproxyBin, "serve",
+				"-config", filepath.Join(w, t.name+sfx+".yaml"), "-log-level", "warn", "-shutdown-grace", "1s")
 		}
 		if err != nil {
-			return fmt.Errorf("starting %s: %w", t.name, err)
+			return fmt.Errorf("starting %s: %w", what, err)
 		}
 		if t.proc != nil {
 			if err := t.proc.WaitReady(ctx, t.addr(), o.startTimeout); err != nil {
-				return fmt.Errorf("starting %s: %w", t.name, err)
+				return fmt.Errorf("starting %s: %w", what, err)
 			}
 		}
 		if err := check(t); err != nil {
 			if t.proc != nil {
-				return fmt.Errorf("checking %s: %w", t.name, t.proc.Failure("first requests", err))
+				return fmt.Errorf("checking %s: %w", what, t.proc.Failure("first requests", err))
 			}
-			return fmt.Errorf("checking %s: %w", t.name, backend.Failure("first requests", err))
+			return fmt.Errorf("checking %s: %w", what, backend.Failure("first requests", err))
 		}
-		cli.Progress("%-16s up on %s", t.name, t.addr())
+		if !tls {
+			cli.Progress("%-16s up on %s", t.name, t.addr())
+			return nil
+		}
+		if err := checkTLS(ctx, t, cert, o.has(caseH2), o.startTimeout); err != nil {
+			return fmt.Errorf("checking %s over TLS on %s: %w", what, t.tlsAddr(), t.proc.Failure("first requests over TLS", err))
+		}
+		t.suite = negotiated(ctx, t.tlsAddr())
+		cli.Progress("%-16s up on %s and %s (TLS: %s)", t.name, t.addr(), t.tlsAddr(), orDash(t.suite))
+		return nil
+	}
+	if o.has(casePlain) {
+		for _, t := range active() {
+			if err := start(t, false); err != nil {
+				return err
+			}
+		}
 	}
 
 	alive := func(t *target) error {
@@ -341,66 +429,109 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 
-	// Step: warm-up.
-	if o.warmup > 0 {
-		for _, t := range active() {
-			_, _, err := runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.warmup)
-			if aerr := alive(t); aerr != nil {
-				err = aerr
-			}
-			if err != nil {
-				return fmt.Errorf("warming up %s: %w", t.name, err)
-			}
+	// measure makes one measured run of t once the machine is quiet: load runs it and returns
+	// the requests it completed and the load generator's own CPU time. It returns the
+	// target's CPU seconds per 100k requests (-1 for direct) and the CPU other processes on
+	// the machine used meanwhile, in cores.
+	measure := func(t *target, load func() (int64, time.Duration, error)) (cpu, other float64, err error) {
+		pg := 0
+		if t.proc != nil {
+			pg = t.proc.PID()
 		}
-		cli.Progress("warmed up every target for %s", o.warmup)
+		if err := settle(ctx); err != nil {
+			return 0, 0, err
+		}
+		meter := startMeter(backend.PID(), pg)
+		n, loadCPU, err := load()
+		if aerr := alive(t); aerr != nil { // a process that died explains a failed run best
+			err = aerr
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		used, other := meter.stop(loadCPU)
+		cpu = -1
+		if t.proc != nil && n > 0 {
+			cpu = used.Seconds() / float64(n) * 1e5
+		}
+		return cpu, other, nil
 	}
 
-	// Step: closed-loop rounds, interleaved.
-	act := active()
-	for r := 0; r < o.rounds; r++ {
-		for i := range act {
-			t := act[(i+r)%len(act)]
-			pg := 0
-			if t.proc != nil {
-				pg = t.proc.PID()
-			}
-			if err := settle(ctx); err != nil {
-				return err
-			}
-			meter := startMeter(backend.PID(), pg)
-			res, _, err := runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.duration)
-			if aerr := alive(t); aerr != nil { // a process that died explains a failed run best
-				err = aerr
-			}
-			if err != nil {
-				return fmt.Errorf("round %d, %s: %w", r+1, t.name, err)
-			}
-			used, other := meter.stop(res.WrkCPU)
-			res.Other = other
-			cpu := -1.0
-			if t.proc != nil && res.Requests > 0 {
-				cpu = used.Seconds() / float64(res.Requests) * 1e5
-			}
-			t.runs = append(t.runs, res)
-			t.cpu = append(t.cpu, cpu)
-			errs := ""
-			if res.errors() > 0 {
-				errs = fmt.Sprintf("  ERRORS: %d socket, %d non-2xx", res.SocketErrs, res.Non2xx)
-			}
-			cpuS := "-"
-			if cpu >= 0 {
-				cpuS = fmt.Sprintf("%.2f s/100k", cpu)
-			}
-			busy := ""
-			if other >= busyCores {
-				busy = fmt.Sprintf("  (other processes used %.1f cores meanwhile)", other)
-			}
-			cli.Progress("round %d/%d  %-16s %9.0f req/s  p50 %-9s p99 %-9s cpu %s%s%s", r+1, o.rounds, t.name, res.RPS, fmtDur(res.P50), fmtDur(res.P99), cpuS, errs, busy)
+	h2XFF := clients[0] // h2load sends the same headers on every request
+
+	// profile takes geoproxy's CPU profile under case c's load, in an extra unmeasured run
+	// after that case's rounds, with -cpuprofile.
+	profile := func(c string) error {
+		gp := find("geoproxy")
+		if o.cpuProfile == "" || !o.has(c) || gp == nil || gp.skipped != "" || (c != casePlain && gp.tlsPort == 0) {
+			return nil
 		}
+		if err := os.MkdirAll(o.cpuProfile, 0o755); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		load := func(d time.Duration) error {
+			var err error
+			switch c {
+			case casePlain:
+				_, _, err = runWrk(ctx, script, "http://"+gp.addr()+"/", o.threads, o.conns, d)
+			case caseHTTPS:
+				_, _, err = runWrk(ctx, script, "https://"+gp.tlsAddr()+"/", o.threads, o.conns, d)
+			case caseH2:
+				_, err = runH2load(ctx, "https://"+gp.tlsAddr()+"/", o.threads, o.conns, o.h2Streams, h2XFF.addr, d)
+			}
+			return err
+		}
+		path := filepath.Join(o.cpuProfile, "geoproxy-"+c+".pprof")
+		if err := settle(ctx); err != nil {
+			return err
+		}
+		admin := fmt.Sprintf("127.0.0.1:%d", p.geoproxyAdmin(gp.name))
+		if err := cpuProfile(ctx, admin, o.duration, load, path); err != nil {
+			return fmt.Errorf("profiling geoproxy under the %s load: %w", c, err)
+		}
+		cli.Progress("CPU profile of geoproxy under the %s load (%s): %s", c, o.duration, path)
+		return nil
 	}
-	for _, t := range act {
-		if t.proc != nil {
-			t.rss, t.rssProcs = procfs.GroupHWM(t.proc.PID())
+
+	act := active()
+	if o.has(casePlain) {
+		// Step: warm-up.
+		if o.warmup > 0 {
+			for _, t := range act {
+				_, _, err := runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.warmup)
+				if aerr := alive(t); aerr != nil {
+					err = aerr
+				}
+				if err != nil {
+					return fmt.Errorf("warming up %s: %w", t.name, err)
+				}
+			}
+			cli.Progress("warmed up every target for %s", o.warmup)
+		}
+
+		// Step: closed-loop rounds, interleaved.
+		for r := 0; r < o.rounds; r++ {
+			for i := range act {
+				t := act[(i+r)%len(act)]
+				var res wrkResult
+				cpu, other, err := measure(t, func() (int64, time.Duration, error) {
+					var err error
+					res, _, err = runWrk(ctx, script, "http://"+t.addr()+"/", o.threads, o.conns, o.duration)
+					return res.Requests, res.WrkCPU, err
+				})
+				if err != nil {
+					return fmt.Errorf("round %d, %s: %w", r+1, t.name, err)
+				}
+				res.Other = other
+				t.runs = append(t.runs, res)
+				t.cpu = append(t.cpu, cpu)
+				cli.Progress("round %d/%d  %-16s %9.0f req/s  p50 %-9s p99 %-9s cpu %s%s%s", r+1, o.rounds, t.name, res.RPS, fmtDur(res.P50), fmtDur(res.P99), cpuNote(cpu), wrkErrNote(res), busyNote(other))
+			}
+		}
+		for _, t := range act {
+			if t.proc != nil {
+				t.rss, t.rssProcs = procfs.GroupHWM(t.proc.PID())
+			}
 		}
 	}
 
@@ -409,6 +540,8 @@ func run(ctx context.Context, o options) error {
 	rateNote := ""
 	if o.rateRounds > 0 {
 		switch gp := find("geoproxy"); {
+		case !o.has(casePlain):
+			rateNote = "skipped: the plain case did not run (-cases)"
 		case o.rate > 0:
 			rate = o.rate
 			rateNote = "set by -rate"
@@ -467,11 +600,157 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
+	if err := profile(casePlain); err != nil {
+		return err
+	}
+
+	// Step: the TLS cases, against every target with a TLS listener, as the plain one, on
+	// instances of their own: the plain case's stop first.
+	var tlsSet []*target
+	for _, t := range act {
+		if t.tlsPort != 0 {
+			tlsSet = append(tlsSet, t)
+		}
+	}
+	if len(tlsSet) > 0 {
+		if o.has(casePlain) {
+			var wg sync.WaitGroup
+			for _, t := range act {
+				if t.proc != nil {
+					wg.Go(func() { procs.Stop(t.proc, 3*time.Second) })
+				}
+			}
+			wg.Wait()
+			for _, t := range act {
+				t.proc = nil
+			}
+			cli.Progress("stopped the plain case's proxies; starting their TLS instances")
+		}
+		for _, t := range tlsSet {
+			if err := start(t, true); err != nil {
+				return err
+			}
+		}
+	}
+	if o.has(caseHTTPS) && len(tlsSet) > 0 {
+		if o.warmup > 0 {
+			for _, t := range tlsSet {
+				_, _, err := runWrk(ctx, script, "https://"+t.tlsAddr()+"/", o.threads, o.conns, o.warmup)
+				if aerr := alive(t); aerr != nil {
+					err = aerr
+				}
+				if err != nil {
+					return fmt.Errorf("warming up %s over https: %w", t.name, err)
+				}
+			}
+			cli.Progress("warmed up every target over https for %s", o.warmup)
+		}
+		for r := 0; r < o.rounds; r++ {
+			for i := range tlsSet {
+				t := tlsSet[(i+r)%len(tlsSet)]
+				var res wrkResult
+				cpu, other, err := measure(t, func() (int64, time.Duration, error) {
+					var err error
+					res, _, err = runWrk(ctx, script, "https://"+t.tlsAddr()+"/", o.threads, o.conns, o.duration)
+					return res.Requests, res.WrkCPU, err
+				})
+				if err != nil {
+					return fmt.Errorf("https round %d, %s: %w", r+1, t.name, err)
+				}
+				res.Other = other
+				t.https = append(t.https, res)
+				t.httpsCPU = append(t.httpsCPU, cpu)
+				cli.Progress("https %d/%d  %-16s %9.0f req/s  p50 %-9s p99 %-9s cpu %s%s%s", r+1, o.rounds, t.name, res.RPS, fmtDur(res.P50), fmtDur(res.P99), cpuNote(cpu), wrkErrNote(res), busyNote(other))
+			}
+		}
+	}
+	if o.has(caseH2) && len(tlsSet) > 0 {
+		h2 := func(t *target, d time.Duration) (h2Result, error) {
+			return runH2load(ctx, "https://"+t.tlsAddr()+"/", o.threads, o.conns, o.h2Streams, h2XFF.addr, d)
+		}
+		if o.warmup > 0 {
+			for _, t := range tlsSet {
+				_, err := h2(t, o.warmup)
+				if aerr := alive(t); aerr != nil {
+					err = aerr
+				}
+				if err != nil {
+					return fmt.Errorf("warming up %s over HTTP/2: %w", t.name, err)
+				}
+			}
+			cli.Progress("warmed up every target over HTTP/2 for %s", o.warmup)
+		}
+		for r := 0; r < o.rounds; r++ {
+			for i := range tlsSet {
+				t := tlsSet[(i+r)%len(tlsSet)]
+				var res h2Result
+				cpu, other, err := measure(t, func() (int64, time.Duration, error) {
+					var err error
+					res, err = h2(t, o.duration)
+					return res.Succeeded, res.LoadCPU, err
+				})
+				if err != nil {
+					return fmt.Errorf("h2 round %d, %s: %w", r+1, t.name, err)
+				}
+				res.Other = other
+				t.h2 = append(t.h2, res)
+				t.h2CPU = append(t.h2CPU, cpu)
+				errs := ""
+				if res.errors() > 0 {
+					errs = fmt.Sprintf("  ERRORS: %d failed, %d non-2xx", res.Failed, res.Non2xx)
+				}
+				cli.Progress("h2 %d/%d  %-16s %9.0f req/s  mean %-9s cpu %s%s%s", r+1, o.rounds, t.name, res.RPS, fmtDur(res.Mean), cpuNote(cpu), errs, busyNote(other))
+			}
+		}
+	}
+	for _, t := range tlsSet {
+		if t.proc != nil {
+			t.tlsRSS, _ = procfs.GroupHWM(t.proc.PID())
+		}
+	}
+	if err := profile(caseHTTPS); err != nil {
+		return err
+	}
+	if err := profile(caseH2); err != nil {
+		return err
+	}
+
 	// Step: report.
 	rep := report{opts: o, targets: targets, rate: rate, rateNote: rateNote, rateSet: rateSet, tooSlow: tooSlow,
-		stalls:  stalls,
+		stalls: stalls, tlsSet: tlsSet, h2XFF: h2XFF.addr,
 		started: began, elapsed: time.Since(began), machine: machine}
-	return mdreport.Publish(os.Stdout, rep.markdown(), o.out, began)
+	if o.has(caseH2) {
+		rep.h2load = mdreport.FirstLine("h2load", "--version")
+	}
+	if err := mdreport.Publish(os.Stdout, rep.markdown(), o.out, began); err != nil {
+		return err
+	}
+	for _, line := range rep.ratioLines() {
+		cli.Progress("%s", line)
+	}
+	return nil
+}
+
+// cpuNote, wrkErrNote and busyNote are the ends of a round's progress line.
+func cpuNote(cpu float64) string {
+	if cpu < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f s/100k", cpu)
+}
+
+func wrkErrNote(res wrkResult) string {
+	if res.errors() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  ERRORS: %d socket, %d non-2xx", res.SocketErrs, res.Non2xx)
+}
+
+func busyNote(other float64) string {
+	if other < busyCores {
+		return ""
+	}
+	return fmt.Sprintf("  (other processes used %.1f cores meanwhile)", other)
 }
 
 // rateTargets splits the measured targets into those the fixed rate runs against and those
@@ -531,15 +810,27 @@ func check(t *target) error {
 	return nil
 }
 
-// estimate is how long the run should take.
-func estimate(o options, n int) time.Duration {
+// estimate is how long the run should take: n targets, nTLS of them with a TLS listener.
+func estimate(o options, n, nTLS int) time.Duration {
 	perRun := 300 * time.Millisecond
 	d := 5 * time.Second
-	d += time.Duration(n) * (o.warmup + perRun)
-	d += time.Duration(o.rounds*n) * (o.duration + perRun)
-	if o.rateRounds > 0 {
-		d += time.Duration(o.rateRounds*len(o.rateTargets)) * (o.rateWarmup + o.rateDuration + perRun)
-		d += o.stalls
+	closed := func(n int) time.Duration {
+		return time.Duration(n)*(o.warmup+perRun) + time.Duration(o.rounds*n)*(o.duration+perRun)
+	}
+	if o.has(casePlain) {
+		d += closed(n)
+		if o.rateRounds > 0 {
+			d += time.Duration(o.rateRounds*len(o.rateTargets)) * (o.rateWarmup + o.rateDuration + perRun)
+			d += o.stalls
+		}
+	}
+	for _, c := range []string{caseHTTPS, caseH2} {
+		if o.has(c) {
+			d += closed(nTLS)
+		}
+	}
+	if o.cpuProfile != "" {
+		d += time.Duration(len(o.cases)) * (o.duration + time.Second + perRun)
 	}
 	return d
 }

@@ -22,6 +22,9 @@ type report struct {
 	rateSet  []*target
 	tooSlow  []*target // left out of the fixed rate: their median req/s is below it
 	stalls   stallResult
+	tlsSet   []*target // the targets of the TLS cases
+	h2XFF    string    // the one X-Forwarded-For address of the h2 case
+	h2load   string    // h2load's version, when the h2 case ran
 	started  time.Time
 	elapsed  time.Duration
 	machine  [][2]string
@@ -57,9 +60,12 @@ func rps(runs []wrkResult) []float64 {
 
 func (t *target) medRPS() float64 { return median(rps(t.runs)) }
 
-func (t *target) medP(p99 bool) time.Duration {
+func (t *target) medP(p99 bool) time.Duration { return medLatency(t.runs, p99) }
+
+// medLatency is the median p99 (or p50) of runs.
+func medLatency(runs []wrkResult, p99 bool) time.Duration {
 	var ds []time.Duration
-	for _, r := range t.runs {
+	for _, r := range runs {
 		if p99 {
 			ds = append(ds, r.P99)
 		} else {
@@ -143,71 +149,75 @@ func (rp *report) markdown() string {
 
 	// Main table.
 	w("## Closed loop: wrk, fixed concurrency\n\n")
-	refs := []string{"direct", "nginx", "haproxy", "caddy"}
-	w("| target | req/s | p50 | p99 | CPU s/100k req | peak RSS | vs direct | vs nginx | vs HAProxy | vs Caddy |\n")
-	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	var notes []string
-	for _, t := range rp.targets {
-		if t.skipped != "" {
-			w("| %s | %s | | | | | | | | |\n", t.name, t.skipped)
-			continue
-		}
-		if len(t.runs) == 0 {
-			continue
-		}
-		cpu, rss := "–", "–"
-		if t.proc != nil {
-			cpu = fmt.Sprintf("%.2f", median(t.cpu))
-			rss = mdreport.MB(t.rss)
-		}
-		w("| %s | %s | %s | %s | %s | %s |", t.name, fmtInt(t.medRPS()), fmtDur(t.medP(false)), fmtDur(t.medP(true)), cpu, rss)
-		for _, r := range refs {
-			ref := rp.find(r)
-			if ref == nil || ref.medRPS() == 0 {
-				w(" – |")
+	if !o.has(casePlain) {
+		w("Not run: `-cases` leaves out plain.\n")
+	} else {
+		refs := []string{"direct", "nginx", "haproxy", "caddy"}
+		w("| target | req/s | p50 | p99 | CPU s/100k req | peak RSS | vs direct | vs nginx | vs HAProxy | vs Caddy |\n")
+		w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		var notes []string
+		for _, t := range rp.targets {
+			if t.skipped != "" {
+				w("| %s | %s | | | | | | | | |\n", t.name, t.skipped)
 				continue
 			}
-			w(" %.2f× |", t.medRPS()/ref.medRPS())
-		}
-		w("\n")
-		var sock, non2xx, total int64
-		for _, r := range t.runs {
-			sock += r.SocketErrs
-			non2xx += r.Non2xx
-			total += r.Requests
-		}
-		if sock+non2xx > 0 {
-			notes = append(notes, fmt.Sprintf("%s: %d socket errors and %d non-2xx answers in %s requests", t.name, sock, non2xx, fmtInt(float64(total))))
-		}
-	}
-	w("\nvs X: req/s divided by X's req/s. CPU: the target's own processes only (not the backend, not wrk).\n")
-	if len(notes) > 0 {
-		w("\nErrors during the rounds: %s.\n", strings.Join(notes, "; "))
-	} else {
-		w("No errors: every request of every run got a 2xx answer.\n")
-	}
-
-	// Rounds.
-	w("\nreq/s in each round (run order rotated each round):\n\n| target |")
-	for r := 1; r <= o.rounds; r++ {
-		w(" round %d |", r)
-	}
-	w("\n|---|%s\n", strings.Repeat("--:|", o.rounds))
-	for _, t := range rp.targets {
-		if t.skipped != "" || len(t.runs) == 0 {
-			continue
-		}
-		w("| %s |", t.name)
-		for _, r := range t.runs {
-			if r.Other >= busyCores {
-				w(" %s (busy %.1f) |", fmtInt(r.RPS), r.Other)
-			} else {
-				w(" %s |", fmtInt(r.RPS))
+			if len(t.runs) == 0 {
+				continue
+			}
+			cpu, rss := "–", "–"
+			if t.proc != nil {
+				cpu = fmt.Sprintf("%.2f", median(t.cpu))
+				rss = mdreport.MB(t.rss)
+			}
+			w("| %s | %s | %s | %s | %s | %s |", t.name, fmtInt(t.medRPS()), fmtDur(t.medP(false)), fmtDur(t.medP(true)), cpu, rss)
+			for _, r := range refs {
+				ref := rp.find(r)
+				if ref == nil || ref.medRPS() == 0 {
+					w(" – |")
+					continue
+				}
+				w(" %.2f× |", t.medRPS()/ref.medRPS())
+			}
+			w("\n")
+			var sock, non2xx, total int64
+			for _, r := range t.runs {
+				sock += r.SocketErrs
+				non2xx += r.Non2xx
+				total += r.Requests
+			}
+			if sock+non2xx > 0 {
+				notes = append(notes, fmt.Sprintf("%s: %d socket errors and %d non-2xx answers in %s requests", t.name, sock, non2xx, fmtInt(float64(total))))
 			}
 		}
-		w("\n")
+		w("\nvs X: req/s divided by X's req/s. CPU: the target's own processes only (not the backend, not wrk).\n")
+		if len(notes) > 0 {
+			w("\nErrors during the rounds: %s.\n", strings.Join(notes, "; "))
+		} else {
+			w("No errors: every request of every run got a 2xx answer.\n")
+		}
+
+		// Rounds.
+		w("\nreq/s in each round (run order rotated each round):\n\n| target |")
+		for r := 1; r <= o.rounds; r++ {
+			w(" round %d |", r)
+		}
+		w("\n|---|%s\n", strings.Repeat("--:|", o.rounds))
+		for _, t := range rp.targets {
+			if t.skipped != "" || len(t.runs) == 0 {
+				continue
+			}
+			w("| %s |", t.name)
+			for _, r := range t.runs {
+				if r.Other >= busyCores {
+					w(" %s (busy %.1f) |", fmtInt(r.RPS), r.Other)
+				} else {
+					w(" %s |", fmtInt(r.RPS))
+				}
+			}
+			w("\n")
+		}
+		w("\n%s\n", rp.noise())
 	}
-	w("\n%s\n", rp.noise())
 
 	// Fixed rate.
 	direct := rp.find("direct")
@@ -297,6 +307,8 @@ func (rp *report) markdown() string {
 			strings.Join(slow, ", "))
 	}
 
+	b.WriteString(rp.tlsMarkdown())
+
 	// Targets.
 	w("\n## Targets (issue 3)\n\n")
 	for _, c := range rp.checks() {
@@ -313,6 +325,9 @@ func (rp *report) markdown() string {
 			line += " — " + t.skipped
 		}
 		w("- %s: %s\n", t.name, line)
+	}
+	if len(rp.tlsSet) > 0 {
+		w("- TLS (%s): %s\n", strings.Join(rp.tlsCases(), ", "), tlsSetup)
 	}
 	var cs []string
 	for _, c := range clients {
@@ -353,6 +368,12 @@ func (rp *report) markdown() string {
 	w("  inherits the previous one's backlog (an overloaded target still answering).\n")
 	w("- Everything shares %d cores: wrk or the fixed-rate load, the backend and the target. Compare within one run;\n", runtime.NumCPU())
 	w("  numbers from different runs or machines are not comparable.\n")
+	if len(rp.tlsSet) > 0 {
+		w("- https: the same, with wrk given an https URL (HTTP/1.1 over TLS, keep-alive). h2: h2load's `finished in`\n")
+		w("  req/s and its mean `time for request` (it gives no percentiles), CPU per request counted over the\n")
+		w("  requests that succeeded. Each target's TLS instance is a process of its own, started after the plain case\n")
+		w("  (its plain listener open but unused); peak RSS is that instance's.\n")
+	}
 	w("\nWhere geoproxy's CPU goes, and what changed it: [profiling.md](profiling.md).\n")
 	return b.String()
 }
@@ -423,22 +444,46 @@ func machineInfo(geoproxyBin string) [][2]string {
 	)
 }
 
-// noise says how much CPU other processes on the machine took during the runs.
+// noise says how much CPU other processes on the machine took during the plain case's runs.
 func (rp *report) noise() string {
 	var all []float64
-	worst, where := 0.0, ""
+	var wheres []string
 	for _, t := range rp.targets {
 		for i, r := range t.runs {
 			all = append(all, r.Other)
-			if r.Other > worst {
-				worst, where = r.Other, fmt.Sprintf("%s, round %d", t.name, i+1)
-			}
+			wheres = append(wheres, fmt.Sprintf("%s, round %d", t.name, i+1))
 		}
 		for i, r := range t.rate {
 			all = append(all, r.Other)
-			if r.Other > worst {
-				worst, where = r.Other, fmt.Sprintf("%s, fixed rate round %d", t.name, i+1)
-			}
+			wheres = append(wheres, fmt.Sprintf("%s, fixed rate round %d", t.name, i+1))
+		}
+	}
+	return noiseLine(all, wheres)
+}
+
+// noiseTLS is noise for the TLS cases' runs.
+func (rp *report) noiseTLS() string {
+	var all []float64
+	var wheres []string
+	for _, t := range rp.tlsSet {
+		for i, r := range t.https {
+			all = append(all, r.Other)
+			wheres = append(wheres, fmt.Sprintf("%s, https round %d", t.name, i+1))
+		}
+		for i, r := range t.h2 {
+			all = append(all, r.Other)
+			wheres = append(wheres, fmt.Sprintf("%s, h2 round %d", t.name, i+1))
+		}
+	}
+	return noiseLine(all, wheres)
+}
+
+// noiseLine: all is the CPU other processes used in each run, in cores; wheres names each run.
+func noiseLine(all []float64, wheres []string) string {
+	worst, where := 0.0, ""
+	for i, x := range all {
+		if x > worst {
+			worst, where = x, wheres[i]
 		}
 	}
 	if len(all) == 0 {
