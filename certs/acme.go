@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
@@ -23,13 +24,32 @@ import (
 type acmeKey struct {
 	CA, CARoot, Email, Storage string
 	HTTPAddr, TLSAddr          string
+	Maintenance                acmeMaintenance
 }
 
 func acmeKeyOf(o Options) acmeKey {
 	return acmeKey{
 		CA: o.ACME.CA, CARoot: o.ACME.CARoot, Email: o.ACME.Email, Storage: o.ACME.Storage,
 		HTTPAddr: o.HTTPAddr, TLSAddr: o.TLSAddr,
+		Maintenance: o.maintenance,
 	}
+}
+
+// acmeMaintenance changes when certmagic's maintenance checks and
+// renews certificates, so that tests can renew certificates that are
+// valid for seconds. The zero value keeps certmagic's schedule, which
+// production uses: a check every 10 minutes, renewal once a third of
+// the lifetime is left or earlier when the CA's renewal information
+// (ARI) says so.
+type acmeMaintenance struct {
+	// renewCheckInterval is how often the certificates are checked
+	// (certmagic.CacheOptions.RenewCheckInterval); 0: 10 minutes.
+	// certmagic also renews at once when less than five intervals of
+	// validity are left.
+	renewCheckInterval time.Duration
+	// renewalWindowRatio is the share of a certificate's lifetime left
+	// when it is renewed (certmagic.Config.RenewalWindowRatio); 0: 1/3.
+	renewalWindowRatio float64
 }
 
 // acmeManager is one certmagic configuration with a certificate cache
@@ -117,10 +137,18 @@ func newACMEManager(parent context.Context, o Options, log *zap.Logger) (*acmeMa
 			}
 			return nil, errors.New("certs: acme: configuration not ready")
 		},
-		Logger: log,
+		RenewCheckInterval: o.maintenance.renewCheckInterval,
+		Logger:             log,
 	})
 	m.cfg = certmagic.New(m.cache, certmagic.Config{
 		Storage: &certmagic.FileStorage{Path: a.Storage},
+		// A certificate is renewed at the time ACME Renewal Information
+		// (ARI) from the CA suggests, or at the latest with
+		// RenewalWindowRatio of its lifetime left: ARI can bring a
+		// renewal forward, never put it off. ARI stays on (DisableARI
+		// false): renewals name the certificate they replace, which
+		// Let's Encrypt exempts from its rate limits.
+		RenewalWindowRatio: o.maintenance.renewalWindowRatio,
 		// OCSP stapling is on: responses are fetched for certificates
 		// that name a responder, cached in Storage, and refreshed by
 		// the cache's maintenance. Setting HTTPProxy makes certmagic

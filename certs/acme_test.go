@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/geoproxy/geoproxy/certs/certstest"
@@ -397,4 +399,118 @@ func TestACMEOptionErrors(t *testing.T) {
 		})
 	}
 	bound.Close()
+}
+
+// Renewal test schedule: Pebble issues certificates valid for
+// renewValidity; certmagic checks them every renewCheckEvery and renews
+// them with renewWindowRatio of their lifetime left, that is
+// renewValidity*(1-renewWindowRatio) = 5 s after issuance at the latest
+// (ACME Renewal Information may pick an earlier time), long before they
+// expire.
+const (
+	renewValidity    = 20 * time.Second
+	renewWindowRatio = 0.75
+	renewCheckEvery  = 250 * time.Millisecond
+	// renewWait bounds the wait for the renewed certificate: it is
+	// served within about 6 s.
+	renewWait = 20 * time.Second
+)
+
+// TestACMERenewsBeforeExpiry obtains a short-lived certificate and
+// waits until certmagic's maintenance renews it: new handshakes get a
+// new certificate from Pebble, a connection opened before keeps
+// working, and the renewed certificate is stored.
+func TestACMERenewsBeforeExpiry(t *testing.T) {
+	checkLeaks(t, ignoreLockRefresh)
+	httpLn, tlsLn := listen(t), listen(t)
+	p := certstest.StartPebble(t, certstest.Options{Log: pebbleLogger(), CertValidity: renewValidity})
+	p.SetChallengePorts(port(t, httpLn), port(t, tlsLn))
+	storage := t.TempDir()
+	logger, logs := testLogger()
+
+	m, err := New(Options{
+		ACME:     config.ACME{Domains: []string{testDomain}, CA: p.DirectoryURL, CARoot: p.HTTPSRoot, Storage: storage},
+		HTTPAddr: httpLn.Addr().String(),
+		TLSAddr:  tlsLn.Addr().String(),
+		Log:      logger,
+		maintenance: acmeMaintenance{
+			renewCheckInterval: renewCheckEvery,
+			renewalWindowRatio: renewWindowRatio,
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	var challenges atomic.Int32
+	serveHTTP(t, httpLn, m, &challenges)
+	ts := serveTLS(t, tlsLn, m.TLSConfig)
+	client := &tls.Config{ServerName: testDomain, RootCAs: p.Roots}
+
+	// The first certificate is the one a connection kept open gets.
+	var before *tls.Conn
+	eventually(t, acmePollCount, acmePollEvery, "certificate for "+testDomain+" from Pebble", func() bool {
+		before, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ts.addr, client)
+		return err == nil
+	})
+	t.Cleanup(func() { before.Close() })
+	first := before.ConnectionState().PeerCertificates[0]
+	lifetime := first.NotAfter.Sub(first.NotBefore)
+	require.Equal(t, renewValidity-time.Second, lifetime, "Pebble's validity period")
+	require.True(t, time.Now().Before(first.NotAfter))
+	checkStapled(t, before.ConnectionState(), p.Issuer)
+	echo(t, before, "before renewal")
+
+	// New handshakes get a renewed certificate before the first expires.
+	start := time.Now()
+	var renewed *x509.Certificate
+	var cs tls.ConnectionState
+	var lastErr error
+	for deadline := start.Add(renewWait); renewed == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("certificate serial %x not renewed within %v; last handshake error: %v", first.SerialNumber, renewWait, lastErr)
+		}
+		cs, lastErr = handshake(ts.addr, client)
+		if lastErr == nil && cs.PeerCertificates[0].SerialNumber.Cmp(first.SerialNumber) != 0 {
+			renewed = cs.PeerCertificates[0]
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	t.Logf("renewed %v after the first certificate was issued (%v after the first handshake), %v before it expires",
+		time.Since(first.NotBefore).Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond),
+		time.Until(first.NotAfter).Round(100*time.Millisecond))
+	assert.True(t, renewed.NotAfter.After(first.NotAfter), "renewed NotAfter %v, first %v", renewed.NotAfter, first.NotAfter)
+	assert.Equal(t, []string{testDomain}, renewed.DNSNames)
+	assert.Equal(t, p.Issuer.Subject.String(), renewed.Issuer.String())
+	assert.NotEqual(t, first.PublicKey, renewed.PublicKey, "a new key")
+	eventually(t, 40, 50*time.Millisecond, "Pebble's record of the renewal", func() bool {
+		return len(p.ValidatedBy(renewed)) > 0 && p.Replaced(first)
+	})
+	checkStapled(t, cs, p.Issuer)
+
+	// The connection opened before keeps its certificate and works.
+	echo(t, before, "after renewal")
+	assert.Equal(t, first.SerialNumber, before.ConnectionState().PeerCertificates[0].SerialNumber)
+
+	// Storage holds the renewed certificate, or a later one if
+	// maintenance renewed again in the meantime.
+	stored := storedCertificate(t, storage)
+	assert.NotEqual(t, first.SerialNumber, stored.SerialNumber, "the renewal is stored")
+	assert.False(t, stored.NotAfter.Before(renewed.NotAfter), "stored NotAfter %v, served %v", stored.NotAfter, renewed.NotAfter)
+	eventually(t, 40, 50*time.Millisecond, "Pebble's record of the stored certificate", func() bool {
+		return len(p.ValidatedBy(stored)) > 0
+	})
+	assert.Empty(t, logs.FilterLevelExact(zapcore.ErrorLevel).All(), "errors logged")
+	m.Close()
+}
+
+// echo writes a line on c and checks it comes back, within 5 s.
+func echo(t *testing.T, c *tls.Conn, line string) {
+	t.Helper()
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := c.Write([]byte(line + "\n"))
+	require.NoError(t, err)
+	got, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, line+"\n", got)
+	require.NoError(t, c.SetDeadline(time.Time{}))
 }

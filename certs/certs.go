@@ -62,6 +62,10 @@ type Options struct {
 	// answered. It runs on the handshake path and must be fast. Update
 	// keeps the function given to New.
 	OnHandshakeError func(reason string)
+
+	// maintenance changes when ACME certificates are checked and
+	// renewed; only tests set it.
+	maintenance acmeMaintenance
 }
 
 // Handshake error reasons passed to Options.OnHandshakeError.

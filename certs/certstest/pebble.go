@@ -45,10 +45,21 @@ const (
 // before it is answered 503.
 const PortsWait = 20 * time.Second
 
+// MinCertValidity is the shortest Options.CertValidity: below it, the
+// renewal window Pebble suggests through ACME Renewal Information (from
+// issuance to expiry, in whole seconds) is too short for ACME clients to
+// accept.
+const MinCertValidity = 3 * time.Second
+
 // Options configure StartPebble.
 type Options struct {
 	// Log receives Pebble's log; nil discards it.
 	Log *log.Logger
+	// CertValidity is how long the certificates Pebble issues are valid,
+	// a whole number of seconds and at least MinCertValidity; 0 means
+	// Pebble's default of 90 days. A certificate's NotAfter is its
+	// NotBefore (the time of issuance) plus CertValidity less one second.
+	CertValidity time.Duration
 }
 
 // Pebble is a Pebble ACME CA running in the test process, whose VA finds
@@ -95,6 +106,9 @@ func StartPebble(t testing.TB, o Options) *Pebble {
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")
+	if v := o.CertValidity; v != 0 && (v < MinCertValidity || v%time.Second != 0) {
+		t.Fatalf("certstest: CertValidity %v: must be a whole number of seconds, at least %v", v, MinCertValidity)
+	}
 	p := &Pebble{
 		t:       t,
 		log:     o.Log,
@@ -113,7 +127,10 @@ func StartPebble(t testing.TB, o Options) *Pebble {
 
 	ocspLn := listen(t)
 	p.authority = ca.New(p.log, p.store, "http://"+ocspLn.Addr().String()+"/", "rsa", 0, 1,
-		map[string]ca.Profile{"default": {Description: "default profile"}})
+		map[string]ca.Profile{"default": {
+			Description:    "default profile",
+			ValidityPeriod: uint64(o.CertValidity / time.Second), // 0: Pebble's default
+		}})
 	p.Roots = x509.NewCertPool()
 	p.Roots.AddCert(p.authority.GetRootCert(0).Cert)
 	p.Issuer = p.authority.GetIntermediateCert(0).Cert
@@ -210,6 +227,21 @@ func (p *Pebble) ValidatedBy(cert *x509.Certificate) []string {
 	return types
 }
 
+// Replaced reports whether cert, which Pebble issued, has been replaced:
+// a later order naming cert in its "replaces" field, as a client renewing
+// with ACME Renewal Information (RFC 9773) sends, was completed. It is
+// false until Pebble has recorded that order, just after issuing its
+// certificate.
+func (p *Pebble) Replaced(cert *x509.Certificate) bool {
+	order, err := p.store.GetOrderByIssuedSerial(hex.EncodeToString(cert.SerialNumber.Bytes()))
+	if err != nil {
+		return false
+	}
+	order.RLock()
+	defer order.RUnlock()
+	return order.IsReplaced
+}
+
 // OCSPRequests returns how many requests the OCSP responder has had.
 func (p *Pebble) OCSPRequests() int { return int(p.ocspRequests.Load()) }
 
@@ -249,7 +281,8 @@ func LeakOptions() []goleak.Option {
 	}
 }
 
-// answerOCSP signs a "good" answer for the serial number asked about.
+// answerOCSP signs a "good" answer for the serial number asked about,
+// valid for an hour or until the certificate expires if sooner.
 func (p *Pebble) answerOCSP(w http.ResponseWriter, r *http.Request, key crypto.Signer) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
 	if err != nil {
@@ -262,11 +295,17 @@ func (p *Pebble) answerOCSP(w http.ResponseWriter, r *http.Request, key crypto.S
 		return
 	}
 	now := time.Now()
+	next := now.Add(time.Hour)
+	// An answer is not valid past the certificate it is about (certmagic
+	// staples no such answer).
+	if c := p.store.GetCertificateBySerial(req.SerialNumber); c != nil && c.Cert.NotAfter.Before(next) {
+		next = c.Cert.NotAfter
+	}
 	resp, err := ocsp.CreateResponse(p.Issuer, p.Issuer, ocsp.Response{
 		Status:       ocsp.Good,
 		SerialNumber: req.SerialNumber,
 		ThisUpdate:   now.Add(-time.Minute),
-		NextUpdate:   now.Add(time.Hour),
+		NextUpdate:   next,
 	}, key)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
