@@ -15,8 +15,8 @@ const tlsSetup = "one certificate for all, made by the harness at the start (sel
 	"localhost); nginx: a second `server` with `listen … ssl http2`, `ssl_certificate`, `ssl_certificate_key`, " +
 	"`ssl_protocols TLSv1.2 TLSv1.3` and the same `location`; HAProxy: a second frontend, `bind … ssl crt <certificate and key in one PEM> " +
 	"alpn h2,http/1.1 ssl-min-ver TLSv1.2`, the same backend; Caddy: a second site with `tls <certificate> <key>`, `protocols h1 h2`; " +
-	"geoproxy: `tls.listen` and `tls.certificates` (TLS 1.2 and up), served by Go's net/http server with HTTP/2 and HTTP/1.1 by ALPN " +
-	"on either engine, while its plain listener stays on the engine's own loops. Each proxies to the same backend over plain HTTP"
+	"geoproxy: `tls.listen` and `tls.certificates` (TLS 1.2 and up); by ALPN, HTTP/1.1 on the native engine's goroutines " +
+	"and HTTP/2 on Go's net/http server, while its plain listener stays on the engine's own loops. Each proxies to the same backend over plain HTTP"
 
 // tlsCases are the TLS cases that ran.
 func (rp *report) tlsCases() []string {
