@@ -253,3 +253,38 @@ regions:
 		assert.Equal(t, "b", served())
 	})
 }
+
+// TestNativeEngineParsesTLSRequests: on the native engine, HTTP/1.1 over
+// TLS is parsed by the engine itself, as on the plain listener: what it
+// refuses there (here, both Content-Length and Transfer-Encoding) it
+// refuses over TLS, and pipelined requests are answered in order.
+func TestNativeEngineParsesTLSRequests(t *testing.T) {
+	e, pool := tlsEnv(t, config.EngineNative, "", "")
+	dial := func() (*tls.Conn, *bufio.Reader) {
+		c, err := tls.Dial("tcp", e.srv.TLSAddr().String(), &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		return c, bufio.NewReader(c)
+	}
+	c, br := dial()
+	_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	c, br = dial()
+	_, err = io.WriteString(c, "GET /a HTTP/1.1\r\nHost: app\r\nX-Forwarded-For: "+london+"\r\n\r\n"+
+		"GET /b HTTP/1.1\r\nHost: app\r\nX-Forwarded-For: "+seattle+"\r\n\r\n")
+	require.NoError(t, err)
+	for _, region := range []string{"europe-west", "us-west"} {
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, region, resp.Header.Get("X-Geoproxy-Region"))
+	}
+	assert.Equal(t, "https", e.apps["us-west"].lastHeaders().Get("X-Forwarded-Proto"))
+}
