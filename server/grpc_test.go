@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +39,9 @@ type grpcBackend struct {
 	ln     net.Listener
 }
 
-func newGRPCBackend(t *testing.T, region string) *grpcBackend {
+// newGRPCBackend starts a gRPC backend, in h2c; or, with tlsCfg, in
+// HTTP/2 over TLS.
+func newGRPCBackend(t *testing.T, region string, tlsCfg *tls.Config) *grpcBackend {
 	t.Helper()
 	b := &grpcBackend{region: region, health: health.NewServer()}
 	gs := grpc.NewServer()
@@ -44,7 +49,11 @@ func newGRPCBackend(t *testing.T, region string) *grpcBackend {
 	b.health.SetServingStatus("movr", healthpb.HealthCheckResponse_SERVING)
 	protocols := new(http.Protocols)
 	protocols.SetUnencryptedHTTP2(true)
-	b.srv = &http.Server{Protocols: protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if tlsCfg != nil {
+		protocols = new(http.Protocols)
+		protocols.SetHTTP2(true)
+	}
+	b.srv = &http.Server{Protocols: protocols, TLSConfig: tlsCfg, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			// The region, as gRPC header metadata, and whether the
 			// proxy's geo headers arrived.
@@ -62,7 +71,11 @@ func newGRPCBackend(t *testing.T, region string) *grpcBackend {
 	var err error
 	b.ln, err = net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	go func() { _ = b.srv.Serve(b.ln) }()
+	if tlsCfg != nil {
+		go func() { _ = b.srv.ServeTLS(b.ln, "", "") }()
+	} else {
+		go func() { _ = b.srv.Serve(b.ln) }()
+	}
 	t.Cleanup(func() { _ = b.srv.Close(); gs.Stop() })
 	return b
 }
@@ -71,7 +84,8 @@ func newGRPCBackend(t *testing.T, region string) *grpcBackend {
 // listener on both engines and through the nethttp engine's h2c: routed
 // by the client's location, with geo headers, trailers (grpc-status) and
 // a server stream whose messages arrive as they are sent, and retried in
-// the next region when the nearest is gone.
+// the next region when the nearest is gone. The next region's backend
+// speaks HTTP/2 over TLS (protocol: h2), the nearest's h2c.
 func TestGRPCPassesThrough(t *testing.T) {
 	for _, c := range []struct {
 		name, engine string
@@ -82,10 +96,16 @@ func TestGRPCPassesThrough(t *testing.T) {
 		{"nethttp/h2c", config.EngineNetHTTP, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			eu, us := newGRPCBackend(t, "europe-west"), newGRPCBackend(t, "us-east")
 			dir := t.TempDir()
 			ca := certstest.NewCA(t, "geoproxy test CA")
 			cert, key := ca.WritePair(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1", "localhost")
+			// The TLS backend's certificate, and the CA file geoproxy checks it by.
+			backendCert, err := tls.LoadX509KeyPair(ca.WritePair(t, dir, "backend", x509.ExtKeyUsageServerAuth, "127.0.0.1"))
+			require.NoError(t, err)
+			caFile := filepath.Join(dir, "ca.pem")
+			require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600))
+			eu := newGRPCBackend(t, "europe-west", nil)
+			us := newGRPCBackend(t, "us-east", &tls.Config{Certificates: []tls.Certificate{backendCert}})
 			srv := runYAML(t, fmt.Sprintf(`listen: 127.0.0.1:0
 admin: {listen: 127.0.0.1:0}
 engine: %s
@@ -105,12 +125,12 @@ regions:
     backends: [{url: "http://%s"}]
   - name: us-east
     location: {lat: 33.84, lon: -81.16}
-    backends: [{url: "http://%s", protocol: h2c}]
-`, c.engine, cert, key, c.engine == config.EngineNative, eu.ln.Addr(), us.ln.Addr()), server.Options{})
+    backends: [{url: "https://%s", protocol: h2, tls: {ca_file: %s}}]
+`, c.engine, cert, key, c.engine == config.EngineNative, eu.ln.Addr(), us.ln.Addr(), caFile), server.Options{})
 			require.Eventually(t, func() bool {
 				s := srv.Router().Snapshot()
 				return s.Region("europe-west").Eligible() && s.Region("us-east").Eligible()
-			}, 5*time.Second, 10*time.Millisecond, "the probes speak h2c")
+			}, 5*time.Second, 10*time.Millisecond, "the probes speak h2c and h2")
 
 			creds, addr := insecure.NewCredentials(), srv.ProxyAddr().String()
 			if c.overTLS {
