@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/geoproxy/geoproxy/certs/certstest"
 	"github.com/geoproxy/geoproxy/config"
@@ -46,6 +48,7 @@ func newGRPCBackend(t *testing.T, region string, tlsCfg *tls.Config) *grpcBacken
 	b := &grpcBackend{region: region, health: health.NewServer()}
 	gs := grpc.NewServer()
 	healthpb.RegisterHealthServer(gs, b.health)
+	reflection.Register(gs) // a stream in both directions, ServerReflectionInfo
 	b.health.SetServingStatus("movr", healthpb.HealthCheckResponse_SERVING)
 	protocols := new(http.Protocols)
 	protocols.SetUnencryptedHTTP2(true)
@@ -117,6 +120,7 @@ geoip:
   database: ../testdata/geoip2-city.mmdb
   trusted_proxies: [127.0.0.0/8]
 health_check: {interval: 100ms, timeout: 90ms}
+limits: {body_timeout: 300ms}
 resilience: {failback_hold: 0s, slow_start: 0s}
 regions:
   - name: europe-west
@@ -167,6 +171,20 @@ regions:
 			require.NoError(t, err)
 			assert.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, next.Status)
 			eu.health.SetServingStatus("movr", healthpb.HealthCheckResponse_SERVING)
+
+			// A stream in both directions outlives limits.body_timeout: a
+			// gRPC request's body is a stream, not a slow upload.
+			bidi, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+			require.NoError(t, err)
+			for range 2 {
+				require.NoError(t, bidi.Send(&reflectionpb.ServerReflectionRequest{
+					MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+				answer, err := bidi.Recv()
+				require.NoError(t, err)
+				assert.NotEmpty(t, answer.GetListServicesResponse().GetService())
+				time.Sleep(500 * time.Millisecond)
+			}
+			require.NoError(t, bidi.CloseSend())
 
 			// The nearest region goes away: the call is retried in the next.
 			// (Once geoproxy has seen its connection to it close: a call

@@ -224,8 +224,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		// The body must arrive within the body timeout, as on the native
 		// engine; once it has, the deadline goes, so that Go's server can
-		// watch the idle connection while a slow answer is streamed.
-		_ = rw.rc.SetReadDeadline(start.Add(h.bodyTimeout))
+		// watch the idle connection while a slow answer is streamed. A
+		// gRPC request's body is a stream of messages that lasts as long
+		// as the call: it has none.
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			_ = rw.rc.SetReadDeadline(start.Add(h.bodyTimeout))
+		}
 		st.body = &replayGuard{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody), rc: rw.rc}
 		out.Body = st.body
 	}
