@@ -511,7 +511,7 @@ func TestBroken(t *testing.T) {
 		{"h2c with an https URL", strings.Replace(minimal, "http://127.0.0.1:1", "https://127.0.0.1:1\n        protocol: h2c", 1) + "engine: nethttp\n",
 			[]string{"bad.yaml:6:19: regions[0].backends[0].protocol: h2c needs an http:// URL, got https://127.0.0.1:1"}},
 		{"h2c on the native engine", strings.Replace(minimal, "backends:", "protocol: h2c\n    backends:", 1),
-			[]string{"bad.yaml:4:15: regions[0].protocol: HTTP/2 backends are reached from the nethttp engine and the TLS listener: set engine: nethttp, or tls.redirect_http: true so that the native engine serves no request"}},
+			[]string{"bad.yaml:4:15: regions[0].protocol: HTTP/2 backends are reached from Go's server (the nethttp engine, and the TLS listener's connections then): set engine: nethttp, or tls.redirect_http: true so that the native engine's plain listener proxies nothing"}},
 		{"unknown protocol", strings.Replace(minimal, "backends:", "protocol: spdy\n    backends:", 1),
 			[]string{`bad.yaml:4:15: regions[0].protocol: must be "http1", "h2c" or "h2", got "spdy"`}},
 		{"backend URL without a scheme", strings.Replace(minimal, "http://127.0.0.1:1", "127.0.0.1:9101", 1),

@@ -274,7 +274,7 @@ func (c *checker) validateProtocols(p fieldPath, cfg *Config) {
 				if want := map[string]string{ProtocolH2C: "http", ProtocolH2: "https"}[b.Protocol]; b.URL.Scheme != want {
 					c.errorf(kp, "%s needs an %s:// URL, got %s", b.Protocol, want, b.URL)
 				} else if cfg.Engine == EngineNative && !cfg.TLS.RedirectHTTP {
-					c.errorf(kp, "HTTP/2 backends are reached from the nethttp engine and the TLS listener: set engine: nethttp, or tls.redirect_http: true so that the native engine serves no request")
+					c.errorf(kp, "HTTP/2 backends are reached from Go's server (the nethttp engine, and the TLS listener's connections then): set engine: nethttp, or tls.redirect_http: true so that the native engine's plain listener proxies nothing")
 				}
 			default:
 				c.errorf(kp, "must be %q, %q or %q, got %q", ProtocolHTTP1, ProtocolH2C, ProtocolH2, b.Protocol)

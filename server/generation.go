@@ -238,7 +238,9 @@ func (s *Server) start(g *generation, addr net.Addr) error {
 	g.ln = newHandoff(addr)
 	if g.tlsSrv != nil {
 		g.tlsIn = newHandoff(s.tlsEntry.ln.Addr())
-		if g.native != nil {
+		if g.native != nil && !anyHTTP2(g.cfg) {
+			// (The native engine speaks HTTP/1.1 to backends: with HTTP/2
+			// ones, every TLS connection goes to Go's server.)
 			g.tlsH1 = newHandoff(s.tlsEntry.ln.Addr())
 		}
 	}
@@ -278,6 +280,18 @@ func (g *generation) in(listener, proto string) *handoff {
 	return g.tlsIn
 }
 
+// anyHTTP2 reports whether a backend of cfg speaks HTTP/2.
+func anyHTTP2(cfg *config.Config) bool {
+	for _, r := range cfg.Regions {
+		for _, b := range r.Backends {
+			if b.Protocol == config.ProtocolH2 || b.Protocol == config.ProtocolH2C {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // servers are the generation's net/http servers.
 func (g *generation) servers() []*http.Server {
 	var all []*http.Server
@@ -312,8 +326,11 @@ func (g *generation) drain(idle time.Duration) {
 // meets a connection closing under it.
 func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
 	var err error
+	// The native engine and Go's servers finish their requests side by
+	// side: HTTP/2 clients get their GOAWAY at once.
+	var native sync.WaitGroup
 	if g.native != nil {
-		err = g.native.Shutdown(ctx)
+		native.Go(func() { err = g.native.Shutdown(ctx) })
 	}
 	if srvs := g.servers(); len(srvs) > 0 {
 		_ = g.ln.Close()
@@ -342,9 +359,11 @@ func (g *generation) shutdown(ctx context.Context, waitIdle bool) error {
 			})
 		}
 		wg.Wait()
+		native.Wait()
 		err = errors.Join(append(errs, err)...)
 		g.abandon()
 	}
+	native.Wait()
 	_ = g.ln.Close()
 	for _, h := range []*handoff{g.tlsIn, g.tlsH1} {
 		if h != nil {

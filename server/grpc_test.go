@@ -120,7 +120,7 @@ geoip:
   database: ../testdata/geoip2-city.mmdb
   trusted_proxies: [127.0.0.0/8]
 health_check: {interval: 100ms, timeout: 90ms}
-limits: {body_timeout: 300ms}
+limits: {body_timeout: 300ms, idle_timeout: 500ms, max_request_body: 1KiB}
 resilience: {failback_hold: 0s, slow_start: 0s}
 regions:
   - name: europe-west
@@ -136,6 +136,21 @@ regions:
 				return s.Region("europe-west").Eligible() && s.Region("us-east").Eligible()
 			}, 5*time.Second, 10*time.Millisecond, "the probes speak h2c and h2")
 
+			if c.overTLS {
+				// An HTTP/1.1 client over TLS reaches the HTTP/2 backends too
+				// (on the native engine, Go's server takes it, as the engine
+				// speaks HTTP/1.1 to backends).
+				h1 := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool, NextProtos: []string{"http/1.1"}}}
+				defer h1.CloseIdleConnections()
+				req, err := http.NewRequest(http.MethodGet, "https://"+srv.TLSAddr().String()+"/health", nil)
+				require.NoError(t, err)
+				req.Header.Set("X-Forwarded-For", london)
+				resp, err := (&http.Client{Transport: h1, Timeout: 5 * time.Second}).Do(req)
+				require.NoError(t, err)
+				resp.Body.Close()
+				assert.Equal(t, 1, resp.ProtoMajor)
+				assert.Equal(t, http.StatusOK, resp.StatusCode)
+			}
 			creds, addr := insecure.NewCredentials(), srv.ProxyAddr().String()
 			if c.overTLS {
 				creds, addr = credentials.NewTLS(&tls.Config{RootCAs: ca.Pool}), srv.TLSAddr().String()
@@ -166,6 +181,10 @@ regions:
 			first, err := stream.Recv()
 			require.NoError(t, err)
 			assert.Equal(t, healthpb.HealthCheckResponse_SERVING, first.Status)
+			// Quiet for longer than limits.idle_timeout, the time a client has
+			// to take each part of an answer: a stream waiting for news is
+			// not a client that stopped reading.
+			time.Sleep(800 * time.Millisecond)
 			eu.health.SetServingStatus("movr", healthpb.HealthCheckResponse_NOT_SERVING)
 			next, err := stream.Recv()
 			require.NoError(t, err)
@@ -184,6 +203,13 @@ regions:
 				assert.NotEmpty(t, answer.GetListServicesResponse().GetService())
 				time.Sleep(500 * time.Millisecond)
 			}
+			// Its messages add up to more than limits.max_request_body,
+			// which bounds a body, not a stream.
+			require.NoError(t, bidi.Send(&reflectionpb.ServerReflectionRequest{
+				MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: strings.Repeat("x", 1500)}}))
+			answer, err := bidi.Recv()
+			require.NoError(t, err)
+			assert.NotNil(t, answer.GetErrorResponse(), "the backend's answer: no such symbol")
 			require.NoError(t, bidi.CloseSend())
 
 			// The nearest region goes away: the call is retried in the next.

@@ -298,6 +298,9 @@ func (s *Server) refuseConn(e *entry, nc net.Conn, code int, msg string) {
 
 func (s *Server) answerRefusal(e *entry, nc net.Conn, code int, msg string) {
 	defer nc.Close()
+	if e.tls && s.gen.Load().cfg.ProxyProtocol {
+		return // a PROXY header may come first, which a handshake cannot take
+	}
 	_ = nc.SetDeadline(time.Now().Add(time.Second))
 	var conn net.Conn = nc
 	if e.tls {

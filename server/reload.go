@@ -170,8 +170,11 @@ func (s *Server) refused(res ReloadResult, problems []string) ReloadResult {
 // closing its connection, then stops it.
 func (s *Server) retire(g *generation) {
 	g.drain(s.clientTimeout)
+	// Its requests get as long as its limits give a client, and a grace.
+	l := g.cfg.Limits
+	longest := max(s.clientTimeout, l.HeadTimeout+l.BodyTimeout, l.IdleTimeout)
 	s.retiring.Go(func() {
-		ctx, cancel := context.WithTimeout(s.base, s.clientTimeout+retireGrace)
+		ctx, cancel := context.WithTimeout(s.base, longest+retireGrace)
 		defer cancel()
 		if err := g.shutdown(ctx, true); err != nil {
 			s.log.Warn("a replaced configuration's requests were cut at its grace", zap.Int64("generation", g.id), zap.Error(err))

@@ -224,6 +224,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.start(g, ln.Addr()); err != nil {
 		g.abandon()
 		s.closeListeners()
+		s.closeCerts()
 		s.cancel()
 		return err
 	}
@@ -239,6 +240,7 @@ func (s *Server) Start(ctx context.Context) error {
 
 	if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		s.closeListeners()
+		s.closeCerts()
 		_ = g.shutdown(context.Background(), false)
 		s.stop()
 		return fmt.Errorf("server: admin listener: %w", err)
@@ -286,6 +288,13 @@ func (s *Server) TLSAddr() net.Addr {
 	return s.tlsEntry.ln.Addr()
 }
 
+// closeCerts stops watching certificate files and renewing certificates.
+func (s *Server) closeCerts() {
+	if s.certs != nil {
+		s.certs.Close()
+	}
+}
+
 // closeListeners closes the proxy listeners: their dispatchers end.
 func (s *Server) closeListeners() {
 	for _, e := range []*entry{s.plain, s.tlsEntry} {
@@ -323,9 +332,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.stop()
-	if s.certs != nil {
-		s.certs.Close()
-	}
+	s.closeCerts()
 	if err := g.locator.Database().Close(); err != nil {
 		errs = append(errs, err)
 	}

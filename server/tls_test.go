@@ -18,6 +18,7 @@ import (
 
 	"github.com/geoproxy/geoproxy/certs/certstest"
 	"github.com/geoproxy/geoproxy/config"
+	"github.com/geoproxy/geoproxy/server"
 )
 
 // tlsEnv starts the e2e environment with a TLS listener whose certificate
@@ -287,4 +288,65 @@ func TestNativeEngineParsesTLSRequests(t *testing.T) {
 		assert.Equal(t, region, resp.Header.Get("X-Geoproxy-Region"))
 	}
 	assert.Equal(t, "https", e.apps["us-west"].lastHeaders().Get("X-Forwarded-Proto"))
+}
+
+// TestHTTP2ClientsMoveToAReloadedConfig: an HTTP/2 client that keeps one
+// connection busy through reloads is told to move (GOAWAY) by the
+// configuration a reload replaced, and goes on, without an error, on the
+// new one; not cut when the old one's grace ends.
+func TestHTTP2ClientsMoveToAReloadedConfig(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		dir := t.TempDir()
+		ca := certstest.NewCA(t, "geoproxy test CA")
+		cert, key := ca.WritePair(t, dir, "proxy", x509.ExtKeyUsageServerAuth, "127.0.0.1")
+		app := newApp(t, "europe-west")
+		text := func(gen int) string {
+			return fmt.Sprintf(`listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+engine: %s
+tls:
+  listen: 127.0.0.1:0
+  certificates: [{cert: %s, key: %s}]
+geoip: {database: ../testdata/geoip2-city.mmdb}
+proxy: {request_headers: {X-Generation: "g%d"}}
+regions:
+  - name: europe-west
+    location: {lat: 50.45, lon: 3.82}
+    backends: [{url: %s}]
+`, engine, cert, key, gen, app.srv.URL)
+		}
+		path := dir + "/geoproxy.yaml"
+		require.NoError(t, os.WriteFile(path, []byte(text(1)), 0o600))
+		cfg, err := config.Load(path)
+		require.NoError(t, err)
+		srv := runConfig(t, cfg, server.Options{ClientTimeout: time.Second})
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		url := "https://" + srv.TLSAddr().String() + "/"
+		get := func() error {
+			resp, err := client.Get(url)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && (resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2) {
+				err = fmt.Errorf("status %d over HTTP/%d", resp.StatusCode, resp.ProtoMajor)
+			}
+			return err
+		}
+		require.NoError(t, get())
+		for gen := 2; gen <= 3; gen++ {
+			require.NoError(t, os.WriteFile(path, []byte(text(gen)), 0o600))
+			require.True(t, srv.Reload().OK)
+			// Requests keep coming past the old configuration's grace
+			// (the client timeout, 1 s, and its own).
+			for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+				require.NoError(t, get())
+				time.Sleep(5 * time.Millisecond)
+			}
+			assert.Equal(t, fmt.Sprintf("g%d", gen), app.lastHeaders().Get("X-Generation"), "served by the reloaded configuration")
+		}
+	})
 }

@@ -277,7 +277,7 @@ func (e *Engine) toLoop(nc net.Conn) bool {
 		// connection left): the client still gets its answer.
 		anc, err := attach(fd)
 		if err != nil {
-			_ = unix.Close(fd)
+			c.releaseAll() // (attach has closed fd)
 			return true
 		}
 		if tc, ok := anc.(*net.TCPConn); ok && wrapped {

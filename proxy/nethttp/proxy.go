@@ -169,7 +169,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	*st = state{edge: st.edge[:0]} // the edge values' room is kept
 	defer h.states.Put(st)
 
-	rw := &responseWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.idleTimeout}
+	rw := &responseWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: h.idleTimeout, h2: r.ProtoMajor == 2}
 	st.rw = rw
 	if headSize(r) > h.maxHead {
 		// Go's server allows more (see ServerMaxHeaderBytes): the limit
@@ -191,8 +191,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(rw, http.StatusRequestEntityTooLarge, "geoproxy: request body too large")
 		return
 	}
-	if r.ProtoMajor == 1 && h.draining.Load() {
-		rw.Header().Set("Connection", "close") // the keep-alive client moves elsewhere
+	if h.draining.Load() {
+		// The keep-alive client moves elsewhere: over HTTP/1 the answer
+		// closes the connection; over HTTP/2 Go's server takes the field
+		// for a GOAWAY, and closes the connection once its streams end.
+		rw.Header().Set("Connection", "close")
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// Go's server drops a Content-Length sent with Transfer-Encoding,
@@ -227,10 +230,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// watch the idle connection while a slow answer is streamed. A
 		// gRPC request's body is a stream of messages that lasts as long
 		// as the call: it has none.
-		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		grpc := strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+		if !grpc {
 			_ = rw.rc.SetReadDeadline(start.Add(h.bodyTimeout))
 		}
-		st.body = &replayGuard{ReadCloser: http.MaxBytesReader(w, r.Body, h.maxBody), rc: rw.rc}
+		body := r.Body
+		if !grpc {
+			// (A gRPC stream's messages are not one body: no limit on
+			// their sum.)
+			body = http.MaxBytesReader(w, r.Body, h.maxBody)
+		}
+		st.body = &replayGuard{ReadCloser: body, rc: rw.rc}
 		out.Body = st.body
 	}
 
@@ -490,6 +500,7 @@ type responseWriter struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	armed   time.Time // when the write deadline was last moved
+	h2      bool      // an HTTP/2 stream (see disarm)
 	status  int
 	written int64 // body bytes written
 }
@@ -507,14 +518,25 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	}
 	w.arm()
 	n, err := w.ResponseWriter.Write(p)
+	w.disarm()
 	w.written += int64(n)
 	return n, err
 }
 
 func (w *responseWriter) arm() {
-	if now := time.Now(); now.Sub(w.armed) > w.timeout/4 {
+	if now := time.Now(); w.h2 || now.Sub(w.armed) > w.timeout/4 {
 		_ = w.rc.SetWriteDeadline(now.Add(w.timeout))
 		w.armed = now
+	}
+}
+
+// disarm lifts an HTTP/2 stream's write deadline once a write is done: Go's
+// HTTP/2 server resets a stream whose deadline passes even with no write
+// pending, which would cut a quiet stream (a gRPC server stream, a long
+// poll). Over HTTP/1 the deadline stays; the connection has one.
+func (w *responseWriter) disarm() {
+	if w.h2 {
+		_ = w.rc.SetWriteDeadline(time.Time{})
 	}
 }
 
@@ -527,6 +549,7 @@ func (w *responseWriter) Flush() {
 	}
 	w.arm()
 	_ = w.rc.Flush()
+	w.disarm()
 }
 
 type bufferPool struct{ p sync.Pool }
