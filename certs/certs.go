@@ -102,6 +102,7 @@ type Manager struct {
 	log     *zap.Logger
 	onError func(reason string)
 	state   atomic.Pointer[state]
+	shared  atomic.Pointer[sharedConfig] // see TLSConfig
 
 	// ctx ends when the Manager is closed; ACME work and the watcher
 	// stop with it.
@@ -159,10 +160,32 @@ func New(o Options) (*Manager, error) {
 // protocols. Its GetCertificate picks the certificate at each handshake
 // from the current certificates, so reloads need no new configuration;
 // after Update changes the settings, call TLSConfig again (geoproxy's
-// server calls it for every connection). The caller may modify it.
+// server calls it for every connection). It is the same configuration
+// while the settings hold, so that TLS sessions resume across
+// connections: the caller must not modify it (Clone it first).
 func (m *Manager) TLSConfig() *tls.Config {
 	st := m.state.Load()
-	return m.serverConfig(st.minVersion, st.acme != nil && st.acme.tlsALPN)
+	key := configKey{minVersion: st.minVersion, alpnChallenge: st.acme != nil && st.acme.tlsALPN}
+	if c := m.shared.Load(); c != nil && c.key == key {
+		return c.cfg
+	}
+	c := &sharedConfig{key: key, cfg: m.serverConfig(key.minVersion, key.alpnChallenge)}
+	m.shared.Store(c)
+	return c.cfg
+}
+
+// configKey is what a server configuration is built from.
+type configKey struct {
+	minVersion    uint16
+	alpnChallenge bool
+}
+
+// sharedConfig is the server configuration TLSConfig gives every
+// connection while its settings hold: one configuration, so that the
+// session tickets it issues (its own keys) resume on the next connection.
+type sharedConfig struct {
+	key configKey
+	cfg *tls.Config
 }
 
 // serverConfig builds a server configuration.

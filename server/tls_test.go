@@ -350,3 +350,21 @@ regions:
 		}
 	})
 }
+
+// TestTLSSessionsResume: a client that comes back resumes its TLS session
+// (no new certificate exchange), on both engines.
+func TestTLSSessionsResume(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		e, pool := tlsEnv(t, engine, "", "")
+		cache := tls.NewLRUClientSessionCache(4)
+		for i, want := range []bool{false, true, true} {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ClientSessionCache: cache}, ForceAttemptHTTP2: true}
+			resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + e.srv.TLSAddr().String() + "/")
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body) // (the session ticket comes after the handshake)
+			resp.Body.Close()
+			tr.CloseIdleConnections()
+			assert.Equal(t, want, resp.TLS.DidResume, "connection %d", i+1)
+		}
+	})
+}
