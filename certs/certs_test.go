@@ -184,12 +184,14 @@ func TestALPN(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(m.Close)
 	assert.Equal(t, []string{"h2", "http/1.1"}, m.TLSConfig().NextProtos)
-	// Each configuration is the caller's to change.
-	mine := m.TLSConfig()
-	mine.NextProtos[0] = "spdy/3"
-	mine.CipherSuites[0] = 0
-	assert.Equal(t, []string{"h2", "http/1.1"}, m.TLSConfig().NextProtos)
-	assert.Equal(t, cipherSuites(), m.TLSConfig().CipherSuites)
+	// One configuration while the settings hold (its session tickets
+	// resume across connections); another once they change.
+	assert.Same(t, m.TLSConfig(), m.TLSConfig())
+	before := m.TLSConfig()
+	require.NoError(t, m.Update(Options{Pairs: []config.CertPair{pa}, MinVersion: tls.VersionTLS13}))
+	assert.NotSame(t, before, m.TLSConfig())
+	assert.Equal(t, uint16(tls.VersionTLS13), m.TLSConfig().MinVersion)
+	require.NoError(t, m.Update(Options{Pairs: []config.CertPair{pa}}))
 	srv := serveTLS(t, listen(t), m.TLSConfig)
 
 	for _, c := range []struct {
