@@ -143,6 +143,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		Affinity:       cfg.Affinity,
 		ClientRate:     float64(cfg.Limits.RequestsPerSecondPerClient),
 		ClientBurst:    cfg.Limits.BurstPerClient,
+		Previous:       previousBalancer(s.gen.Load()),
 	})
 	retryAfter := cfg.HealthCheck.Interval * time.Duration(cfg.HealthCheck.HealthyThreshold)
 	var all []*route.Backend
@@ -278,6 +279,14 @@ func (g *generation) in(listener, proto string) *handoff {
 		return g.tlsH1
 	}
 	return g.tlsIn
+}
+
+// previousBalancer is g's balancer; nil for no generation yet.
+func previousBalancer(g *generation) *core.Balancer {
+	if g == nil {
+		return nil
+	}
+	return g.bal
 }
 
 // anyHTTP2 reports whether a backend of cfg speaks HTTP/2.

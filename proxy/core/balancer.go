@@ -116,6 +116,10 @@ type Options struct {
 	// ClientBurst is how many requests a client may make at once above
 	// ClientRate (at least 1).
 	ClientBurst int
+	// Previous is the balancer this one replaces (a reload), or nil: with
+	// the same ClientRate and ClientBurst, its clients' buckets carry
+	// over, so that a reload gives no client a fresh burst.
+	Previous *Balancer
 }
 
 // New returns a Balancer for the regions the router serves.
@@ -135,6 +139,10 @@ func New(o Options) *Balancer {
 	b.affinity = newAffinity(o.Affinity, o.Router.specs)
 	b.traffic = newTraffic(len(o.Router.specs))
 	b.rate = newClientRate(o.ClientRate, o.ClientBurst, rateClients)
+	if p := o.Previous; p != nil && p.rate != nil && b.rate != nil &&
+		p.rate.interval == b.rate.interval && p.rate.tolerance == b.rate.tolerance {
+		b.rate = p.rate
+	}
 	b.rateHits = o.Metrics.ClientLimits.WithLabelValues(metrics.LimitClientRate)
 	for _, f := range b.edge {
 		b.edgeNames = append(b.edgeNames, f.name)

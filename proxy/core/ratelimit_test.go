@@ -202,3 +202,29 @@ func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64
 	require.NoError(t, c.Write(&m))
 	return m.GetCounter().GetValue()
 }
+
+// A reload with the same rate and burst keeps each client's bucket: the
+// new balancer does not hand out fresh bursts. With other settings it
+// starts afresh.
+func TestClientRateCarriesOverAReload(t *testing.T) {
+	db := openCity(t)
+	old := fixtureWith(t, db, Options{ClientRate: 1, ClientBurst: 2})
+	peer := netip.MustParseAddr("127.0.0.1")
+	london := []string{"203.0.113.10"}
+	now := time.Now()
+	var d Decision
+	for range 2 {
+		old.Decide(&d, peer, nil, london, nil, now)
+		require.False(t, d.Limited)
+		old.Report(&d, Outcome{Status: 200})
+	}
+	same := fixtureWith(t, db, Options{ClientRate: 1, ClientBurst: 2, Previous: old})
+	same.Decide(&d, peer, nil, london, nil, now)
+	assert.True(t, d.Limited, "the burst was spent before the reload")
+	same.Report(&d, Outcome{Status: 429})
+
+	other := fixtureWith(t, db, Options{ClientRate: 1, ClientBurst: 5, Previous: same})
+	other.Decide(&d, peer, nil, london, nil, now)
+	assert.False(t, d.Limited, "another burst: buckets start afresh")
+	other.Report(&d, Outcome{Status: 200})
+}
