@@ -125,6 +125,7 @@ func TestLoadFull(t *testing.T) {
 		ACME: ACME{Domains: []string{"movr.example.com", "eu.movr.example.com"}, Email: "ops@example.com",
 			Storage: "/var/lib/geoproxy/acme"},
 		RedirectHTTP: true,
+		RedirectPort: 443,
 		MinVersion:   tls.VersionTLS12,
 	}, cfg.TLS)
 	assert.True(t, cfg.ProxyProtocol)

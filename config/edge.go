@@ -24,6 +24,11 @@ type TLS struct {
 	// request with 308 to https, except ACME HTTP-01 challenges (key
 	// "tls.redirect_http"). Default false: it proxies as usual.
 	RedirectHTTP bool
+	// RedirectPort is the port redirects name (key "tls.redirect_port"),
+	// for when clients reach the TLS listener on another port than it
+	// listens on (a container's 8443 published as 443). Default 0: the
+	// TLS listener's port; 443 is left out of the URL.
+	RedirectPort int
 	// MinVersion is the oldest TLS version accepted (key
 	// "tls.min_version", "1.2" or "1.3"). Default "1.2".
 	MinVersion uint16
@@ -74,6 +79,7 @@ type rawTLS struct {
 	Certificates opt[[]opt[rawCertPair]] `yaml:"certificates"`
 	ACME         opt[rawACME]            `yaml:"acme"`
 	RedirectHTTP scalar                  `yaml:"redirect_http"`
+	RedirectPort scalar                  `yaml:"redirect_port"`
 	MinVersion   scalar                  `yaml:"min_version"`
 }
 
@@ -95,6 +101,10 @@ func (c *checker) tls(p fieldPath, o opt[rawTLS]) TLS {
 	t := TLS{
 		Listen:       c.str(p.key("listen"), raw.Listen, ""),
 		RedirectHTTP: c.bool(p.key("redirect_http"), raw.RedirectHTTP, false),
+		RedirectPort: c.int(p.key("redirect_port"), raw.RedirectPort, 0),
+	}
+	if t.RedirectPort < 0 || t.RedirectPort > 65535 {
+		c.errorf(p.key("redirect_port"), "must be 1 to 65535 (or 0: the TLS listener's), got %d", t.RedirectPort)
 	}
 	switch v := c.str(p.key("min_version"), raw.MinVersion, "1.2"); v {
 	case "1.2":

@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"net/http"
+	"strconv"
 
 	"github.com/geoproxy/geoproxy/certs"
 	"github.com/geoproxy/geoproxy/config"
@@ -78,6 +79,9 @@ func (s *Server) buildTLS(g *generation, opts nethttp.Options) {
 	g.tlsSrv = s.httpServer(g, handler, protocols)
 	if g.cfg.TLS.RedirectHTTP {
 		port := func() string { // the port bound, which ":0" picks
+			if p := g.cfg.TLS.RedirectPort; p > 0 {
+				return strconv.Itoa(p)
+			}
 			_, port, _ := net.SplitHostPort(s.TLSAddr().String())
 			return port
 		}

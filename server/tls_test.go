@@ -112,6 +112,17 @@ func TestRedirectHTTP(t *testing.T) {
 		resp, body := e.get(london, "/")
 		require.Equal(t, http.StatusOK, resp.StatusCode, body)
 	})
+	// Behind a port mapping, the port clients use.
+	for port, want := range map[string]string{"443": "https://movr.example.com/a", "8443": "https://movr.example.com:8443/a"} {
+		e, _ := tlsEnv(t, config.EngineNative, "  redirect_http: true\n  redirect_port: "+port+"\n", "")
+		req, err := http.NewRequest(http.MethodGet, "http://"+e.srv.ProxyAddr().String()+"/a", nil)
+		require.NoError(t, err)
+		req.Host = "movr.example.com"
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, want, resp.Header.Get("Location"))
+	}
 }
 
 // TestConnectionLimits: beyond limits.max_connections a new connection is
