@@ -232,7 +232,7 @@ func openFDs(t *testing.T) int {
 	return len(entries)
 }
 
-// BenchmarkReload times validating a config of 100 regions with 10 backends
+// BenchmarkReload times validating a config of 64 regions (the most) with 16 backends
 // each and swapping it in (the engine's build, the health store's sync, the
 // checker's start), alternating two files that differ in weights.
 func BenchmarkReload(b *testing.B) {
@@ -247,9 +247,9 @@ geoip: {database: ../testdata/geoip2-city.mmdb}
 health_check: {interval: 1m, timeout: 500ms}
 regions:
 `)
-		for r := range 100 {
+		for r := range config.MaxRegions {
 			fmt.Fprintf(&sb, "  - name: region-%d\n    location: {lat: %d, lon: %d}\n    backends:\n", r, r%90, r*3%180)
-			for i := range 10 {
+			for i := range 16 {
 				fmt.Fprintf(&sb, "      - {url: \"http://127.0.%d.%d:9\", weight: %d}\n", r, i+1, weight)
 			}
 		}
