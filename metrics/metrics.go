@@ -84,6 +84,22 @@ const (
 	LimitClientRate        = "client_rate"
 )
 
+// LimitCounters are the children of ClientLimits an engine counts its own
+// refusals in.
+type LimitCounters struct {
+	HeadTimeout, BodyTimeout, HeaderBytes, RequestBody prometheus.Counter
+}
+
+// LimitCounters returns the engines' children of ClientLimits.
+func (m *Metrics) LimitCounters() LimitCounters {
+	return LimitCounters{
+		HeadTimeout: m.ClientLimits.WithLabelValues(LimitHeadTimeout),
+		BodyTimeout: m.ClientLimits.WithLabelValues(LimitBodyTimeout),
+		HeaderBytes: m.ClientLimits.WithLabelValues(LimitHeaderBytes),
+		RequestBody: m.ClientLimits.WithLabelValues(LimitRequestBody),
+	}
+}
+
 // New creates the metrics and registers them, with the build info, on reg.
 func New(reg prometheus.Registerer, version string) *Metrics {
 	m := &Metrics{

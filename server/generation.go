@@ -164,7 +164,7 @@ func (s *Server) build(cfg *config.Config, db *geo.Database, id int64, hash stri
 		protocols := new(http.Protocols)
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
-		g.httpSrv = s.httpServer(g, s.challenges(g.handler), protocols)
+		g.httpSrv = s.httpServer(g, s.challenges(cfg, g.handler), protocols)
 	default:
 		g.native = h1.New(h1.Options{
 			Balancer: g.bal, Proxy: cfg.Proxy, Backends: all, RetryAfter: retryAfter, Metrics: s.metrics, Log: s.log,

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/geoproxy/geoproxy/config"
 	"github.com/geoproxy/geoproxy/metrics"
+	"github.com/geoproxy/geoproxy/proxy/h1"
 	"github.com/geoproxy/geoproxy/proxy/proxyheader"
 )
 
@@ -172,9 +172,7 @@ func (s *Server) countClient(e *entry, c *clientConn, max int) bool {
 		e.mu.Unlock()
 		c.Closed() // it no longer counts on the listener either
 		s.metrics.ClientLimits.WithLabelValues(metrics.LimitClientConnections).Inc()
-		s.wg.Go(func() {
-			s.refuseConn(e, c.TCPConn, http.StatusTooManyRequests, "geoproxy: too many connections from this client")
-		})
+		s.refuseConn(e, c.TCPConn, http.StatusTooManyRequests, "geoproxy: too many connections from this client")
 		return false
 	}
 	e.perClient[key] = n + 1
@@ -312,18 +310,12 @@ func (s *Server) answerRefusal(e *entry, nc net.Conn, code int, msg string) {
 		}
 		conn = tc
 	}
-	body := msg + "\n"
-	_, err := io.WriteString(conn, "HTTP/1.1 "+strconv.Itoa(code)+" "+http.StatusText(code)+"\r\n"+
-		"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\n"+
-		"Content-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
-	if err != nil {
+	if _, err := conn.Write(h1.AppendPlain(nil, code, msg, "1", true)); err != nil {
 		return
 	}
 	// Read what the client sends until it closes (or the deadline), so
 	// that closing does not reset the connection under the answer.
-	if tc, ok := conn.(*tls.Conn); ok {
-		_ = tc.CloseWrite()
-	} else if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))

@@ -48,11 +48,14 @@ func (c *certFiles) Update(t config.TLS) error {
 	return c.Manager.Update(c.s.certOptions(&cfg))
 }
 
-// challenges answers ACME HTTP-01 challenges, when ACME is on, and passes
-// the rest to next. The certificates are made after the first
-// generation's handlers, once the listeners are bound, hence the lookup
-// at each request.
-func (s *Server) challenges(next http.Handler) http.Handler {
+// challenges answers ACME HTTP-01 challenges, when cfg has ACME on, and
+// passes the rest to next; without ACME it is next. The certificates are
+// made after the first generation's handlers, once the listeners are
+// bound, hence the lookup at each request.
+func (s *Server) challenges(cfg *config.Config, next http.Handler) http.Handler {
+	if !cfg.TLS.ACME.Enabled() {
+		return next
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.certs != nil && s.certs.IsChallenge(r) {
 			s.certs.HTTPChallenge(next).ServeHTTP(w, r)
@@ -87,6 +90,6 @@ func (s *Server) buildTLS(g *generation, opts nethttp.Options) {
 		}
 		protocols := new(http.Protocols)
 		protocols.SetHTTP1(true)
-		g.redirectSrv = s.httpServer(g, s.challenges(redirectHandler(port)), protocols)
+		g.redirectSrv = s.httpServer(g, s.challenges(g.cfg, redirectHandler(port)), protocols)
 	}
 }

@@ -182,7 +182,7 @@ func New(o Options) *Engine {
 	e.headTimeout = cmp.Or(max(o.HeadTimeout, 0), all)
 	e.bodyTimeout = cmp.Or(max(o.BodyTimeout, 0), all)
 	e.maxHead = cmp.Or(max(o.MaxHeaderBytes, 0), DefaultMaxHeaderBytes)
-	e.limitHits = newLimitCounters(o.Metrics)
+	e.limitHits = limitCounters{o.Metrics.LimitCounters()}
 	e.maxBody = cmp.Or(o.MaxRequestBody, DefaultMaxRequestBody)
 	e.mem.limit = cmp.Or(o.RequestMemory, DefaultRequestMemory)
 	e.chunks.max = int(e.mem.limit / bodyChunk)
@@ -765,11 +765,13 @@ func (c *conn) refusal(err error) {
 	}
 	c.wantsEnd = true
 	c.e.limitHits.count(err)
-	c.out = appendPlain(c.out[:0], code, "geoproxy: "+err.Error(), retryAfter, true)
+	c.out = AppendPlain(c.out[:0], code, "geoproxy: "+err.Error(), retryAfter, true)
 }
 
-// appendPlain appends a one-line text answer.
-func appendPlain(dst []byte, code int, msg, retryAfter string, closing bool) []byte {
+// AppendPlain appends a whole one-line text answer to dst: msg, with a
+// Retry-After field when retryAfter is set, closing the connection when
+// closing is. Every answer geoproxy writes itself on a connection is this.
+func AppendPlain(dst []byte, code int, msg, retryAfter string, closing bool) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(code), 10)
 	dst = append(dst, ' ')

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/geoproxy/geoproxy/metrics"
 )
 
@@ -25,29 +23,18 @@ func Timeout(configured, override time.Duration) time.Duration {
 
 // limitCounters count the requests the client limits refused
 // (geoproxy_client_limit_hits_total).
-type limitCounters struct {
-	headTimeout, bodyTimeout, headerBytes, requestBody prometheus.Counter
-}
-
-func newLimitCounters(m *metrics.Metrics) limitCounters {
-	return limitCounters{
-		headTimeout: m.ClientLimits.WithLabelValues(metrics.LimitHeadTimeout),
-		bodyTimeout: m.ClientLimits.WithLabelValues(metrics.LimitBodyTimeout),
-		headerBytes: m.ClientLimits.WithLabelValues(metrics.LimitHeaderBytes),
-		requestBody: m.ClientLimits.WithLabelValues(metrics.LimitRequestBody),
-	}
-}
+type limitCounters struct{ metrics.LimitCounters }
 
 // count counts a request refused with err, when a client limit refused it.
 func (l *limitCounters) count(err error) {
 	switch err {
 	case errTimeout:
-		l.headTimeout.Inc()
+		l.HeadTimeout.Inc()
 	case errBodyTimeout:
-		l.bodyTimeout.Inc()
+		l.BodyTimeout.Inc()
 	case errHeadTooBig:
-		l.headerBytes.Inc()
+		l.HeaderBytes.Inc()
 	case errBodyTooBig:
-		l.requestBody.Inc()
+		l.RequestBody.Inc()
 	}
 }

@@ -65,8 +65,8 @@ func TestClientTimeoutsApart(t *testing.T) {
 		silent.expectClosed(2 * time.Second)
 		assert.GreaterOrEqual(t, time.Since(dialed), idle-100*time.Millisecond)
 
-		assert.Equal(t, 2.0, count(t, p.e.limitHits.headTimeout))
-		assert.Equal(t, 1.0, count(t, p.e.limitHits.bodyTimeout))
+		assert.Equal(t, 2.0, count(t, p.e.limitHits.HeadTimeout))
+		assert.Equal(t, 1.0, count(t, p.e.limitHits.BodyTimeout))
 	})
 }
 
@@ -110,7 +110,7 @@ func TestMaxHeaderBytesOption(t *testing.T) {
 				r := c.read("GET")
 				assert.Equal(t, 431, r.status)
 				assert.Equal(t, "geoproxy: message head too large\n", string(r.body))
-				assert.Equal(t, 1.0, count(t, p.e.limitHits.headerBytes))
+				assert.Equal(t, 1.0, count(t, p.e.limitHits.HeaderBytes))
 				assert.Eventually(t, func() bool {
 					used, _, _ := p.e.RequestMemory()
 					return used == 0

@@ -136,7 +136,7 @@ func (c *conn) failure(lastErr error) int {
 	case http.StatusTooManyRequests:
 		retryAfter = strconv.Itoa(c.d.RetryAfter)
 	}
-	c.out = appendPlain(c.out[:0], code, msg, retryAfter, c.wantsEnd)
+	c.out = AppendPlain(c.out[:0], code, msg, retryAfter, c.wantsEnd)
 	return code
 }
 

@@ -51,6 +51,9 @@ const backendIdle = 55 * time.Second
 
 // RoundTrip sends the attempt of r to the backend it is for.
 func (b *backends) RoundTrip(r *http.Request) (*http.Response, error) {
+	if len(b.h2) == 0 {
+		return b.h1.RoundTrip(r)
+	}
 	st := r.Context().Value(stateKey{}).(*state)
 	tr, ok := b.h2[st.backend]
 	if !ok {

@@ -5,11 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/geoproxy/geoproxy/metrics"
 	"github.com/geoproxy/geoproxy/proxy/h1"
@@ -91,18 +88,12 @@ func (h *Handler) ConnState(nc net.Conn, state http.ConnState) {
 //     next byte, not at that one (with no next byte, the idle timeout ends
 //     the connection, silently).
 type connLimits struct {
-	idle, head                                         time.Duration
-	headTimeout, bodyTimeout, headerBytes, requestBody prometheus.Counter
+	idle, head time.Duration
+	metrics.LimitCounters
 }
 
 func newConnLimits(m *metrics.Metrics, idle, head time.Duration) *connLimits {
-	return &connLimits{
-		idle: idle, head: head,
-		headTimeout: m.ClientLimits.WithLabelValues(metrics.LimitHeadTimeout),
-		bodyTimeout: m.ClientLimits.WithLabelValues(metrics.LimitBodyTimeout),
-		headerBytes: m.ClientLimits.WithLabelValues(metrics.LimitHeaderBytes),
-		requestBody: m.ClientLimits.WithLabelValues(metrics.LimitRequestBody),
-	}
+	return &connLimits{idle: idle, head: head, LimitCounters: m.LimitCounters()}
 }
 
 // What a limitConn's read deadline is for.
@@ -245,9 +236,9 @@ func (c *limitConn) release(to uint8) {
 // refuseSlowHead answers 408 to a client whose head did not come in time;
 // the server then closes the connection.
 func (c *limitConn) refuseSlowHead() {
-	c.lim.headTimeout.Inc()
+	c.lim.HeadTimeout.Inc()
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.lim.idle))
-	_, _ = c.Conn.Write(plainAnswer(http.StatusRequestTimeout, "geoproxy: request not received in time"))
+	_, _ = c.Conn.Write(h1.AppendPlain(nil, http.StatusRequestTimeout, "geoproxy: request not received in time", "", true))
 	_ = c.CloseWrite()
 }
 
@@ -310,7 +301,7 @@ func (c *limitConn) Write(p []byte) (int, error) {
 		lim := c.lim
 		c.mu.Unlock()
 		if lim != nil {
-			lim.headerBytes.Inc()
+			lim.HeaderBytes.Inc()
 		}
 	}
 	return c.Conn.Write(p)
@@ -323,23 +314,6 @@ func (c *limitConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
-}
-
-// plainAnswer is a whole one-line text answer that closes the connection,
-// as plain writes one through Go's server.
-func plainAnswer(code int, msg string) []byte {
-	b := make([]byte, 0, 256)
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(code)...)
-	b = append(b, "\r\nConnection: close\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(msg)+1), 10)
-	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nDate: "...)
-	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
-	b = append(b, "\r\nX-Content-Type-Options: nosniff\r\n\r\n"...)
-	b = append(b, msg...)
-	return append(b, '\n')
 }
 
 // headSize is the size of r's head as the native engine counts it, from

@@ -174,7 +174,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if headSize(r) > h.maxHead {
 		// Go's server allows more (see ServerMaxHeaderBytes): the limit
 		// is kept here, to the byte, as on the native engine.
-		h.limits.headerBytes.Inc()
+		h.limits.HeaderBytes.Inc()
 		if r.ProtoMajor == 1 {
 			rw.Header().Set("Connection", "close")
 		}
@@ -186,7 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > h.maxBody {
-		h.limits.requestBody.Inc()
+		h.limits.RequestBody.Inc()
 		rw.Header().Set("Connection", "close")
 		plain(rw, http.StatusRequestEntityTooLarge, "geoproxy: request body too large")
 		return
@@ -294,10 +294,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var tooBig *http.MaxBytesError
 		switch {
 		case isTimeout(st.body.err):
-			h.limits.bodyTimeout.Inc()
+			h.limits.BodyTimeout.Inc()
 			code, msg = http.StatusRequestTimeout, "geoproxy: request not received in time"
 		case errors.As(st.body.err, &tooBig):
-			h.limits.requestBody.Inc()
+			h.limits.RequestBody.Inc()
 			code, msg = http.StatusRequestEntityTooLarge, "geoproxy: request body too large"
 		}
 		rw.Header().Set("Connection", "close")
