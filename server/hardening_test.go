@@ -56,6 +56,7 @@ func (rec *baseRecorder) requests() []*http.Request {
 type hardEnv struct {
 	addr string
 	rec  *baseRecorder
+	srv  *server.Server
 }
 
 // hardEngines are the engines and paths the raw-byte tests run on.
@@ -75,25 +76,31 @@ func forEachPath(t *testing.T, clientTimeout time.Duration, test func(t *testing
 func forEachPathWith(t *testing.T, clientTimeout time.Duration, extra string, test func(t *testing.T, engine string, e *hardEnv)) {
 	for _, eng := range hardEngines {
 		t.Run(eng.name, func(t *testing.T) {
-			rec := &baseRecorder{}
-			rec.srv = httptest.NewServer(rec)
-			t.Cleanup(rec.srv.Close)
-			yaml := fmt.Sprintf(`listen: 127.0.0.1:0
+			test(t, eng.name, startPath(t, eng.yaml+extra, server.Options{ClientTimeout: clientTimeout}))
+		})
+	}
+}
+
+// startPath starts a proxy configured with yaml (top-level keys: the
+// engine and path, and more) in front of one recording backend at /base.
+func startPath(t *testing.T, yaml string, o server.Options) *hardEnv {
+	t.Helper()
+	rec := &baseRecorder{}
+	rec.srv = httptest.NewServer(rec)
+	t.Cleanup(rec.srv.Close)
+	srv := runYAML(t, fmt.Sprintf(`listen: 127.0.0.1:0
 admin: {listen: 127.0.0.1:0}
 access_log: false
 geoip: {database: ../testdata/geoip2-city.mmdb}
 health_check: {path: /health, interval: 1s, timeout: 500ms}
-%s%sregions:
+%sregions:
   - name: europe-west
     location: {lat: 50.45, lon: 3.82}
     backends: [{url: "%s/base"}]
-`, eng.yaml, extra, rec.srv.URL)
-			srv := runYAML(t, yaml, server.Options{ClientTimeout: clientTimeout})
-			e := &env{t: t, srv: srv}
-			e.waitRegion("europe-west", true)
-			test(t, eng.name, &hardEnv{addr: srv.ProxyAddr().String(), rec: rec})
-		})
-	}
+`, yaml, rec.srv.URL), o)
+	e := &env{t: t, srv: srv}
+	e.waitRegion("europe-west", true)
+	return &hardEnv{addr: srv.ProxyAddr().String(), rec: rec, srv: srv}
 }
 
 // rawConn is a client connection that sends raw bytes.

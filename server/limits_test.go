@@ -23,10 +23,7 @@ import (
 // bytes: what each answers, and what geoproxy_client_limit_hits_total
 // counts.
 
-type limitEnv struct {
-	*hardEnv
-	srv *server.Server
-}
+type limitEnv struct{ *hardEnv }
 
 // forEachPathLimits runs a test against every engine and path (see
 // hardEngines), each with its own proxy with the limits block given, in
@@ -35,24 +32,8 @@ func forEachPathLimits(t *testing.T, limits string, test func(t *testing.T, engi
 	for _, eng := range hardEngines {
 		t.Run(eng.name, func(t *testing.T) {
 			t.Parallel()
-			rec := &baseRecorder{}
-			rec.srv = httptest.NewServer(rec)
-			t.Cleanup(rec.srv.Close)
-			yaml := fmt.Sprintf(`listen: 127.0.0.1:0
-admin: {listen: 127.0.0.1:0}
-access_log: false
-geoip: {database: ../testdata/geoip2-city.mmdb}
-health_check: {path: /health, interval: 1s, timeout: 500ms}
-limits: {%s}
-%sregions:
-  - name: europe-west
-    location: {lat: 50.45, lon: 3.82}
-    backends: [{url: "%s/base"}]
-`, limits, eng.yaml, rec.srv.URL)
-			srv := runYAML(t, yaml, server.Options{})
-			e := &env{t: t, srv: srv}
-			e.waitRegion("europe-west", true)
-			test(t, eng.name, &limitEnv{hardEnv: &hardEnv{addr: srv.ProxyAddr().String(), rec: rec}, srv: srv})
+			e := startPath(t, "limits: {"+limits+"}\n"+eng.yaml, server.Options{})
+			test(t, eng.name, &limitEnv{e})
 		})
 	}
 }
